@@ -1,0 +1,1 @@
+"""Everything that speaks to the broker: control commands, the event consumer, the feed."""

@@ -1,0 +1,122 @@
+"""Celery control: publish tasks, broadcast revokes, inspect workers.
+
+Every method here blocks (Celery's producer and broadcast APIs are
+synchronous); the API calls them through :meth:`ControlBus.run`, which runs
+them on a thread pool with a deadline so the IOLoop never waits on a broker.
+Broker failures surface as :class:`BrokerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+
+from controlplane.config import Config
+from controlplane.errors import ServiceUnavailable
+from controlplane.tasktypes import TaskType
+from workers.app import make_celery
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    KombuError,
+    ConnectionError,
+    socket.error,
+    TimeoutError,
+)
+try:  # redis-py's errors are not OSErrors
+    import redis.exceptions
+
+    BROKER_ERRORS += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+except ImportError:  # pragma: no cover - redis is a hard dependency
+    pass
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker did not accept a message or a broadcast in time."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("broker", detail)
+
+
+STATES = ("active", "reserved", "scheduled")
+
+
+class ControlBus:
+    """Publish, revoke and inspect over the deployment's broker."""
+
+    def __init__(self, config: Config, app: Celery | None = None) -> None:
+        self.config = config
+        self.app = app or make_celery(config)
+        self.executor = ThreadPoolExecutor(config.api.executor_threads, thread_name_prefix="control")
+
+    def close(self) -> None:
+        """Stop the thread pool and release broker connections."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.app.close()
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """Run a blocking call on the pool with a deadline; broker failures → BrokerUnavailable."""
+        loop = asyncio.get_running_loop()
+        deadline = timeout if timeout is not None else self.config.broker.publish_timeout
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, *args), deadline)
+        except TimeoutError:
+            raise BrokerUnavailable(f"no answer within {deadline:g}s") from None
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(type(exc).__name__) from None
+
+    def publish(self, task_type: TaskType, celery_id: str, data: dict[str, Any]) -> None:
+        """Send the task message (blocking) in ARL's shape."""
+        tc = self.config.task_config(task_type.value)
+        self.app.send_task(
+            task_type.celery_name,
+            kwargs={"options": {"celery_action": task_type.value, "data": data}},
+            task_id=celery_id,
+            queue=tc.queue,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
+        )
+
+    def revoke(self, celery_ids: list[str], terminate: bool) -> None:
+        """One broadcast revoking every id (blocking)."""
+        self.app.control.revoke(
+            celery_ids, terminate=terminate, signal=self.config.worker.terminate_signal if terminate else None
+        )
+
+    def inspect(self) -> list[dict[str, Any]]:
+        """Active, reserved and scheduled tasks of every worker, merged (blocking)."""
+        timeout = self.config.api.inspect_timeout
+        with ThreadPoolExecutor(len(STATES)) as pool:
+            futures = {
+                state: pool.submit(lambda s=state: getattr(self.app.control.inspect(timeout=timeout), s)())
+                for state in STATES
+            }
+            replies = {state: f.result() or {} for state, f in futures.items()}
+        tasks: list[dict[str, Any]] = []
+        for state in STATES:
+            for worker, entries in sorted(replies[state].items()):
+                for entry in entries or []:
+                    tasks.append(_flatten(entry, worker, state))
+        return tasks
+
+
+def _flatten(entry: dict[str, Any], worker: str, state: str) -> dict[str, Any]:
+    item = dict(entry)
+    request = item.pop("request", None)
+    if state == "scheduled" and isinstance(request, dict):
+        item = {**request, "eta": entry.get("eta"), "priority": entry.get("priority")}
+    item["worker"] = worker
+    item["state"] = state
+    item.setdefault("hostname", worker)
+    return item

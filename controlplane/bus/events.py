@@ -1,0 +1,247 @@
+"""The event consumer: Celery worker events → task documents in MongoDB.
+
+A small kombu :class:`~kombu.mixins.ConsumerMixin`: messages are buffered and
+written in batches through :meth:`TaskStore.apply_events` (one read, one bulk
+write per batch), and acknowledged only after the write, so on RabbitMQ (a
+durable named queue) nothing is lost when the consumer or the database dies.
+Worker heartbeats are tracked so that a task whose worker vanished does not
+stay STARTED forever.  Connection errors are retried with capped backoff by
+the mixin; database errors keep the buffer (bounded by the prefetch window)
+and are retried with capped backoff too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery.events.event import get_exchange
+from kombu import Connection, Queue
+from kombu.message import Message
+from kombu.mixins import ConsumerMixin
+from pymongo.errors import PyMongoError
+
+from controlplane.config import Config
+from controlplane.merge import TASK_EVENT_TYPES
+from controlplane.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
+LEASE = "ingest"
+
+Changes = Callable[[list[dict[str, Any]]], None]
+
+
+def flatten_body(body: Any) -> list[dict[str, Any]]:
+    """One message body → its events (``task.multi`` messages carry a list)."""
+    if isinstance(body, dict):
+        return [body]
+    if isinstance(body, list):
+        return [e for e in body if isinstance(e, dict)]
+    return []
+
+
+class WorkerTracker:
+    """Liveness of workers from their heartbeats, judged against our own clock."""
+
+    def __init__(self, timeout: float, now: float | None = None) -> None:
+        self.timeout = timeout
+        self.started = time.time() if now is None else now
+        self.seen: dict[str, dict[str, Any]] = {}
+        self.dirty: dict[str, dict[str, Any]] = {}
+
+    def observe(self, event: dict[str, Any], now: float) -> None:
+        """Record a worker event (or any task event, which also proves the worker alive)."""
+        host = event.get("hostname")
+        if not isinstance(host, str) or not host:
+            return
+        kind = event.get("type")
+        if kind in TASK_EVENT_TYPES and kind == "task-sent":
+            return
+        freq = event.get("freq")
+        info = {
+            "last_heartbeat": now,
+            "online": kind != "worker-offline",
+            "freq": float(freq)
+            if isinstance(freq, int | float)
+            else self.seen.get(host, {}).get("freq", 2.0),
+        }
+        if kind in WORKER_EVENTS:
+            info["active"] = event.get("active")
+            info["processed"] = event.get("processed")
+        self.seen[host] = {**self.seen.get(host, {}), **info}
+        self.dirty[host] = self.seen[host]
+
+    def lost(self, hostnames: set[str], now: float) -> set[str]:
+        """Which of ``hostnames`` are gone: offline, or silent for longer than the timeout."""
+        gone = set()
+        for host in hostnames:
+            info = self.seen.get(host)
+            if info is None:
+                if now - self.started > self.timeout:
+                    gone.add(host)
+                continue
+            limit = max(self.timeout, 3 * float(info.get("freq") or 2.0))
+            if not info.get("online") or now - float(info["last_heartbeat"]) > limit:
+                gone.add(host)
+        return gone
+
+
+class EventConsumer(ConsumerMixin):  # type: ignore[misc]
+    """Consume every Celery event of the deployment into the task store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: TaskStore,
+        connection: Connection | None = None,
+        on_changes: Changes | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.connection = connection or Connection(
+            config.broker.url, connect_timeout=config.broker.connect_timeout
+        )
+        self.on_changes = on_changes
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.buffer: list[dict[str, Any]] = []
+        self.messages: list[Message] = []
+        self.last_flush = time.monotonic()
+        self.db_backoff = 0.0
+        self.db_retry_at = 0.0
+        self.workers = WorkerTracker(config.events.worker_timeout)
+        self.last_liveness = time.monotonic()
+        self.applied = 0
+
+    # -- kombu hooks -----------------------------------------------------------
+
+    def get_consumers(self, consumer_cls: Any, channel: Any) -> list[Any]:
+        exchange = get_exchange(self.connection, name="celeryev")
+        ev = self.config.events
+        queue = Queue(
+            ev.queue,
+            exchange,
+            routing_key="#",
+            durable=ev.durable,
+            auto_delete=False,
+        )
+        consumer = consumer_cls(
+            queues=[queue], callbacks=[self.on_message], accept=["json"], prefetch_count=ev.batch_size * 2
+        )
+        return [consumer]
+
+    def on_connection_error(self, exc: BaseException, interval: float) -> None:
+        log.warning("broker connection lost (%s); retrying in %.1fs", exc, interval)
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        log.info("consuming events from %s", self.connection.as_uri())
+
+    def consume(
+        self, limit: int | None = None, timeout: float | None = None, safety_interval: float = 1
+    ) -> Any:
+        return super().consume(
+            limit=limit, timeout=timeout, safety_interval=self.config.events.flush_interval
+        )
+
+    def on_message(self, body: Any, message: Message) -> None:
+        """Buffer the message's events; acknowledge only after they are written."""
+        now = time.time()
+        for event in flatten_body(body):
+            self.workers.observe(event, now)
+            if event.get("type") in TASK_EVENT_TYPES:
+                self.buffer.append(event)
+        self.messages.append(message)
+        if len(self.messages) >= self.config.events.batch_size:
+            self.flush()
+
+    def on_iteration(self) -> None:
+        if time.monotonic() - self.last_flush >= self.config.events.flush_interval:
+            self.flush()
+        if time.monotonic() - self.last_liveness >= min(2.0, self.config.events.worker_timeout / 3):
+            self.check_workers()
+
+    # -- writing ---------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """Write buffered events, then ack their messages; False if the database failed."""
+        self.last_flush = time.monotonic()
+        if not self.messages and not self.buffer:
+            return True
+        if time.monotonic() < self.db_retry_at:
+            return False
+        try:
+            changed = self.store.apply_events(self.buffer)
+        except PyMongoError as exc:
+            self.db_backoff = min(self.config.events.backoff_max, max(0.2, self.db_backoff * 2))
+            self.db_retry_at = time.monotonic() + self.db_backoff
+            log.warning(
+                "database write failed (%s); %d events kept, retry in %.1fs",
+                exc,
+                len(self.buffer),
+                self.db_backoff,
+            )
+            return False
+        self.db_backoff = 0.0
+        for message in self.messages:
+            message.ack()
+        self.applied += len(self.buffer)
+        self.buffer.clear()
+        self.messages.clear()
+        if changed and self.on_changes is not None:
+            self.on_changes(changed)
+        return True
+
+    def check_workers(self) -> None:
+        """Persist worker liveness; fail tasks whose worker is gone."""
+        self.last_liveness = time.monotonic()
+        now = time.time()
+        try:
+            if self.workers.dirty:
+                self.store.record_workers(self.workers.dirty)
+                self.workers.dirty = {}
+            running = self.store.started_on_any()
+            hosts = {t["worker"] for t in running if t.get("worker")}
+            gone = self.workers.lost(hosts, now)
+            if not gone:
+                return
+            events = [
+                {
+                    "type": "task-lost",
+                    "uuid": t["celery_id"],
+                    "timestamp": now,
+                    "hostname": t["worker"],
+                    "reason": f"WorkerLostError: worker {t['worker']} stopped sending heartbeats",
+                }
+                for t in running
+                if t.get("worker") in gone and t.get("status") == "STARTED"
+            ]
+            if events:
+                log.warning(
+                    "marking %d task(s) FAILURE: worker(s) %s lost", len(events), ", ".join(sorted(gone))
+                )
+                changed = self.store.apply_events(events)
+                if changed and self.on_changes is not None:
+                    self.on_changes(changed)
+        except PyMongoError as exc:
+            log.warning("worker liveness check failed: %s", exc)
+
+    def stop(self) -> None:
+        """Ask the consume loop to end; the last buffer is flushed by :meth:`run_forever`."""
+        self.should_stop = True
+
+    def run_forever(self) -> None:
+        """Consume until :meth:`stop`, then flush what is buffered."""
+        try:
+            self.run()
+        finally:
+            if self.buffer or self.messages:
+                try:
+                    self.flush()
+                except Exception as exc:  # noqa: BLE001 - shutting down; unacked messages are redelivered
+                    log.warning("final flush failed: %s", exc)

@@ -1,0 +1,65 @@
+"""The ``controlplane`` command: run the parts of the stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from controlplane.config import Config, ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    parser.add_argument("--config", help="path of config.yaml (default: $CONTROLPLANE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run the whole stack with embedded Redis and MongoDB-wire server")
+    sub.add_parser("serve", help="run the REST API and WebSocket feed")
+    sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
+    worker = sub.add_parser("worker", help="run a Celery worker with every task type")
+    worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
+    return parser
+
+
+def _logging(config: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+    _logging(config)
+    if args.command == "up":
+        from controlplane.up import run_up
+
+        return run_up(config, args.config)
+    if args.command == "serve":
+        from controlplane.server import serve
+
+        asyncio.run(serve(config))
+        return 0
+    if args.command == "ingest":
+        from controlplane.ingest import run_ingest
+
+        run_ingest(config)
+        return 0
+    if args.command == "worker":
+        from workers.main import run_worker
+
+        run_worker(config, args.name)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The one typed configuration object.
+
+Built once, from ``config.yaml`` (path given by ``--config`` or
+``CONTROLPLANE_CONFIG``) and then the environment, and passed explicitly to
+whatever needs it; nothing reads options at import time.
+
+Every key can be overridden from the environment as ``CP_<SECTION>_<KEY>``
+(for example ``CP_API_PORT=9000``); the most common ones also have short
+aliases: ``CP_BROKER_URL``, ``CP_MONGO_URL``, ``CP_RESULT_BACKEND``,
+``CP_DATA_DIR``.  Every key is documented in ``config.yaml`` and the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration file or environment value is unusable."""
+
+
+@dataclass
+class BrokerConfig:
+    """Where Celery messages and events travel."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str = ""
+    connect_timeout: float = 3.0
+    publish_timeout: float = 5.0
+
+
+@dataclass
+class MongoConfig:
+    """The task store."""
+
+    url: str = "mongodb://127.0.0.1:27017"
+    database: str = "controlplane"
+    timeout_ms: int = 3000
+
+
+@dataclass
+class ApiConfig:
+    """The Tornado API server."""
+
+    host: str = "127.0.0.1"
+    port: int = 5013
+    always_http_200: bool = False
+    max_body_bytes: int = 1024 * 1024
+    inspect_timeout: float = 1.0
+    max_batch: int = 1000
+    executor_threads: int = 8
+
+
+@dataclass
+class EventsConfig:
+    """The event consumer (``controlplane ingest``)."""
+
+    queue: str = "controlplane.events"
+    durable: bool = True
+    batch_size: int = 500
+    flush_interval: float = 0.2
+    max_buffer: int = 100_000
+    reconcile_interval: float = 30.0
+    worker_timeout: float = 15.0
+    lease_seconds: float = 10.0
+    backoff_max: float = 10.0
+
+
+@dataclass
+class TaskTypeConfig:
+    """Per task type execution settings; ``task`` names a callable for extra types."""
+
+    queue: str = "recon"
+    soft_time_limit: float = 3600.0
+    time_limit: float = 3900.0
+    acks_late: bool = False
+    label: str = ""
+    task: str = ""
+
+
+@dataclass
+class WorkerConfig:
+    """Celery worker defaults."""
+
+    concurrency: int = 2
+    pool: str = "prefork"
+    queues: list[str] = field(default_factory=lambda: ["recon"])
+    terminate_signal: str = "SIGTERM"
+    heartbeat_interval: float = 2.0
+    revoke_cache_seconds: float = 1.0
+
+
+@dataclass
+class EmbeddedConfig:
+    """Servers that ``controlplane up`` starts as child processes."""
+
+    redis_port: int = 6390
+    mongo_port: int = 27117
+
+
+@dataclass
+class Config:
+    """All settings of one deployment; see ``config.yaml`` for each key."""
+
+    data_dir: str = "./data"
+    log_level: str = "INFO"
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    mongo: MongoConfig = field(default_factory=MongoConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    task_defaults: TaskTypeConfig = field(default_factory=TaskTypeConfig)
+    tasks: dict[str, TaskTypeConfig] = field(default_factory=dict)
+
+    def task_config(self, task_type: str) -> TaskTypeConfig:
+        """Settings for one task type: its own entry over ``task_defaults``."""
+        base = dataclasses.asdict(self.task_defaults)
+        own = self.tasks.get(task_type)
+        if own is not None:
+            for f in dataclasses.fields(TaskTypeConfig):
+                value = getattr(own, f.name)
+                if value != getattr(TaskTypeConfig(), f.name):
+                    base[f.name] = value
+        return TaskTypeConfig(**base)
+
+    @property
+    def result_backend(self) -> str:
+        """The Celery result backend; defaults to the broker when it is Redis."""
+        if self.broker.result_backend:
+            return self.broker.result_backend
+        if self.broker.url.startswith("redis"):
+            return self.broker.url
+        return ""
+
+
+_ALIASES = {
+    "CP_BROKER_URL": ("broker", "url"),
+    "CP_RESULT_BACKEND": ("broker", "result_backend"),
+    "CP_MONGO_URL": ("mongo", "url"),
+    "CP_MONGO_DATABASE": ("mongo", "database"),
+    "CP_DATA_DIR": ("data_dir",),
+}
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        return _build(kind, value, where)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        _, vkind = typing.get_args(kind)
+        return {str(k): _coerce(v, vkind, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        (ikind,) = typing.get_args(kind)
+        return [_coerce(v, ikind, where) for v in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if kind is str:
+        if value is None:
+            return ""
+        return str(value)
+    if isinstance(kind, types.UnionType):
+        return value
+    return value
+
+
+def _build(cls: Any, raw: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+
+    def put(path: tuple[str, ...], value: str) -> None:
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+
+    sections = {
+        f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.type) or f.name != "tasks"
+    }
+    for key, value in env.items():
+        if key in _ALIASES:
+            put(_ALIASES[key], value)
+            continue
+        if not key.startswith("CP_"):
+            continue
+        rest = key[3:].lower()
+        for section in sorted(sections, key=len, reverse=True):
+            if rest == section:
+                put((section,), value)
+                break
+            if rest.startswith(section + "_"):
+                put((section, rest[len(section) + 1 :]), value)
+                break
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(dict(out[k]), v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (if any), apply environment overrides, validate."""
+    env = os.environ if env is None else env
+    path = path or env.get("CONTROLPLANE_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+        raw = loaded
+    raw = _deep_merge(raw, _env_overrides(env))
+    config: Config = _build(Config, raw, "")
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    if not 1 <= config.api.port <= 65535:
+        raise ConfigError("api.port: must be 1..65535")
+    if config.events.batch_size < 1:
+        raise ConfigError("events.batch_size: must be at least 1")
+    if config.api.max_batch < 1:
+        raise ConfigError("api.max_batch: must be at least 1")
+    for name, tc in config.tasks.items():
+        if tc.time_limit and tc.soft_time_limit and tc.soft_time_limit > tc.time_limit:
+            raise ConfigError(f"tasks.{name}: soft_time_limit must not exceed time_limit")

@@ -1,0 +1,83 @@
+"""Shapes of task documents as clients see them (pure functions).
+
+Times are stored as epoch seconds (floats) and shown as ISO 8601 UTC with
+milliseconds, ``2023-07-10T08:30:00.000Z``; ``None`` when not known yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+
+def iso(ts: Any) -> str | None:
+    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None."""
+    if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    moment = dt.datetime.fromtimestamp(float(ts), tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _common(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "celery_id": doc.get("celery_id"),
+        "status": doc.get("status", "PENDING"),
+        "name": doc.get("name"),
+        "target": doc.get("target"),
+        "type": doc.get("type"),
+        "task_tag": doc.get("task_tag"),
+        "task_type": doc.get("task_type"),
+        "start_time": iso(doc.get("start_time")),
+        "end_time": iso(doc.get("end_time")),
+        "created_time": iso(doc.get("created_time")),
+    }
+
+
+def list_item(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of ``GET /api/celery_task/`` (the spec's fields plus a few)."""
+    item = {"_id": str(doc.get("_id")), **_common(doc)}
+    item["task_id"] = item["_id"]
+    item["worker"] = doc.get("worker")
+    if doc.get("progress"):
+        item["progress"] = doc["progress"]
+    return item
+
+
+def detail(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of ``GET /api/celery_task/{celery_id}/``: spec fields, then details."""
+    out = _common(doc)
+    out["task_id"] = str(doc.get("_id"))
+    outcome = dict(doc.get("outcome") or {})
+    out.update(
+        {
+            "worker": doc.get("worker"),
+            "received_time": iso(doc.get("received_time")),
+            "retries": int(doc.get("retries") or 0),
+            "retry_reason": doc.get("retry_reason"),
+            "result": outcome.get("result"),
+            "runtime": outcome.get("runtime"),
+            "exception": outcome.get("exception"),
+            "traceback": outcome.get("traceback"),
+            "revoke": _revoke(doc, outcome),
+            "options": doc.get("options") or {},
+            "progress": doc.get("progress"),
+            "statistic": doc.get("statistic") or {},
+            "rev": doc.get("rev", 0),
+        }
+    )
+    return out
+
+
+def _revoke(doc: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, Any] | None:
+    requested = doc.get("revoke")
+    if not requested and doc.get("status") != "REVOKED":
+        return None
+    info: dict[str, Any] = {}
+    if requested:
+        info["requested_time"] = iso(requested.get("time"))
+        info["terminate"] = bool(requested.get("terminate"))
+    if doc.get("status") == "REVOKED":
+        info["terminated"] = bool(outcome.get("terminated"))
+        info["reason"] = outcome.get("reason")
+    return info

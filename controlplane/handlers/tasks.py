@@ -1,0 +1,108 @@
+"""The eight endpoints of the spec, each a few lines over :class:`TaskManager`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controlplane.errors import InvalidParam
+from controlplane.handlers.base import APIHandler
+from controlplane.manager import TaskManager
+from controlplane.store import TaskFilter
+from controlplane.validate import parse_int, parse_uuid
+
+
+def parse_terminate(body: dict[str, Any]) -> bool:
+    """``terminate`` is optional, defaults to true, and must be a JSON boolean."""
+    value = body.get("terminate", True)
+    if not isinstance(value, bool):
+        raise InvalidParam("terminate", "must be true or false")
+    return value
+
+
+class TaskHandler(APIHandler):
+    """Base of the task endpoints: gives them the manager."""
+
+    @property
+    def manager(self) -> TaskManager:
+        manager: TaskManager = self.services["manager"]
+        return manager
+
+
+class TypesHandler(TaskHandler):
+    """GET /api/celery_task/types/"""
+
+    def get(self) -> None:
+        self.reply({"task_types": self.manager.types()})
+
+
+class CollectionHandler(TaskHandler):
+    """GET (list) and POST (create) /api/celery_task/"""
+
+    async def get(self) -> None:
+        celery_id = self.query_arg("celery_id")
+        flt = TaskFilter(
+            celery_id=parse_uuid(celery_id, "celery_id") if celery_id is not None else None,
+            status=self.query_arg("status"),
+            task_type=self.query_arg("task_type"),
+        )
+        page = parse_int(self.query_arg("page"), "page", 1, None, 1)
+        size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
+        self.reply(await self.manager.list(flt, page, size))
+
+    async def post(self) -> None:
+        body = self.json_body()
+        if "data" not in body:
+            raise InvalidParam("data", "is required")
+        self.reply(await self.manager.create(body.get("task_type"), body["data"]))
+
+
+class ItemHandler(TaskHandler):
+    """GET (detail) and DELETE (terminate) /api/celery_task/{celery_id}/"""
+
+    async def get(self, celery_id: str) -> None:
+        self.reply(await self.manager.get(parse_uuid(celery_id, "celery_id")))
+
+    async def delete(self, celery_id: str) -> None:
+        await self._revoke_one(parse_uuid(celery_id, "celery_id"), terminate=True)
+
+    async def _revoke_one(self, celery_id: str, terminate: bool) -> None:
+        (outcome,) = await self.manager.revoke([celery_id], terminate)
+        if outcome.error is not None:
+            raise outcome.error
+        self.reply({"celery_id": celery_id, "status": "revoked"})
+
+
+class RevokeHandler(ItemHandler):
+    """POST /api/celery_task/revoke/"""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        if "celery_id" not in body:
+            raise InvalidParam("celery_id", "is required")
+        await self._revoke_one(parse_uuid(body["celery_id"], "celery_id"), parse_terminate(body))
+
+
+class BatchRevokeHandler(TaskHandler):
+    """POST /api/celery_task/batch_revoke/"""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        ids = body.get("celery_ids")
+        if not isinstance(ids, list):
+            raise InvalidParam("celery_ids", "is required and must be a list of strings")
+        if not ids:
+            raise InvalidParam("celery_ids", "must not be empty")
+        limit = self.config.api.max_batch
+        if len(ids) > limit:
+            raise InvalidParam("celery_ids", f"at most {limit} ids per request")
+        parsed = [parse_uuid(v, f"celery_ids[{i}]") for i, v in enumerate(ids)]
+        unique = list(dict.fromkeys(parsed))
+        outcomes = await self.manager.revoke(unique, parse_terminate(body))
+        self.reply({"results": [o.as_item() for o in outcomes]})
+
+
+class ActiveHandler(TaskHandler):
+    """GET /api/celery_task/active/"""
+
+    async def get(self) -> None:
+        self.reply({"active_tasks": await self.manager.active()})

@@ -1,0 +1,166 @@
+"""The task manager: what the REST handlers call.
+
+It validates nothing about HTTP and knows nothing about envelopes: it takes
+parsed values, talks to the store and the control bus, and raises domain
+errors from :mod:`controlplane.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane import documents
+from controlplane.bus.control import ControlBus
+from controlplane.config import Config
+from controlplane.errors import ApiError, CeleryIdNotFound, InvalidParam, TaskIsDone, TaskIsRunning
+from controlplane.merge import PENDING, RETRY, STATUSES, TERMINAL
+from controlplane.store import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
+from controlplane.tasktypes import Registry
+from controlplane.validate import Limits, validate_task_data
+
+log = logging.getLogger(__name__)
+
+QUEUED = frozenset({PENDING, RETRY})
+
+
+@dataclass
+class RevokeOutcome:
+    """What happened to one celery_id in a revoke request."""
+
+    celery_id: str
+    error: ApiError | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        """One entry of batch_revoke's ``results``: its own code, message and status."""
+        if self.error is None:
+            return {"celery_id": self.celery_id, "status": "revoked", "code": 200, "message": "success"}
+        return {
+            "celery_id": self.celery_id,
+            "code": self.error.code,
+            "message": self.error.message,
+            **self.error.data,
+        }
+
+
+class TaskManager:
+    """Create, read, list, revoke and inspect tasks."""
+
+    def __init__(
+        self, config: Config, store: AsyncTaskStore, writer: TaskStore, bus: ControlBus, registry: Registry
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.writer = writer
+        self.bus = bus
+        self.registry = registry
+        self.limits = Limits()
+        self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="store-write")
+
+    def close(self) -> None:
+        """Release the write pool."""
+        self._db_pool.shutdown(wait=False, cancel_futures=True)
+
+    def types(self) -> dict[str, str]:
+        """``{value: label}`` of every task type."""
+        return self.registry.labels()
+
+    async def create(self, task_type: Any, data: Any) -> dict[str, Any]:
+        """Validate, store as PENDING, then publish; the document exists before any event can."""
+        if not isinstance(task_type, str) or not task_type:
+            raise InvalidParam("task_type", "is required and must be a string", valid=self.registry.values())
+        kind = self.registry.get(task_type)
+        if kind is None:
+            raise InvalidParam(
+                "task_type",
+                f"unknown task type {task_type[:64]!r}; valid: {', '.join(self.registry.values())}",
+                valid=self.registry.values(),
+            )
+        clean = validate_task_data(task_type, data, self.limits, custom=not kind.builtin)
+        celery_id = str(uuid.uuid4())
+        rev = await self.store.next_revisions(1)
+        doc = new_task_document(
+            celery_id=celery_id, task_type=task_type, data=clean, created_time=time.time(), rev=rev
+        )
+        clean["task_id"] = str(doc["_id"])
+        doc["data"] = clean
+        await self.store.insert(doc)
+        try:
+            await self.bus.run(self.bus.publish, kind, celery_id, clean)
+        except ApiError:
+            await self.store.delete(celery_id)
+            raise
+        return {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
+
+    async def get(self, celery_id: str) -> dict[str, Any]:
+        """The detail view of one task."""
+        doc = await self.store.get(celery_id)
+        if doc is None:
+            raise CeleryIdNotFound({"celery_id": celery_id})
+        return documents.detail(doc)
+
+    async def list(self, flt: TaskFilter, page: int, size: int) -> dict[str, Any]:
+        """One page, newest first, with the exact total for the filter."""
+        if flt.status is not None and flt.status not in STATUSES:
+            raise InvalidParam("status", f"must be one of {', '.join(STATUSES)}")
+        if flt.task_type is not None and flt.task_type not in self.registry and flt.task_type != "external":
+            raise InvalidParam("task_type", f"unknown task type; valid: {', '.join(self.registry.values())}")
+        total, docs = await asyncio.gather(self.store.count(flt), self.store.page(flt, page, size))
+        return {"total": total, "page": page, "size": size, "items": [documents.list_item(d) for d in docs]}
+
+    async def revoke(self, celery_ids: list[str], terminate: bool) -> list[RevokeOutcome]:
+        """Revoke each id as design.md says; one broadcast for all that need one."""
+        docs = await self.store.get_many(celery_ids)
+        outcomes: list[RevokeOutcome] = []
+        queued: list[str] = []
+        running: list[str] = []
+        for cid in celery_ids:
+            doc = docs.get(cid)
+            if doc is None:
+                outcomes.append(RevokeOutcome(cid, CeleryIdNotFound({"celery_id": cid})))
+            elif doc.get("status") in TERMINAL:
+                outcomes.append(RevokeOutcome(cid, TaskIsDone({"celery_id": cid, "status": doc["status"]})))
+            elif doc.get("status") in QUEUED:
+                queued.append(cid)
+                outcomes.append(RevokeOutcome(cid))
+            elif terminate:
+                running.append(cid)
+                outcomes.append(RevokeOutcome(cid))
+            else:
+                outcomes.append(
+                    RevokeOutcome(cid, TaskIsRunning({"celery_id": cid, "status": doc.get("status")}))
+                )
+        targets = queued + running
+        if not targets:
+            return outcomes
+        await self.store.request_revoke(targets, terminate)
+        await self.bus.run(self.bus.revoke, targets, terminate)
+        if queued:
+            await self._mark_revoked(queued)
+        return outcomes
+
+    async def _mark_revoked(self, celery_ids: list[str]) -> None:
+        """Queued tasks are REVOKED at once: a synthetic event through the same merge."""
+        now = time.time()
+        events = [
+            {
+                "type": "task-revoked",
+                "uuid": cid,
+                "timestamp": now,
+                "source": "api",
+                "reason": "revoked while queued",
+            }
+            for cid in celery_ids
+        ]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._db_pool, self.writer.apply_events, events)
+
+    async def active(self) -> list[dict[str, Any]]:
+        """Merged inspect replies; no workers is an empty list."""
+        timeout = self.config.api.inspect_timeout + self.config.broker.publish_timeout
+        return await self.bus.run(self.bus.inspect, timeout=timeout)

@@ -1,0 +1,182 @@
+"""The event merge: ``merge(document, event) -> document``, a pure function.
+
+The task document's event-derived part is a join-semilattice: every field is
+either a maximum under a total order or a set-once value, so folding the same
+events in any order, with any repeats, gives the same document.  That is what
+lets the consumer apply events at least once, in batches, in whatever order
+the broker delivers them.
+
+Bookkeeping lives under ``_m`` (never shown to clients):
+
+* ``phase``: ``[class, timestamp, status]`` of the latest non-terminal event.
+  ``class`` is 0 for sent/received (PENDING) and 1 for started/retried, so a
+  late ``task-received`` can never pull a running task back to PENDING, while
+  a ``task-retried`` followed by a new ``task-started`` shows STARTED again.
+* ``terminal``: ``[timestamp, rank, status]`` of the winning terminal event
+  (SUCCESS < FAILURE < REVOKED on equal timestamps).  Its payload (result,
+  exception, ...) is stored in ``outcome`` and replaced only when the key wins.
+
+``status`` is derived: the terminal status if any terminal event was seen,
+else the phase status.  Terminal statuses therefore never regress.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+PENDING, STARTED, RETRY = "PENDING", "STARTED", "RETRY"
+SUCCESS, FAILURE, REVOKED = "SUCCESS", "FAILURE", "REVOKED"
+STATUSES = (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED)
+TERMINAL = frozenset({SUCCESS, FAILURE, REVOKED})
+_TERMINAL_RANK = {SUCCESS: 0, FAILURE: 1, REVOKED: 2}
+
+RESULT_LIMIT = 4096
+TRACEBACK_LIMIT = 16384
+
+# Non-terminal events: type -> (class, status)
+_PHASE = {
+    "task-sent": (0, PENDING),
+    "task-received": (0, PENDING),
+    "task-started": (1, STARTED),
+    "task-retried": (1, RETRY),
+}
+TASK_EVENT_TYPES = frozenset(
+    [*_PHASE, "task-succeeded", "task-failed", "task-revoked", "task-rejected", "task-progress", "task-lost"]
+)
+
+# Set-once descriptive fields, taken from whichever event carries them.
+_ONCE = ("name", "args", "kwargs", "eta", "expires", "root_id", "parent_id")
+
+
+def _clip(value: Any, limit: int) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = json.dumps(value, default=str, ensure_ascii=False)
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def _ts(event: Mapping[str, Any]) -> float:
+    ts = event.get("timestamp")
+    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0.0
+
+
+def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    kind = event.get("type")
+    if kind == "task-succeeded":
+        runtime = event.get("runtime")
+        return SUCCESS, {"result": _clip(event.get("result"), RESULT_LIMIT), "runtime": runtime}
+    if kind == "task-failed":
+        return FAILURE, {
+            "exception": _clip(event.get("exception"), RESULT_LIMIT),
+            "traceback": _clip(event.get("traceback"), TRACEBACK_LIMIT),
+        }
+    if kind == "task-lost":
+        return FAILURE, {"exception": _clip(event.get("reason") or "WorkerLost", RESULT_LIMIT)}
+    if kind == "task-revoked":
+        return REVOKED, {
+            "terminated": bool(event.get("terminated")),
+            "expired": bool(event.get("expired")),
+            "signum": event.get("signum"),
+            "reason": event.get("reason") or ("terminated" if event.get("terminated") else "revoked"),
+        }
+    if kind == "task-rejected" and not event.get("requeue"):
+        return FAILURE, {"exception": "Rejected: the worker rejected the message"}
+    return None
+
+
+def _ordered_key(value: Any) -> Any:
+    """Total order over JSON-ish payloads, used only to break exact ties."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a new document: ``document`` with ``event`` folded in.
+
+    Unknown event types leave the document unchanged (but copied).
+    """
+    doc: dict[str, Any] = dict(document or {})
+    meta: dict[str, Any] = dict(doc.get("_m") or {})
+    kind = event.get("type")
+    ts = _ts(event)
+
+    if kind in _PHASE:
+        cls, status = _PHASE[str(kind)]
+        key = [cls, ts, status]
+        if meta.get("phase") is None or key > meta["phase"]:
+            meta["phase"] = key
+    terminal = _terminal_of(event)
+    if terminal is not None:
+        status, payload = terminal
+        key = [ts, _TERMINAL_RANK[status], status, _ordered_key(payload)]
+        if meta.get("terminal") is None or key > meta["terminal"]:
+            meta["terminal"] = key
+            doc["outcome"] = payload
+            doc["end_time"] = ts
+
+    if kind == "task-sent" and "created_time" not in doc:
+        doc["created_time"] = ts
+    if kind == "task-received":
+        doc["received_time"] = ts if doc.get("received_time") is None else min(doc["received_time"], ts)
+    if kind == "task-started":
+        doc["start_time"] = ts if doc.get("start_time") is None else min(doc["start_time"], ts)
+    if kind in ("task-sent", "task-received"):
+        retries = event.get("retries")
+        if isinstance(retries, int) and not isinstance(retries, bool):
+            doc["retries"] = max(int(doc.get("retries") or 0), retries)
+        for name in _ONCE:
+            value = event.get(name)
+            if value is not None and doc.get(f"celery_{name}") is None:
+                doc[f"celery_{name}"] = value
+    if kind == "task-retried":
+        exc = _clip(event.get("exception"), RESULT_LIMIT)
+        retry_key = [ts, _ordered_key(exc)]
+        if meta.get("retry") is None or retry_key > meta["retry"]:
+            meta["retry"] = retry_key
+            doc["retry_reason"] = exc
+
+    hostname = event.get("hostname")
+    if (
+        (hostname
+        and kind in ("task-received", "task-started", "task-retried", "task-progress"))
+        or (hostname and terminal is not None and event.get("source") != "api")
+    ):
+        wkey = [ts, str(hostname)]
+        if meta.get("worker") is None or wkey > meta["worker"]:
+            meta["worker"] = wkey
+            doc["worker"] = str(hostname)
+            pid = event.get("pid")
+            doc["worker_pid"] = pid if isinstance(pid, int) else None
+
+    if kind == "task-progress":
+        pkey = [ts, _ordered_key([event.get("stage"), event.get("done"), event.get("total")])]
+        if meta.get("progress") is None or pkey > meta["progress"]:
+            meta["progress"] = pkey
+            doc["progress"] = {
+                "stage": _clip(event.get("stage"), 64),
+                "done": event.get("done"),
+                "total": event.get("total"),
+            }
+
+    doc["_m"] = meta
+    doc["status"] = status_of(meta)
+    return doc
+
+
+def status_of(meta: Mapping[str, Any]) -> str:
+    """The status the bookkeeping implies."""
+    if meta.get("terminal"):
+        return str(meta["terminal"][2])
+    if meta.get("phase"):
+        return str(meta["phase"][2])
+    return PENDING
+
+
+def fold(events: Iterable[Mapping[str, Any]], document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge every event into ``document`` (or an empty one)."""
+    doc: dict[str, Any] = dict(document or {})
+    for event in events:
+        doc = merge(doc, event)
+    return doc

@@ -1,0 +1,78 @@
+"""``controlplane serve``: build the services and run the API until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import tornado.httpserver
+from pymongo.errors import PyMongoError
+
+from controlplane.app import make_app
+from controlplane.bus.control import ControlBus
+from controlplane.config import Config
+from controlplane.manager import TaskManager
+from controlplane.store import AsyncTaskStore, TaskStore
+from controlplane.tasktypes import Registry
+
+log = logging.getLogger(__name__)
+
+
+def ensure_indexes(store: TaskStore, wait: float = 30.0) -> None:
+    """Create indexes, waiting for the database to come up (bounded)."""
+    deadline = time.monotonic() + wait
+    delay = 0.2
+    while True:
+        try:
+            store.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database not ready (%s); retrying", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class Services:
+    """Everything the API process owns, built once and closed once."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registry = Registry.from_config(config)
+        self.store = AsyncTaskStore(config.mongo)
+        self.writer = TaskStore(config.mongo)
+        self.bus = ControlBus(config)
+        self.manager = TaskManager(config, self.store, self.writer, self.bus, self.registry)
+
+    async def close(self) -> None:
+        """Release connections and pools."""
+        self.manager.close()
+        self.bus.close()
+        self.writer.close()
+        await self.store.close()
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run the API on ``api.host:api.port`` until a stop signal."""
+    services = Services(config)
+    await asyncio.get_running_loop().run_in_executor(None, ensure_indexes, services.writer)
+    app = make_app(config, manager=services.manager)
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=config.api.max_body_bytes + 64 * 1024, xheaders=False
+    )
+    server.listen(config.api.port, config.api.host)
+    log.info("API listening on http://%s:%d", config.api.host, config.api.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("API stopping")
+    server.stop()
+    await asyncio.wait_for(server.close_all_connections(), 5)
+    await services.close()

@@ -1,0 +1,400 @@
+"""The task store: the only module that speaks MongoDB for task documents.
+
+Two faces over the same collections:
+
+* :class:`TaskStore` (blocking pymongo) — used by the event consumer, the
+  workers and, through an executor, by the API for the few writes that go
+  through the event merge.  :meth:`TaskStore.apply_events` is the single
+  write path for event-derived state: read the documents of a batch, fold the
+  events in with :func:`controlplane.merge.merge`, and write back only what
+  changed, conditioned on the revision read (optimistic concurrency, retried).
+* :class:`AsyncTaskStore` (pymongo's asyncio client) — the API's reads,
+  task creation and revoke flags.
+
+Only features of a single-node MongoDB are used: no transactions, no change
+streams.  Counts use an aggregation ``$match``/``$count``, which the embedded
+server answers from its indexes.  Queries stick to forms the embedded server
+and mongod answer identically (equality, ``$in``, ``$nin``, ``$gt`` on a
+present field); ``$ne: null`` and ``$exists`` are avoided because the embedded
+server treats missing fields differently from mongod there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+from controlplane.config import MongoConfig
+from controlplane.merge import PENDING, STARTED, TASK_EVENT_TYPES, TERMINAL, fold, status_of
+
+log = logging.getLogger(__name__)
+
+TASKS = "tasks"
+COUNTERS = "counters"
+WORKERS = "workers"
+LEASES = "leases"
+
+# Fields the API owns; the merge never writes them.
+_HIDDEN = {"_m"}
+_LIST_PROJECTION = {"_m": 0, "data": 0, "outcome": 0}
+
+INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
+    ([("celery_id", ASCENDING)], {"unique": True, "name": "celery_id_unique"}),
+    ([("created_time", DESCENDING)], {"name": "newest"}),
+    ([("status", ASCENDING), ("created_time", DESCENDING)], {"name": "status_newest"}),
+    ([("task_type", ASCENDING), ("created_time", DESCENDING)], {"name": "type_newest"}),
+    (
+        [("status", ASCENDING), ("task_type", ASCENDING), ("created_time", DESCENDING)],
+        {"name": "status_type_newest"},
+    ),
+    ([("rev", ASCENDING)], {"name": "rev"}),
+]
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """A validated list filter; every value is a plain string (never an operator)."""
+
+    celery_id: str | None = None
+    status: str | None = None
+    task_type: str | None = None
+
+    def query(self) -> dict[str, Any]:
+        """The MongoDB filter document."""
+        q: dict[str, Any] = {}
+        if self.celery_id is not None:
+            q["celery_id"] = self.celery_id
+        if self.status is not None:
+            q["status"] = self.status
+        if self.task_type is not None:
+            q["task_type"] = self.task_type
+        return q
+
+
+def _client_kwargs(config: MongoConfig) -> dict[str, Any]:
+    return {
+        "serverSelectionTimeoutMS": config.timeout_ms,
+        "connectTimeoutMS": config.timeout_ms,
+        "socketTimeoutMS": max(config.timeout_ms * 4, 10_000),
+        "tz_aware": False,
+        "retryWrites": False,
+    }
+
+
+def new_task_document(
+    *,
+    celery_id: str,
+    task_type: str,
+    data: Mapping[str, Any],
+    created_time: float,
+    rev: int,
+) -> dict[str, Any]:
+    """A PENDING task document as written before its message is published."""
+    return {
+        "_id": ObjectId(),
+        "celery_id": celery_id,
+        "task_type": task_type,
+        "name": data.get("name"),
+        "target": data.get("target"),
+        "type": data.get("type"),
+        "task_tag": data.get("task_tag"),
+        "options": data.get("options") or {},
+        "data": dict(data),
+        "status": PENDING,
+        "created_time": created_time,
+        "start_time": None,
+        "end_time": None,
+        "rev": rev,
+        "_m": {},
+    }
+
+
+def _foreign_document(celery_id: str, events: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """A document for a task first seen through its events (another producer sent it)."""
+    name = next((e.get("name") for e in events if e.get("name")), None)
+    task_type = "external"
+    if isinstance(name, str) and name.startswith("controlplane."):
+        task_type = name.split(".", 1)[1]
+    stamps = [float(e["timestamp"]) for e in events if isinstance(e.get("timestamp"), int | float)]
+    return {
+        "_id": ObjectId(),
+        "celery_id": celery_id,
+        "task_type": task_type,
+        "name": name,
+        "target": None,
+        "type": None,
+        "task_tag": None,
+        "options": {},
+        "status": PENDING,
+        "created_time": min(stamps) if stamps else time.time(),
+        "start_time": None,
+        "end_time": None,
+        "rev": 0,
+        "_m": {},
+    }
+
+
+def _group(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    by_id: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for event in events:
+        cid = event.get("uuid")
+        if event.get("type") in TASK_EVENT_TYPES and isinstance(cid, str) and cid:
+            by_id[cid].append(event)
+    return by_id
+
+
+class TaskStore:
+    """Blocking access to the task collections (consumer, workers, executor writes)."""
+
+    def __init__(self, config: MongoConfig, client: MongoClient[Any] | None = None) -> None:
+        self.config = config
+        self.client: MongoClient[Any] = client or MongoClient(config.url, **_client_kwargs(config))
+        self.db = self.client[config.database]
+        self.tasks = self.db[TASKS]
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+    def ping(self) -> None:
+        """Raise a PyMongoError unless the server answers."""
+        self.client.admin.command("ping")
+
+    def ensure_indexes(self) -> None:
+        """Create every index the queries rely on (idempotent)."""
+        for keys, opts in INDEXES:
+            self.tasks.create_index(keys, **opts)
+        self.db[WORKERS].create_index("hostname", unique=True)
+
+    def next_revisions(self, count: int) -> int:
+        """Reserve ``count`` revisions; returns the first (revisions are global and monotonic)."""
+        doc = self.db[COUNTERS].find_one_and_update(
+            {"_id": "rev"}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(doc["value"]) - count + 1
+
+    def apply_events(self, events: Iterable[Mapping[str, Any]], attempts: int = 8) -> list[dict[str, Any]]:
+        """Fold a batch of Celery events into their task documents.
+
+        Returns the documents that changed, as written.  Safe to call again with
+        the same events (idempotent), and concurrent writers are detected by the
+        revision check and merged again.
+        """
+        pending = _group(events)
+        changed: list[dict[str, Any]] = []
+        for _ in range(attempts):
+            if not pending:
+                break
+            pending, written = self._apply_once(pending)
+            changed.extend(written)
+        if pending:
+            raise RuntimeError(f"could not apply events for {len(pending)} tasks after {attempts} attempts")
+        return changed
+
+    def _apply_once(
+        self, by_id: dict[str, list[Mapping[str, Any]]]
+    ) -> tuple[dict[str, list[Mapping[str, Any]]], list[dict[str, Any]]]:
+        ids = list(by_id)
+        current = {d["celery_id"]: d for d in self.tasks.find({"celery_id": {"$in": ids}})}
+        inserts: list[dict[str, Any]] = []
+        updates: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
+        for cid, evs in by_id.items():
+            old = current.get(cid)
+            if old is None:
+                merged = fold(evs, _foreign_document(cid, list(evs)))
+                inserts.append(merged)
+                continue
+            merged = fold(evs, old)
+            diff = {k: v for k, v in merged.items() if k != "_id" and old.get(k) != v}
+            if diff:
+                updates.append((cid, int(old.get("rev") or 0), diff, merged))
+        total = len(inserts) + len(updates)
+        if total == 0:
+            return {}, []
+        rev = self.next_revisions(total)
+        retry: dict[str, list[Mapping[str, Any]]] = {}
+        written: list[dict[str, Any]] = []
+        for doc in inserts:
+            doc["rev"] = rev
+            rev += 1
+        if inserts:
+            try:
+                self.tasks.insert_many(inserts, ordered=False)
+                written.extend(inserts)
+            except BulkWriteError as exc:
+                failed = {inserts[e["index"]]["celery_id"] for e in exc.details.get("writeErrors", [])}
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+                for doc in inserts:
+                    if doc["celery_id"] in failed:
+                        retry[doc["celery_id"]] = by_id[doc["celery_id"]]
+                    else:
+                        written.append(doc)
+        if updates:
+            ops = []
+            for cid, old_rev, diff, merged in updates:
+                diff["rev"] = rev
+                merged["rev"] = rev
+                rev += 1
+                ops.append(UpdateOne({"celery_id": cid, "rev": old_rev}, {"$set": diff}))
+            result = self.tasks.bulk_write(ops, ordered=False)
+            if result.matched_count == len(ops):
+                written.extend(u[3] for u in updates)
+            else:
+                wanted = {cid: diff["rev"] for cid, _, diff, _ in updates}
+                landed = {
+                    d["celery_id"]
+                    for d in self.tasks.find({"celery_id": {"$in": list(wanted)}}, {"celery_id": 1, "rev": 1})
+                    if d.get("rev") == wanted[d["celery_id"]]
+                }
+                for cid, _, _, merged in updates:
+                    if cid in landed:
+                        written.append(merged)
+                    else:
+                        retry[cid] = by_id[cid]
+        return retry, written
+
+    def get(self, celery_id: str) -> dict[str, Any] | None:
+        """The whole document of one task, or None."""
+        return self.tasks.find_one({"celery_id": celery_id})
+
+    def revoke_requested(self, celery_id: str) -> bool:
+        """True when a revoke of this task has been persisted (checked by workers)."""
+        found = self.tasks.find_one({"celery_id": celery_id, "revoke.time": {"$gt": 0}}, {"_id": 1})
+        return found is not None
+
+    def non_terminal(self, older_than: float, limit: int = 1000) -> list[dict[str, Any]]:
+        """Tasks not in a terminal status, created before ``older_than``."""
+        cursor = self.tasks.find(
+            {"status": {"$nin": sorted(TERMINAL)}, "created_time": {"$lt": older_than}},
+            {"celery_id": 1, "status": 1, "worker": 1, "task_type": 1, "created_time": 1, "revoke": 1},
+        ).limit(limit)
+        return list(cursor)
+
+    def started_on_any(self) -> list[dict[str, Any]]:
+        """Every task currently STARTED, with the worker running it."""
+        return list(
+            self.tasks.find(
+                {"status": STARTED, "worker": {"$ne": None}}, {"celery_id": 1, "worker": 1, "status": 1}
+            )
+        )
+
+    def record_workers(self, seen: Mapping[str, Mapping[str, Any]]) -> None:
+        """Upsert worker liveness (hostname → {last_heartbeat, online, ...})."""
+        if not seen:
+            return
+        ops = [
+            UpdateOne({"hostname": h}, {"$set": {"hostname": h, **v}}, upsert=True) for h, v in seen.items()
+        ]
+        self.db[WORKERS].bulk_write(ops, ordered=False)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker ever seen, with its last heartbeat."""
+        return list(self.db[WORKERS].find({}, {"_id": 0}))
+
+    def set_status_fields(self, celery_id: str, fields: Mapping[str, Any]) -> None:
+        """Set API-owned fields (never the merged ones) on one task."""
+        self.tasks.update_one({"celery_id": celery_id}, {"$set": dict(fields)})
+
+    def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take or renew the named lease; True when ``owner`` holds it now."""
+        now = time.time()
+        leases = self.db[LEASES]
+        try:
+            doc = leases.find_one_and_update(
+                {"_id": name, "$or": [{"owner": owner}, {"expires": {"$lt": now}}]},
+                {"$set": {"owner": owner, "expires": now + seconds}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False
+        return bool(doc and doc.get("owner") == owner)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up (on clean shutdown)."""
+        self.db[LEASES].delete_one({"_id": name, "owner": owner})
+
+
+class AsyncTaskStore:
+    """The API's asynchronous view of the task collections."""
+
+    def __init__(self, config: MongoConfig) -> None:
+        self.config = config
+        self.client: AsyncMongoClient[Any] = AsyncMongoClient(config.url, **_client_kwargs(config))
+        self.db = self.client[config.database]
+        self.tasks = self.db[TASKS]
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.close()
+
+    async def ping(self) -> None:
+        """Raise a PyMongoError unless the server answers."""
+        await self.client.admin.command("ping")
+
+    async def next_revisions(self, count: int) -> int:
+        """Reserve ``count`` revisions (see :meth:`TaskStore.next_revisions`)."""
+        doc = await self.db[COUNTERS].find_one_and_update(
+            {"_id": "rev"}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(doc["value"]) - count + 1
+
+    async def insert(self, doc: dict[str, Any]) -> None:
+        """Write a new task document."""
+        await self.tasks.insert_one(doc)
+
+    async def get(self, celery_id: str) -> dict[str, Any] | None:
+        """One task document, or None."""
+        return await self.tasks.find_one({"celery_id": celery_id}, {"_m": 0})
+
+    async def get_many(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Documents by celery_id (missing ids are absent from the result)."""
+        cursor = self.tasks.find({"celery_id": {"$in": celery_ids}}, {"_m": 0, "data": 0})
+        return {d["celery_id"]: d async for d in cursor}
+
+    async def count(self, flt: TaskFilter) -> int:
+        """Exact number of tasks matching the filter."""
+        cursor = await self.tasks.aggregate([{"$match": flt.query()}, {"$count": "n"}])
+        rows = [row async for row in cursor]
+        return int(rows[0]["n"]) if rows else 0
+
+    async def page(self, flt: TaskFilter, page: int, size: int) -> list[dict[str, Any]]:
+        """One page of tasks, newest first."""
+        cursor = (
+            self.tasks.find(flt.query(), _LIST_PROJECTION)
+            .sort([("created_time", DESCENDING)])
+            .skip((page - 1) * size)
+            .limit(size)
+        )
+        return [d async for d in cursor]
+
+    async def request_revoke(self, celery_ids: list[str], terminate: bool) -> None:
+        """Persist a revoke request; workers check it before starting a task."""
+        await self.tasks.update_many(
+            {"celery_id": {"$in": celery_ids}},
+            {"$set": {"revoke": {"time": time.time(), "terminate": terminate}}},
+        )
+
+    async def delete(self, celery_id: str) -> None:
+        """Remove a task document (only for a submission that never reached the broker)."""
+        await self.tasks.delete_one({"celery_id": celery_id})
+
+
+__all__ = [
+    "INDEXES",
+    "AsyncTaskStore",
+    "PyMongoError",
+    "TaskFilter",
+    "TaskStore",
+    "new_task_document",
+    "status_of",
+]

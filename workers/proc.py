@@ -1,0 +1,93 @@
+"""Process helpers for workers: find and stop every process a task spawned.
+
+Celery's ``terminate`` signals the pool child that runs a task; anything that
+child started (nmap, shell pipelines, ...) would live on.  Each pool child
+installs :func:`install_terminate_handler`, which on the terminate signal
+stops the child's whole process tree first and then exits with that signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+
+def _children_map() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may itself contain spaces or ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) < 2:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children first, then theirs)."""
+    tree = _children_map()
+    out: list[int] = []
+    frontier = [pid]
+    while frontier:
+        nxt: list[int] = []
+        for p in frontier:
+            for child in tree.get(p, []):
+                if child not in out:
+                    out.append(child)
+                    nxt.append(child)
+        frontier = nxt
+    return out
+
+
+def kill_tree(pid: int, grace: float = 0.5) -> list[int]:
+    """SIGTERM every descendant of ``pid``, then SIGKILL those still alive; returns them."""
+    victims = descendants(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for child in victims:
+            try:
+                os.kill(child, sig)
+                alive.append(child)
+            except ProcessLookupError:
+                continue
+        if not alive or sig == signal.SIGKILL:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(c) for c in alive):
+            time.sleep(0.02)
+        victims = descendants(pid) + [c for c in alive if _alive(c)]
+    return victims
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rfind(")") + 2 :].split()[0] != "Z"
+
+
+def install_terminate_handler(signum: int = signal.SIGTERM) -> None:
+    """In a pool child: on ``signum``, stop our process tree, then die of that signal."""
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        kill_tree(os.getpid())
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+
+    signal.signal(signum, handler)

@@ -1,0 +1,51 @@
+"""Controllable task bodies for tests and demos, registered through config.
+
+Example ``config.yaml`` entry::
+
+    tasks:
+      sleep_task: {task: "workers.testing:sleep", label: "Sleep"}
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+from workers.base import TaskContext
+
+
+def sleep(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Sleep ``data.seconds`` (default 1) in small steps, reporting progress, stoppable."""
+    seconds = float(data.get("seconds", 1))
+    steps = max(1, int(seconds / 0.1))
+    for i in range(steps):
+        ctx.check_stop()
+        ctx.progress("sleep", i, steps)
+        time.sleep(seconds / steps)
+    ctx.progress("sleep", steps, steps, force=True)
+    return {"slept": seconds}
+
+
+def busy(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Sleep ``data.seconds`` without ever checking for a revoke (only terminate stops it)."""
+    time.sleep(float(data.get("seconds", 1)))
+    return {"slept": data.get("seconds", 1)}
+
+
+def fail(data: dict[str, Any], ctx: TaskContext) -> None:
+    """Raise ``ValueError(data.message)``."""
+    raise ValueError(str(data.get("message", "planned failure")))
+
+
+def spawn(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Start a child process that sleeps ``data.seconds``, write its pid to ``data.pidfile``, wait."""
+    seconds = float(data.get("seconds", 30))
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    pidfile = data.get("pidfile")
+    if pidfile:
+        with open(str(pidfile), "w", encoding="utf-8") as fh:
+            fh.write(str(child.pid))
+    child.wait()
+    return {"child": child.pid}
