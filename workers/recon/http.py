@@ -7,6 +7,7 @@ import html
 import ipaddress
 import re
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -29,7 +30,9 @@ def scanning_ssl_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
         ctx.set_ciphers("ALL:@SECLEVEL=0")
     except (ValueError, ssl.SSLError):
         pass

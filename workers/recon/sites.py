@@ -39,6 +39,20 @@ def icon_link(body: bytes) -> str | None:
     return None
 
 
+ICON_MAGIC = (b"\x00\x00\x01\x00", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"BM", b"RIFF")
+
+
+def looks_like_icon(response: HttpResponse) -> bool:
+    """Tell whether a 200 answer to an icon request is an image, not a catch-all text or HTML page."""
+    kind = response.content_type
+    if kind.startswith("image/"):
+        return True
+    if kind.startswith("text/") or "html" in kind or "json" in kind:
+        return False
+    head = response.body.lstrip()[:256]
+    return head.startswith(ICON_MAGIC) or b"<svg" in head.lower()
+
+
 @dataclass
 class Endpoint:
     """Where to send a request: connect to ``ip:port``, speak TLS or not, name the site ``host``."""
@@ -143,7 +157,7 @@ async def fetch_favicon(endpoint: Endpoint, body: bytes, timeout: float) -> dict
         except HttpError:
             continue
         data = response.body
-        if response.status != 200 or not data or response.truncated or data.lstrip()[:1] == b"<":
+        if response.status != 200 or not data or response.truncated or not looks_like_icon(response):
             continue
         return {"url": endpoint.origin + path, "hash": favicon_hash(data), "size": len(data)}
     return None
