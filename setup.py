@@ -23,6 +23,7 @@ setup(
         "dnspython>=2.6",
         "mmh3>=4",
         "cryptography>=42",
+        "idna>=3.6",
     ],
     extras_require={
         "test": [

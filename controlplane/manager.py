@@ -87,6 +87,9 @@ class TaskManager:
         doc = new_task_document(
             celery_id=celery_id, task_type=task_type, data=clean, created_time=time.time(), rev=rev
         )
+        if "task_id" in clean:
+            # The sync type names its source task ``task_id``; the message's task_id is ours (ARL's shape).
+            clean["source_task_id"] = clean.pop("task_id")
         clean["task_id"] = str(doc["_id"])
         doc["data"] = clean
         await self.store.insert(doc)

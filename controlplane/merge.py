@@ -23,6 +23,7 @@ else the phase status.  Terminal statuses therefore never regress.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,9 +59,14 @@ def _clip(value: Any, limit: int) -> Any:
     return value if len(value) <= limit else value[:limit] + "…"
 
 
-def _ts(event: Mapping[str, Any]) -> float:
+def _has_ts(event: Mapping[str, Any]) -> bool:
     ts = event.get("timestamp")
-    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0.0
+    return isinstance(ts, int | float) and not isinstance(ts, bool) and math.isfinite(ts)
+
+
+def _ts(event: Mapping[str, Any]) -> float:
+    """The event's timestamp; 0.0 (sorts first) when it has none."""
+    return float(event["timestamp"]) if _has_ts(event) else 0.0  # NaN would break every max
 
 
 def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -110,26 +116,35 @@ def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[
     terminal = _terminal_of(event)
     if terminal is not None:
         status, payload = terminal
-        key = [ts, _TERMINAL_RANK[status], status, _ordered_key(payload)]
+        key = [ts, _TERMINAL_RANK[status], status, _ordered_key(payload), _has_ts(event)]
         if meta.get("terminal") is None or key > meta["terminal"]:
             meta["terminal"] = key
             doc["outcome"] = payload
-            doc["end_time"] = ts
+            doc["end_time"] = ts if _has_ts(event) else None
 
-    if kind == "task-sent" and "created_time" not in doc:
-        doc["created_time"] = ts
-    if kind == "task-received":
+    if kind == "task-sent" and _has_ts(event):
+        # The earliest submission (a retry re-sends the task with the same id, later).
+        doc["created_time"] = ts if doc.get("created_time") is None else min(doc["created_time"], ts)
+    if kind == "task-received" and _has_ts(event):
         doc["received_time"] = ts if doc.get("received_time") is None else min(doc["received_time"], ts)
-    if kind == "task-started":
+    if kind == "task-started" and _has_ts(event):
         doc["start_time"] = ts if doc.get("start_time") is None else min(doc["start_time"], ts)
     if kind in ("task-sent", "task-received"):
         retries = event.get("retries")
         if isinstance(retries, int) and not isinstance(retries, bool):
             doc["retries"] = max(int(doc.get("retries") or 0), retries)
+        # The value from the earliest event that carries one (ties: smallest value), so
+        # a retry's re-sent message (new ``eta``) wins or loses the same in any order.
+        once: dict[str, Any] = dict(meta.get("once") or {})
         for name in _ONCE:
             value = event.get(name)
-            if value is not None and doc.get(f"celery_{name}") is None:
+            if value is None:
+                continue
+            okey = [ts, _ordered_key(value)]
+            if once.get(name) is None or okey < once[name]:
+                once[name] = okey
                 doc[f"celery_{name}"] = value
+        meta["once"] = once
     if kind == "task-retried":
         exc = _clip(event.get("exception"), RESULT_LIMIT)
         retry_key = [ts, _ordered_key(exc)]
@@ -138,17 +153,18 @@ def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[
             doc["retry_reason"] = exc
 
     hostname = event.get("hostname")
-    if (
-        (hostname
-        and kind in ("task-received", "task-started", "task-retried", "task-progress"))
-        or (hostname and terminal is not None and event.get("source") != "api")
+    if (hostname and kind in ("task-received", "task-started", "task-retried", "task-progress")) or (
+        hostname and terminal is not None and event.get("source") != "api"
     ):
-        wkey = [ts, str(hostname)]
+        pid = event.get("pid")
+        pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        # pid is part of the key: two events with the same timestamp and host but
+        # different processes (prefork parent and child) must pick the same pid in any order.
+        wkey = [ts, str(hostname), -1 if pid is None else pid]
         if meta.get("worker") is None or wkey > meta["worker"]:
             meta["worker"] = wkey
             doc["worker"] = str(hostname)
-            pid = event.get("pid")
-            doc["worker_pid"] = pid if isinstance(pid, int) else None
+            doc["worker_pid"] = pid
 
     if kind == "task-progress":
         pkey = [ts, _ordered_key([event.get("stage"), event.get("done"), event.get("total")])]

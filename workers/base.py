@@ -11,6 +11,7 @@ true within about a second of a revoke.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pymongo.errors import PyMongoError
 
 from controlplane.config import Config
 from controlplane.store import TaskStore
+from workers.proc import install_terminate_handler
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class TaskContext:
     config: Config
     store: TaskStore
     send_event: Callable[..., Any]
+    retry: Callable[..., Any] | None = None
+    attempt: int = 0
     progress_interval: float = 0.2
     stop_interval: float = 0.5
     _last_progress: float = field(default=0.0, repr=False)
@@ -102,6 +106,8 @@ class ControlledTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         config: Config = self.app.cp_config
+        if config.worker.pool == "prefork" and threading.current_thread() is threading.main_thread():
+            install_terminate_handler(getattr(signal, config.worker.terminate_signal, signal.SIGTERM))
         store = store_for(config)
         celery_id = self.request.id
         if celery_id:
@@ -136,4 +142,6 @@ class ControlledTask(Task):  # type: ignore[misc]
             config=config,
             store=store_for(config),
             send_event=self.send_event,
+            retry=self.retry,
+            attempt=int(self.request.retries or 0),
         )

@@ -1,9 +1,10 @@
 """Process helpers for workers: find and stop every process a task spawned.
 
 Celery's ``terminate`` signals the pool child that runs a task; anything that
-child started (nmap, shell pipelines, ...) would live on.  Each pool child
-installs :func:`install_terminate_handler`, which on the terminate signal
-stops the child's whole process tree first and then exits with that signal.
+child started (nmap, shell pipelines, ...) would live on.  A prefork pool
+child installs :func:`install_terminate_handler` when a task starts; on the
+terminate signal it stops the child's whole process tree first and then exits
+with that signal.
 """
 
 from __future__ import annotations
@@ -82,12 +83,17 @@ def _alive(pid: int) -> bool:
     return state[state.rfind(")") + 2 :].split()[0] != "Z"
 
 
+def _terminate_handler(sig: int, frame: FrameType | None) -> None:
+    kill_tree(os.getpid())
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+
+
 def install_terminate_handler(signum: int = signal.SIGTERM) -> None:
-    """In a pool child: on ``signum``, stop our process tree, then die of that signal."""
+    """In a pool child: on ``signum``, stop our process tree, then die of that signal.
 
-    def handler(sig: int, frame: FrameType | None) -> None:
-        kill_tree(os.getpid())
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-
-    signal.signal(signum, handler)
+    billiard resets signal handlers after the pool initializer runs, so this is
+    called when a task starts (cheap when already installed).
+    """
+    if signal.getsignal(signum) is not _terminate_handler:
+        signal.signal(signum, _terminate_handler)

@@ -8,6 +8,7 @@ Example ``config.yaml`` entry::
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -39,13 +40,21 @@ def fail(data: dict[str, Any], ctx: TaskContext) -> None:
     raise ValueError(str(data.get("message", "planned failure")))
 
 
+def flaky(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Fail with a retry ``data.times`` times (default 2), then succeed."""
+    times = int(data.get("times", 2))
+    if ctx.attempt < times and ctx.retry is not None:
+        raise ctx.retry(exc=RuntimeError(f"attempt {ctx.attempt} failed"), countdown=0.2, max_retries=times)
+    return {"attempts": ctx.attempt + 1}
+
+
 def spawn(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Start a child process that sleeps ``data.seconds``, write its pid to ``data.pidfile``, wait."""
+    """Start a child that sleeps ``data.seconds``; write "<child pid> <our pid>" to ``data.pidfile``; wait."""
     seconds = float(data.get("seconds", 30))
     child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
     pidfile = data.get("pidfile")
     if pidfile:
         with open(str(pidfile), "w", encoding="utf-8") as fh:
-            fh.write(str(child.pid))
+            fh.write(f"{child.pid} {os.getpid()}")
     child.wait()
     return {"child": child.pid}

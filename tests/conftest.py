@@ -1,0 +1,70 @@
+"""Session fixtures that start the real services the integration tests talk to.
+
+* a MongoDB-wire server (nx-27017, the embedded default) on a free port;
+* the machine's Redis (``CP_TEST_REDIS_URL``, default 127.0.0.1:6379) — one
+  Redis database index per stack, flushed first;
+* RabbitMQ when ``CP_TEST_AMQP_URL`` is set (``.ci/run`` sets it and fails if
+  the AMQP tests skip).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from controlplane import embedded
+from tests.stack import Stack
+
+REDIS_URL = os.environ.get("CP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+_db_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MongoDB-wire server for the whole session; yields its URL."""
+    url = os.environ.get("CP_TEST_MONGO_URL")
+    if url:
+        yield url
+        return
+    port = embedded.free_port()
+    proc: subprocess.Popen[bytes] = embedded.start_mongo(port, tmp_path_factory.mktemp("mongo"))
+    try:
+        yield f"mongodb://127.0.0.1:{port}"
+    finally:
+        embedded.stop(proc)
+
+
+def fresh_redis_url() -> str:
+    """A flushed Redis database index of its own (1..15, cycling)."""
+    number = (next(_db_numbers) - 1) % 15 + 1
+    url = f"{REDIS_URL}/{number}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+def amqp_url() -> str | None:
+    return os.environ.get("CP_TEST_AMQP_URL") or None
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, mongo_server: str) -> Iterator[Stack]:
+    """API + consumer + one prefork worker (concurrency 2) on Redis, shared by a module."""
+    s = Stack(tmp_path_factory.mktemp("stack"), fresh_redis_url(), mongo_server)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.close()
+
+
+def make_stack(tmp: Path, mongo_url: str, **kwargs: object) -> Stack:
+    """A stack on a fresh Redis database (for tests that need their own)."""
+    return Stack(tmp, fresh_redis_url(), mongo_url, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,237 @@
+"""A real stack for integration tests: API, consumer and workers as separate processes.
+
+Everything talks over real sockets: the machine's Redis (or RabbitMQ), the
+MongoDB-wire server the session started, Celery worker processes started with
+``controlplane worker``.  Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pymongo import MongoClient
+
+from controlplane import embedded
+
+TEST_TASKS = {
+    "sleep_task": {"task": "workers.testing:sleep", "label": "Sleep (test)"},
+    "busy_task": {"task": "workers.testing:busy", "label": "Busy (test)"},
+    "fail_task": {"task": "workers.testing:fail", "label": "Fail (test)"},
+    "spawn_task": {"task": "workers.testing:spawn", "label": "Spawn child (test)"},
+    "flaky_task": {"task": "workers.testing:flaky", "label": "Retry then succeed (test)"},
+}
+
+
+class Response:
+    """An HTTP answer: status, headers and the parsed JSON envelope."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.raw = body
+        try:
+            self.json: Any = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    @property
+    def code(self) -> Any:
+        return self.json["code"] if isinstance(self.json, dict) else None
+
+    @property
+    def data(self) -> Any:
+        return self.json["data"] if isinstance(self.json, dict) else None
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.raw[:300]!r}>"
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll until ``predicate()`` is truthy; return its value or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
+
+
+class Stack:
+    """Processes of one test deployment, with a private database and broker namespace."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        broker_url: str,
+        mongo_url: str,
+        *,
+        workers: int = 1,
+        concurrency: int = 2,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker_url = broker_url
+        self.mongo_url = mongo_url
+        self.database = f"t_{uuid.uuid4().hex[:10]}"
+        self.port = embedded.free_port()
+        self.n_workers = workers
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        config: dict[str, Any] = {
+            "data_dir": str(workdir / "data"),
+            "log_level": "INFO",
+            "broker": {"url": broker_url, "publish_timeout": 3.0, "connect_timeout": 2.0},
+            "mongo": {"url": mongo_url, "database": self.database, "timeout_ms": 2000},
+            "api": {"host": "127.0.0.1", "port": self.port, "inspect_timeout": 1.0},
+            "events": {
+                "queue": f"cp.events.{self.database}",
+                "flush_interval": 0.1,
+                "worker_timeout": 6.0,
+                "lease_seconds": 4.0,
+            },
+            "worker": {"concurrency": concurrency, "heartbeat_interval": 1.0, "queues": ["recon"]},
+            "tasks": dict(TEST_TASKS),
+        }
+        for key, value in (extra_config or {}).items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        self.config = config
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.mongo = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+        self.db = self.mongo[self.database]
+
+    # -- processes -------------------------------------------------------------
+
+    def command(self, *args: str) -> list[str]:
+        return embedded.controlplane_command("--config", str(self.config_path), *args)
+
+    def start_part(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``controlplane <args>`` as ``name``; its log goes to the work dir."""
+        proc = embedded.spawn(self.command(*args), log_path=self.workdir / f"{name}.log", env=self.env())
+        self.procs[name] = proc
+        return proc
+
+    def env(self) -> dict[str, str]:
+        keep = {k: v for k, v in os.environ.items() if not k.startswith("CP_") and k != "CONTROLPLANE_CONFIG"}
+        keep["PYTHONUNBUFFERED"] = "1"
+        return keep
+
+    def start(self) -> Stack:
+        """API, consumer and workers; returns when the API answers and the workers are up."""
+        self.start_part("ingest", "ingest")
+        for i in range(self.n_workers):
+            self.start_worker(i)
+        self.start_part("serve", "serve")
+        embedded.wait_port(self.port, 30, self.procs["serve"])
+        self.wait_workers(self.n_workers)
+        return self
+
+    def start_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
+        return self.start_part(f"worker{index}", "worker", "--name", f"w{index}-{self.database}@%h")
+
+    def wait_workers(self, count: int, timeout: float = 40.0) -> None:
+        """Until ``count`` workers answer inspect (through the API's active endpoint, which pings them)."""
+        from celery import Celery
+
+        app = Celery(broker=self.broker_url, set_as_current=False)
+        try:
+            wait_for(
+                lambda: (
+                    len([n for n in (app.control.ping(timeout=0.5) or []) if self.database in str(n)])
+                    >= count
+                ),
+                timeout=timeout,
+                what=f"{count} worker(s)",
+            )
+        finally:
+            app.close()
+
+    def stop_part(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        return embedded.stop(proc, timeout=timeout, sig=sig)
+
+    def kill_part(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait(10)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            # Workers get a cold shutdown: tests leave long tasks behind.
+            self.stop_part(
+                name, sig=signal.SIGQUIT if name.startswith("worker") else signal.SIGTERM, timeout=10
+            )
+        try:
+            self.mongo.drop_database(self.database)
+        finally:
+            self.mongo.close()
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # -- HTTP ------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 15.0,
+    ) -> Response:
+        """A real HTTP request to the API; never raises on HTTP error statuses."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return Response(resp.status, dict(resp.headers), resp.read())
+        except urllib.error.HTTPError as err:
+            return Response(err.code, dict(err.headers), err.read())
+
+    def create(self, task_type: str, data: dict[str, Any]) -> str:
+        """POST a task; returns its celery_id."""
+        resp = self.request("POST", "/api/celery_task/", {"task_type": task_type, "data": data})
+        assert resp.status == 200 and resp.code == 200, resp
+        return str(resp.data["celery_id"])
+
+    def detail(self, celery_id: str) -> dict[str, Any]:
+        resp = self.request("GET", f"/api/celery_task/{celery_id}/")
+        assert resp.code == 200, resp
+        return dict(resp.data)
+
+    def wait_status(self, celery_id: str, *statuses: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll the detail endpoint until the task reaches one of ``statuses``."""
+        found: dict[str, Any] = {}
+
+        def check() -> bool:
+            found.update(self.detail(celery_id))
+            return found.get("status") in statuses
+
+        wait_for(check, timeout=timeout, what=f"{celery_id} in {statuses}")
+        return found
