@@ -9,6 +9,7 @@ what a correct scan must find, and nothing else.
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass, field
 
 import trustme
@@ -150,9 +151,12 @@ class Lab:
         return next((name for name, s in self.sites.items() if (s.ip, s.port) == (ip, port)), None)
 
     def stop(self) -> None:
-        """Stop every server."""
-        for item in reversed(self.stoppers):
-            item.stop()
+        """Stop every server (in parallel: each shutdown waits for its serve loop to notice)."""
+        threads = [threading.Thread(target=item.stop) for item in self.stoppers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
 
 def start_lab() -> Lab:
