@@ -15,6 +15,15 @@ Bookkeeping lives under ``_m`` (never shown to clients):
 * ``terminal``: ``[timestamp, rank, status]`` of the winning terminal event
   (SUCCESS < FAILURE < REVOKED on equal timestamps).  Its payload (result,
   exception, ...) is stored in ``outcome`` and replaced only when the key wins.
+* ``once``: ``{field: [timestamp, value]}`` for the ``celery_*`` descriptive
+  fields: the earliest event carrying a value wins (a retry re-sends the task
+  under the same id with a new ``eta``, so "first seen" would depend on order).
+* ``worker``: ``[timestamp, hostname, pid]`` of the latest worker event.
+
+Times: ``created_time`` / ``received_time`` / ``start_time`` are minima over
+the events that carry a timestamp; ``end_time`` is the winning terminal
+event's timestamp (``None`` if it had none).  An event without a (finite,
+numeric) timestamp sorts first but never sets a time.
 
 ``status`` is derived: the terminal status if any terminal event was seen,
 else the phase status.  Terminal statuses therefore never regress.
