@@ -95,8 +95,6 @@ class WorkerConfig:
     pool: str = "prefork"
     queues: list[str] = field(default_factory=lambda: ["recon"])
     terminate_signal: str = "SIGTERM"
-    heartbeat_interval: float = 2.0
-    revoke_cache_seconds: float = 1.0
 
 
 @dataclass

@@ -107,7 +107,7 @@ class TaskManager:
             raise CeleryIdNotFound({"celery_id": celery_id})
         return documents.detail(doc)
 
-    async def list(self, flt: TaskFilter, page: int, size: int) -> dict[str, Any]:
+    async def list_tasks(self, flt: TaskFilter, page: int, size: int) -> dict[str, Any]:
         """One page, newest first, with the exact total for the filter."""
         if flt.status is not None and flt.status not in STATUSES:
             raise InvalidParam("status", f"must be one of {', '.join(STATUSES)}")

@@ -179,6 +179,8 @@ class TaskStore:
         doc = self.db[COUNTERS].find_one_and_update(
             {"_id": "rev"}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
         )
+        if doc is None:
+            raise RuntimeError("revision counter upsert returned nothing")
         return int(doc["value"]) - count + 1
 
     def apply_events(self, events: Iterable[Mapping[str, Any]], attempts: int = 8) -> list[dict[str, Any]]:
@@ -346,6 +348,8 @@ class AsyncTaskStore:
         doc = await self.db[COUNTERS].find_one_and_update(
             {"_id": "rev"}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
         )
+        if doc is None:
+            raise RuntimeError("revision counter upsert returned nothing")
         return int(doc["value"]) - count + 1
 
     async def insert(self, doc: dict[str, Any]) -> None:

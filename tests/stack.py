@@ -104,7 +104,7 @@ class Stack:
                 "worker_timeout": 6.0,
                 "lease_seconds": 4.0,
             },
-            "worker": {"concurrency": concurrency, "heartbeat_interval": 1.0, "queues": ["recon"]},
+            "worker": {"concurrency": concurrency, "queues": ["recon"]},
             "tasks": dict(TEST_TASKS),
         }
         for key, value in (extra_config or {}).items():

@@ -97,12 +97,14 @@ class ControlBus:
     def inspect(self) -> list[dict[str, Any]]:
         """Active, reserved and scheduled tasks of every worker, merged (blocking)."""
         timeout = self.config.api.inspect_timeout
+
+        def ask(state: str) -> dict[str, Any]:
+            reply = getattr(self.app.control.inspect(timeout=timeout), state)()
+            return dict(reply or {})
+
         with ThreadPoolExecutor(len(STATES)) as pool:
-            futures = {
-                state: pool.submit(lambda s=state: getattr(self.app.control.inspect(timeout=timeout), s)())
-                for state in STATES
-            }
-            replies = {state: f.result() or {} for state, f in futures.items()}
+            futures = {state: pool.submit(ask, state) for state in STATES}
+            replies = {state: f.result() for state, f in futures.items()}
         tasks: list[dict[str, Any]] = []
         for state in STATES:
             for worker, entries in sorted(replies[state].items()):

@@ -142,9 +142,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         log.info("consuming events from %s", self.connection.as_uri())
 
-    def consume(
-        self, limit: int | None = None, timeout: float | None = None, safety_interval: float = 1
-    ) -> Any:
+    def consume(self, limit: Any = None, timeout: Any = None, safety_interval: Any = 1, **kwargs: Any) -> Any:
+        """Wake at least every ``events.flush_interval`` so partial batches are written."""
         return super().consume(
             limit=limit, timeout=timeout, safety_interval=self.config.events.flush_interval
         )

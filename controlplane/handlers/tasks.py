@@ -47,7 +47,7 @@ class CollectionHandler(TaskHandler):
         )
         page = parse_int(self.query_arg("page"), "page", 1, None, 1)
         size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
-        self.reply(await self.manager.list(flt, page, size))
+        self.reply(await self.manager.list_tasks(flt, page, size))
 
     async def post(self) -> None:
         body = self.json_body()

@@ -81,7 +81,7 @@ class ReconRun:
         self.options = options
         self.store = ResultStore(ctx.db, ctx.task_id)
         self.progress = ProgressReporter(ctx.progress)
-        self.rules = load_rules()
+        self.rules = load_rules(options.get("extra_fingerprint_files") or ())
         self.partial = False
         self.roots: list[str] = []
         self.wildcards: dict[str, Wildcard] = {}
@@ -147,8 +147,6 @@ class ReconRun:
                 self.progress.flush_due()
             else:
                 await self.progress.drain()
-            if self._dns is not None:
-                self._dns = None
         stats: dict[str, Any] = dict(self.store.counts())
         stats["partial"] = partial
         return stats
