@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import H1, Lab, LabSite, Page, SiteSpec
+from tests.lab import H1, Lab, LabListener, LabSite, Page, SiteSpec
 from workers.recon.certs import fetch_certificate_der, parse_certificate
 from workers.recon.http import HttpError, fetch
-from workers.recon.portscan import scan_ports
+from workers.recon.portscan import PortInfo, scan_ports
 from workers.recon.services import detect_service
 from workers.recon.sites import Endpoint, follow
 
@@ -86,7 +86,8 @@ def test_https_accepts_self_signed_and_sends_sni(lab: Lab) -> None:
 def test_service_detection_of_each_lab_service(lab: Lab) -> None:
     async def detect_all() -> dict[str, str]:
         out = {}
-        for name, item in [*lab.listeners.items(), *lab.sites.items()]:
+        targets: list[tuple[str, LabSite | LabListener]] = [*lab.listeners.items(), *lab.sites.items()]
+        for name, item in targets:
             out[name] = (await detect_service(item.ip, item.port, timeout=1.0)).service
         return out
 
@@ -105,17 +106,17 @@ def test_service_detection_of_each_lab_service(lab: Lab) -> None:
 
 
 def test_scan_reports_only_open_ports_and_honours_host_timeout(lab: Lab) -> None:
-    found: dict[str, dict[int, object]] = {}
-    run(scan_ports([H1, "127.88.0.5"], lab.scan_ports, found, connect_timeout=0.5))  # type: ignore[arg-type]
+    found: dict[str, dict[int, PortInfo]] = {}
+    run(scan_ports([H1, "127.88.0.5"], lab.scan_ports, found, connect_timeout=0.5))
     assert {ip: set(p) for ip, p in found.items()} == {H1: lab.open_ports[H1]}
 
     progress: list[int] = []
-    limited: dict[str, dict[int, object]] = {}
+    limited: dict[str, dict[int, PortInfo]] = {}
     run(
         scan_ports(
             ["127.88.0.5"],
             range(1, 5001),
-            limited,  # type: ignore[arg-type]
+            limited,
             host_timeout=0.0,
             on_progress=lambda done, total: progress.append(done),
         )

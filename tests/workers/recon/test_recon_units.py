@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+from typing import Any
 
 import mmh3
 import pytest
@@ -183,6 +184,7 @@ def test_custom_rules_favicon_regex_and_condition() -> None:
     assert match_fingerprints(rules, PageFacts(favicon_hash=116323821)) == ["IconApp"]
     assert match_fingerprints(rules, PageFacts(headers={"x-a": ""}, body="build-42")) == ["Both"]
     assert match_fingerprints(rules, PageFacts(headers={"x-a": ""}, body="build-x")) == []
+    bad: dict[str, Any]
     for bad in (
         {"rules": [{"name": "x", "matchers": [{"type": "cookie"}]}]},
         {"rules": [{"name": "x", "matchers": []}]},
