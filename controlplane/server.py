@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
+import threading
 
 import tornado.httpserver
 from pymongo.errors import PyMongoError
@@ -20,20 +20,21 @@ from controlplane.tasktypes import Registry
 log = logging.getLogger(__name__)
 
 
-def ensure_indexes(store: TaskStore, wait: float = 30.0) -> None:
-    """Create indexes, waiting for the database to come up (bounded)."""
-    deadline = time.monotonic() + wait
+def ensure_indexes(store: TaskStore, stop: threading.Event) -> None:
+    """Create indexes, retrying with capped backoff while the database is down.
+
+    Runs beside the server: the API starts (and answers 503) even when the
+    database is unreachable at start-up.
+    """
     delay = 0.2
-    while True:
+    while not stop.is_set():
         try:
             store.ensure_indexes()
             return
         except PyMongoError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("database not ready (%s); retrying", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class Services:
@@ -58,7 +59,8 @@ class Services:
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     """Run the API on ``api.host:api.port`` until a stop signal."""
     services = Services(config)
-    await asyncio.get_running_loop().run_in_executor(None, ensure_indexes, services.writer)
+    stopping = threading.Event()
+    indexing = asyncio.get_running_loop().run_in_executor(None, ensure_indexes, services.writer, stopping)
     app = make_app(config, manager=services.manager)
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.api.max_body_bytes + 64 * 1024, xheaders=False
@@ -73,6 +75,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         ready.set()
     await stop.wait()
     log.info("API stopping")
+    stopping.set()
     server.stop()
     await asyncio.wait_for(server.close_all_connections(), 5)
+    await indexing
     await services.close()

@@ -273,6 +273,15 @@ class TaskStore:
         found = self.tasks.find_one({"celery_id": celery_id, "revoke.time": {"$gt": 0}}, {"_id": 1})
         return found is not None
 
+    def revoked_ids(self, since: float, limit: int = 50_000) -> list[str]:
+        """Ids of tasks whose revoke was requested after ``since`` (newest first)."""
+        cursor = (
+            self.tasks.find({"revoke.time": {"$gt": since}}, {"celery_id": 1, "_id": 0})
+            .sort("created_time", DESCENDING)
+            .limit(limit)
+        )
+        return [d["celery_id"] for d in cursor]
+
     def non_terminal(self, older_than: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Tasks not in a terminal status, created before ``older_than``."""
         cursor = self.tasks.find(
@@ -284,9 +293,7 @@ class TaskStore:
     def started_on_any(self) -> list[dict[str, Any]]:
         """Every task currently STARTED, with the worker running it."""
         return list(
-            self.tasks.find(
-                {"status": STARTED, "worker": {"$ne": None}}, {"celery_id": 1, "worker": 1, "status": 1}
-            )
+            self.tasks.find({"status": STARTED}, {"celery_id": 1, "worker": 1, "status": 1, "start_time": 1})
         )
 
     def record_workers(self, seen: Mapping[str, Mapping[str, Any]]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
 
 from controlplane import embedded
 
@@ -104,7 +105,8 @@ class Stack:
                 "worker_timeout": 6.0,
                 "lease_seconds": 4.0,
             },
-            "worker": {"concurrency": concurrency, "queues": ["recon"]},
+            "worker": {"concurrency": concurrency, "queues": [f"recon-{self.database}"]},
+            "task_defaults": {"queue": f"recon-{self.database}"},
             "tasks": dict(TEST_TASKS),
         }
         for key, value in (extra_config or {}).items():
@@ -133,6 +135,12 @@ class Stack:
         keep = {k: v for k, v in os.environ.items() if not k.startswith("CP_") and k != "CONTROLPLANE_CONFIG"}
         keep["PYTHONUNBUFFERED"] = "1"
         return keep
+
+    def start_api(self) -> Stack:
+        """Only ``controlplane serve`` (for tests of the API against a dead broker or database)."""
+        self.start_part("serve", "serve")
+        embedded.wait_port(self.port, 30, self.procs["serve"])
+        return self
 
     def start(self) -> Stack:
         """API, consumer and workers; returns when the API answers and the workers are up."""
@@ -183,8 +191,24 @@ class Stack:
             )
         try:
             self.mongo.drop_database(self.database)
+        except PyMongoError:
+            pass  # a test that points the stack at a dead database
         finally:
             self.mongo.close()
+        if self.broker_url.startswith("amqp"):
+            self._delete_amqp_queues()
+
+    def _delete_amqp_queues(self) -> None:
+        """Durable queues outlive the test on RabbitMQ; remove this stack's."""
+        from kombu import Connection
+
+        with Connection(self.broker_url, connect_timeout=3) as conn:
+            channel = conn.channel()
+            for name in (self.config["events"]["queue"], f"recon-{self.database}"):
+                try:
+                    channel.queue_delete(name)
+                except Exception:
+                    channel = conn.channel()
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"

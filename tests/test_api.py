@@ -322,7 +322,9 @@ def test_task_sent_by_another_producer_appears(stack: Stack) -> None:
     app.conf.task_send_sent_event = True
     try:
         result = app.send_task(
-            "controlplane.sleep_task", kwargs={"options": {"data": {"seconds": 0.1}}}, queue="recon"
+            "controlplane.sleep_task",
+            kwargs={"options": {"data": {"seconds": 0.1}}},
+            queue=f"recon-{stack.database}",
         )
     finally:
         app.close()

@@ -47,7 +47,13 @@ def flatten_body(body: Any) -> list[dict[str, Any]]:
 
 
 class WorkerTracker:
-    """Liveness of workers from their heartbeats, judged against our own clock."""
+    """Liveness of workers, judged against our own clock.
+
+    A task STARTED on a worker is lost when that worker went offline, stayed
+    silent past the timeout (heartbeats every ~2 s), or came back as a new
+    process (a ``worker-online`` event or a new pid) after the task started:
+    a restarted worker is not running its predecessor's tasks.
+    """
 
     def __init__(self, timeout: float, now: float | None = None) -> None:
         self.timeout = timeout
@@ -55,41 +61,53 @@ class WorkerTracker:
         self.seen: dict[str, dict[str, Any]] = {}
         self.dirty: dict[str, dict[str, Any]] = {}
 
+    def load(self, stored: list[dict[str, Any]]) -> None:
+        """Start from what an earlier consumer recorded, with a fresh grace period."""
+        for info in stored:
+            host = info.get("hostname")
+            if isinstance(host, str):
+                self.seen[host] = {**info, "last_heartbeat": self.started}
+
     def observe(self, event: dict[str, Any], now: float) -> None:
-        """Record a worker event (or any task event, which also proves the worker alive)."""
+        """Record a worker event (any task event from a worker also proves it alive)."""
         host = event.get("hostname")
-        if not isinstance(host, str) or not host:
-            return
         kind = event.get("type")
-        if kind in TASK_EVENT_TYPES and kind == "task-sent":
+        if not isinstance(host, str) or not host or kind == "task-sent":
             return
+        info = dict(self.seen.get(host) or {"freq": 2.0})
+        info["last_heartbeat"] = now
+        info["online"] = kind != "worker-offline"
         freq = event.get("freq")
-        info = {
-            "last_heartbeat": now,
-            "online": kind != "worker-offline",
-            "freq": float(freq)
-            if isinstance(freq, int | float)
-            else self.seen.get(host, {}).get("freq", 2.0),
-        }
+        if isinstance(freq, int | float) and not isinstance(freq, bool):
+            info["freq"] = float(freq)
         if kind in WORKER_EVENTS:
+            pid = event.get("pid")
+            stamp = event.get("timestamp")
+            restarted = kind == "worker-online" or (info.get("pid") is not None and pid != info.get("pid"))
+            if restarted and isinstance(stamp, int | float):
+                info["online_since"] = float(stamp)
+            info["pid"] = pid
             info["active"] = event.get("active")
             info["processed"] = event.get("processed")
-        self.seen[host] = {**self.seen.get(host, {}), **info}
-        self.dirty[host] = self.seen[host]
+        self.seen[host] = info
+        self.dirty[host] = info
 
-    def lost(self, hostnames: set[str], now: float) -> set[str]:
-        """Which of ``hostnames`` are gone: offline, or silent for longer than the timeout."""
-        gone = set()
-        for host in hostnames:
-            info = self.seen.get(host)
-            if info is None:
-                if now - self.started > self.timeout:
-                    gone.add(host)
-                continue
-            limit = max(self.timeout, 3 * float(info.get("freq") or 2.0))
-            if not info.get("online") or now - float(info["last_heartbeat"]) > limit:
-                gone.add(host)
-        return gone
+    def verdict(self, host: str, start_time: float | None, now: float) -> str | None:
+        """Why a task STARTED on ``host`` at ``start_time`` is lost, or None if it may be running."""
+        info = self.seen.get(host)
+        if info is None:
+            if now - self.started > self.timeout:
+                return f"worker {host} sent no heartbeat for {self.timeout:g}s"
+            return None
+        if not info.get("online"):
+            return f"worker {host} went offline"
+        limit = max(self.timeout, 3 * float(info.get("freq") or 2.0))
+        if now - float(info["last_heartbeat"]) > limit:
+            return f"worker {host} stopped sending heartbeats"
+        since = info.get("online_since")
+        if since is not None and start_time is not None and start_time < since:
+            return f"worker {host} restarted while the task ran"
+        return None
 
 
 class EventConsumer(ConsumerMixin):  # type: ignore[misc]
@@ -116,6 +134,10 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.db_backoff = 0.0
         self.db_retry_at = 0.0
         self.workers = WorkerTracker(config.events.worker_timeout)
+        try:
+            self.workers.load(store.workers())
+        except PyMongoError as exc:
+            log.warning("could not load worker liveness: %s", exc)
         self.last_liveness = time.monotonic()
         self.applied = 0
 
@@ -204,26 +226,22 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             if self.workers.dirty:
                 self.store.record_workers(self.workers.dirty)
                 self.workers.dirty = {}
-            running = self.store.started_on_any()
-            hosts = {t["worker"] for t in running if t.get("worker")}
-            gone = self.workers.lost(hosts, now)
-            if not gone:
-                return
-            events = [
-                {
-                    "type": "task-lost",
-                    "uuid": t["celery_id"],
-                    "timestamp": now,
-                    "hostname": t["worker"],
-                    "reason": f"WorkerLostError: worker {t['worker']} stopped sending heartbeats",
-                }
-                for t in running
-                if t.get("worker") in gone and t.get("status") == "STARTED"
-            ]
+            events = []
+            for task in self.store.started_on_any():
+                host = task.get("worker")
+                reason = self.workers.verdict(host, task.get("start_time"), now) if host else None
+                if reason:
+                    events.append(
+                        {
+                            "type": "task-lost",
+                            "uuid": task["celery_id"],
+                            "timestamp": now,
+                            "hostname": host,
+                            "reason": f"WorkerLostError: {reason}",
+                        }
+                    )
             if events:
-                log.warning(
-                    "marking %d task(s) FAILURE: worker(s) %s lost", len(events), ", ".join(sorted(gone))
-                )
+                log.warning("marking %d task(s) FAILURE: their worker is gone", len(events))
                 changed = self.store.apply_events(events)
                 if changed and self.on_changes is not None:
                     self.on_changes(changed)

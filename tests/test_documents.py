@@ -1,0 +1,36 @@
+"""Client-facing shapes of task documents."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+
+from controlplane.documents import detail, iso, list_item
+
+
+def test_iso_is_utc_with_milliseconds() -> None:
+    assert iso(1689000000.0) == "2023-07-10T14:40:00.000Z"
+    assert iso(1689000000.1234) == "2023-07-10T14:40:00.123Z"
+    assert iso(None) is None and iso("x") is None and iso(True) is None
+
+
+def test_list_item_and_detail_hide_bookkeeping() -> None:
+    oid = ObjectId()
+    doc = {
+        "_id": oid,
+        "celery_id": "c",
+        "status": "SUCCESS",
+        "name": "n",
+        "_m": {"x": 1},
+        "data": {"secret": 1},
+        "outcome": {"result": "r", "runtime": 1.5},
+        "start_time": 1.0,
+        "end_time": 2.0,
+        "created_time": 0.5,
+    }
+    item = list_item(doc)
+    assert item["_id"] == str(oid) and item["task_id"] == str(oid)
+    assert "_m" not in item and "data" not in item and "outcome" not in item
+    full = detail(doc)
+    assert full["task_id"] == str(oid) and full["result"] == "r" and full["runtime"] == 1.5
+    assert full["start_time"] == "1970-01-01T00:00:01.000Z"
+    assert "_m" not in full and "data" not in full
