@@ -46,6 +46,9 @@ LEASES = "leases"
 _HIDDEN = {"_m"}
 _LIST_PROJECTION = {"_m": 0, "data": 0, "outcome": 0}
 
+# Result collections the workers write, each document tagged with ``task_id``.
+RESULT_KINDS = ("domain", "ip", "site", "cert", "fileleak", "fofa", "vuln", "github", "wih", "monitor_new")
+
 INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
     ([("celery_id", ASCENDING)], {"unique": True, "name": "celery_id_unique"}),
     ([("created_time", DESCENDING)], {"name": "newest"}),
@@ -264,6 +267,45 @@ class TaskStore:
                         retry[cid] = by_id[cid]
         return retry, written
 
+    def restamp(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Give already written documents fresh revisions (the live feed's ordering gate).
+
+        Each update is conditioned on the revision the document was written
+        with; a document that changed since (a newer revision landed) is left
+        alone and dropped from the result, because its newer writer publishes
+        it.  Returns the documents that now carry their new revision.
+        """
+        if not docs:
+            return []
+        first = self.next_revisions(len(docs))
+        wanted: dict[str, tuple[int, dict[str, Any]]] = {}
+        ops = []
+        for i, doc in enumerate(sorted(docs, key=lambda d: int(d.get("rev") or 0))):
+            new_rev = first + i
+            ops.append(
+                UpdateOne({"celery_id": doc["celery_id"], "rev": doc.get("rev")}, {"$set": {"rev": new_rev}})
+            )
+            wanted[doc["celery_id"]] = (new_rev, doc)
+        result = self.tasks.bulk_write(ops, ordered=False)
+        if result.matched_count == len(ops):
+            landed = set(wanted)
+        else:
+            landed = {
+                d["celery_id"]
+                for d in self.tasks.find({"celery_id": {"$in": list(wanted)}}, {"celery_id": 1, "rev": 1})
+                if d.get("rev") == wanted[d["celery_id"]][0]
+            }
+        out = []
+        for cid, (new_rev, doc) in wanted.items():
+            if cid in landed:
+                out.append({**doc, "rev": new_rev})
+        return out
+
+    def max_revision(self) -> int:
+        """The highest revision any task document carries (0 when there are none)."""
+        doc = self.tasks.find_one({"rev": {"$gt": 0}}, {"rev": 1}, sort=[("rev", DESCENDING)])
+        return int(doc["rev"]) if doc else 0
+
     def get(self, celery_id: str) -> dict[str, Any] | None:
         """The whole document of one task, or None."""
         return self.tasks.find_one({"celery_id": celery_id})
@@ -388,12 +430,65 @@ class AsyncTaskStore:
         )
         return [d async for d in cursor]
 
-    async def request_revoke(self, celery_ids: list[str], terminate: bool) -> None:
-        """Persist a revoke request; workers check it before starting a task."""
-        await self.tasks.update_many(
-            {"celery_id": {"$in": celery_ids}},
-            {"$set": {"revoke": {"time": time.time(), "terminate": terminate}}},
+    async def results(
+        self, task_id: str, kind: str, page: int, size: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """One page of a task's results of one kind (oldest first) and their exact total."""
+        collection = self.db[kind]
+        query = {"task_id": task_id}
+        cursor = await collection.aggregate([{"$match": query}, {"$count": "n"}])
+        rows = [row async for row in cursor]
+        total = int(rows[0]["n"]) if rows else 0
+        found = collection.find(query).sort("_id", ASCENDING).skip((page - 1) * size).limit(size)
+        items = []
+        async for doc in found:
+            doc["_id"] = str(doc["_id"])
+            items.append(doc)
+        return total, items
+
+    async def request_revoke(self, celery_ids: list[str], terminate: bool) -> list[dict[str, Any]]:
+        """Persist a revoke request; workers check it before starting a task.
+
+        Each document gets a new revision (never a lower one than it has);
+        returns the documents as written, for the live feed.
+        """
+        request = {"time": time.time(), "terminate": terminate}
+        written: list[dict[str, Any]] = []
+        pending = list(celery_ids)
+        for _ in range(5):
+            if not pending:
+                break
+            first = await self.next_revisions(len(pending))
+            retry = []
+            for i, cid in enumerate(pending):
+                doc = await self.tasks.find_one_and_update(
+                    {"celery_id": cid, "rev": {"$lt": first + i}},
+                    {"$set": {"revoke": request, "rev": first + i}},
+                    projection={"_m": 0},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is not None:
+                    written.append(doc)
+                elif await self.tasks.find_one({"celery_id": cid}, {"_id": 1}) is not None:
+                    retry.append(cid)
+            pending = retry
+        return written
+
+    async def changed_since(
+        self, since: int, upto: int, query: Mapping[str, Any], limit: int
+    ) -> list[dict[str, Any]]:
+        """Documents whose revision is in ``(since, upto]`` and that match ``query``, oldest first."""
+        cursor = (
+            self.tasks.find({**query, "rev": {"$gt": since, "$lte": upto}}, {"_m": 0})
+            .sort([("rev", ASCENDING)])
+            .limit(limit)
         )
+        return [d async for d in cursor]
+
+    async def max_revision(self) -> int:
+        """The highest revision any task document carries (0 when there are none)."""
+        doc = await self.tasks.find_one({"rev": {"$gt": 0}}, {"rev": 1}, sort=[("rev", DESCENDING)])
+        return int(doc["rev"]) if doc else 0
 
     async def delete(self, celery_id: str) -> None:
         """Remove a task document (only for a submission that never reached the broker)."""
