@@ -58,6 +58,7 @@ class ApiConfig:
     inspect_timeout: float = 1.0
     max_batch: int = 1000
     executor_threads: int = 8
+    cors_origins: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -98,11 +99,106 @@ class WorkerConfig:
 
 
 @dataclass
+class ReconConfig:
+    """Settings of the recon pipelines run by workers."""
+
+    resolvers: list[str] = field(default_factory=list)
+    dns_timeout: float = 2.0
+    connect_timeout: float = 1.0
+    http_timeout: float = 5.0
+    concurrency: int = 200
+    fofa_url: str = "https://fofa.info"
+    fofa_email: str = ""
+    fofa_key: str = ""
+    github_url: str = "https://api.github.com"
+    github_token: str = ""
+    poc_dirs: list[str] = field(default_factory=list)
+
+
+@dataclass
 class EmbeddedConfig:
     """Servers that ``controlplane up`` starts as child processes."""
 
     redis_port: int = 6390
     mongo_port: int = 27117
+
+
+@dataclass
+class TokenEntry:
+    """One API token: a name, a role, and the salted hash of the token (never the token itself)."""
+
+    name: str = ""
+    role: str = "viewer"
+    hash: str = ""
+
+
+@dataclass
+class AuthConfig:
+    """API authentication (see :mod:`controlplane.auth`); disabling it needs this explicit key."""
+
+    enabled: bool = True
+    tokens: list[TokenEntry] = field(default_factory=list)
+    token_file: str = ""
+
+
+@dataclass
+class ScopeConfig:
+    """What may be scanned (see :mod:`controlplane.scope`); metadata and link-local are always denied."""
+
+    allow_private: bool = False
+    allow_loopback: bool = False
+    allowed_cidrs: list[str] = field(default_factory=list)
+    denied_cidrs: list[str] = field(default_factory=list)
+    allowed_domains: list[str] = field(default_factory=list)
+    denied_domains: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RateLimitConfig:
+    """Per-token limits on create and revoke (token buckets, per API process); 0 disables one."""
+
+    create_per_minute: float = 600.0
+    create_burst: int = 60
+    revoke_per_minute: float = 600.0
+    revoke_burst: int = 120
+
+
+@dataclass
+class LimitsConfig:
+    """Size limits of task input; ``per_type`` overrides any of them for one task type."""
+
+    max_targets: int = 1000
+    max_cidr_addresses: int = 65536
+    max_string: int = 4096
+    max_name: int = 256
+    max_depth: int = 6
+    max_data_bytes: int = 256 * 1024
+    max_keys: int = 200
+    per_type: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class FeedConfig:
+    """The live WebSocket task feed (``/api/celery_task/ws/``)."""
+
+    url: str = ""
+    client_queue: int = 1000
+    heartbeat: float = 15.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 30.0
+    auth_timeout: float = 10.0
+    max_message_bytes: int = 65536
+    publish_timeout: float = 5.0
+    poll_interval: float = 2.0
+    max_replay: int = 100_000
+
+    def redis_url(self, broker_url: str) -> str:
+        """Where updates fan out: ``feed.url``, else the broker when it is Redis, else empty."""
+        if self.url:
+            return self.url
+        if broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return broker_url
+        return ""
 
 
 @dataclass
@@ -117,6 +213,12 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    scope: ScopeConfig = field(default_factory=ScopeConfig)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
     task_defaults: TaskTypeConfig = field(default_factory=TaskTypeConfig)
     tasks: dict[str, TaskTypeConfig] = field(default_factory=dict)
 
@@ -272,6 +374,20 @@ def _check(config: Config) -> None:
         raise ConfigError("events.batch_size: must be at least 1")
     if config.api.max_batch < 1:
         raise ConfigError("api.max_batch: must be at least 1")
+    limit_keys = {f.name for f in dataclasses.fields(LimitsConfig)} - {"per_type"}
+    for name, over in config.limits.per_type.items():
+        for key, value in over.items():
+            if key not in limit_keys:
+                raise ConfigError(f"limits.per_type.{name}: unknown key {key}")
+            if value < 1:
+                raise ConfigError(f"limits.per_type.{name}.{key}: must be at least 1")
+    for entry in config.auth.tokens:
+        if entry.role not in ("viewer", "operator"):
+            raise ConfigError(
+                f"auth.tokens: {entry.name!r} has role {entry.role!r}; expected viewer or operator"
+            )
+        if not entry.hash.startswith("pbkdf2_sha256$"):
+            raise ConfigError(f"auth.tokens: {entry.name!r} needs a hash from `controlplane token create`")
     for name, tc in config.tasks.items():
         if tc.time_limit and tc.soft_time_limit and tc.soft_time_limit > tc.time_limit:
             raise ConfigError(f"tasks.{name}: soft_time_limit must not exceed time_limit")

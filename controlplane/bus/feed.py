@@ -132,6 +132,13 @@ class FeedPublisher:
         if self.client is not None:
             self.client.close()
 
+    def initialize_gate(self, revision: int) -> int:
+        """Start a missing gate at ``revision`` (documents at or below it are restamped to publish)."""
+        if self.client is None:
+            return 0
+        self.client.set(self.key, revision, nx=True)
+        return int(self.client.get(self.key) or 0)
+
     def publish(self, docs: list[dict[str, Any]]) -> bool:
         """Publish documents that have just been written; True when all were published.
 

@@ -1,0 +1,456 @@
+"""The serve side of the live feed: one hub per API process, many clients.
+
+The hub receives the ordered change stream of :mod:`controlplane.bus.feed`
+(strictly increasing revisions, every one already in MongoDB) on the IOLoop,
+and offers each change to every client whose filter matches.
+
+The resume seam (why a reconnect with ``since=L`` misses nothing and repeats nothing)
+==================================================================================
+
+A client is *registered* with the hub before anything is read, and at that
+moment the hub's ``high`` — the last revision it has dispatched — is taken as
+``H``.  Registration and ``H`` are read in the same IOLoop step, so every change
+dispatched afterwards has a revision ``> H`` and lands in the client's queue.
+
+1. Replay: documents matching the filter with ``L < rev ≤ H``, from MongoDB,
+   oldest first.  All of them landed before ``H`` was published (the gate only
+   publishes landed writes, in revision order), so the query sees them all; a
+   document that changed again shows its newer state — either still ``≤ H``
+   (replayed) or ``> H`` (queued live).
+2. Live: queued changes with ``rev > max(L, H)`` — the *floor*.  Nothing at
+   or below the floor is sent live, so nothing is sent twice.
+
+A change the client has not seen has a revision ``> L`` (see the gate's
+argument in :mod:`controlplane.bus.feed`), and it is either ``≤ H`` and in
+MongoDB, or ``> H`` and in the queue.  Per connection every (celery_id, rev)
+goes out at most once and revisions only grow within the live part.
+
+The hub keeps itself complete: when its Redis subscription drops, it reads the
+gate after resubscribing (``G``) and dispatches MongoDB's ``(high, G]`` before
+the live messages buffered meanwhile.  An *orphan sweep* republishes (with a
+fresh revision, through the gate) any document whose revision is below what
+has been published for a while but that never reached the channel (its writer
+died between the write and the publish, or Redis was unreachable for longer
+than ``feed.publish_timeout``).
+
+Backpressure: each client's queue holds at most ``feed.client_queue``
+messages.  Offering to a full queue marks the client *overflowed*: it is sent
+``{"type": "resync"}`` and closed; dispatch never waits on a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane.errors import InvalidParam
+from controlplane.merge import STATUSES
+
+log = logging.getLogger(__name__)
+
+FILTER_KEYS = ("celery_id", "task_type", "status")
+MAX_FILTER_VALUES = 100
+MAX_VALUE_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """Which tasks a client wants; an empty set means "any"."""
+
+    celery_id: frozenset[str] = frozenset()
+    task_type: frozenset[str] = frozenset()
+    status: frozenset[str] = frozenset()
+
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        """Whether a (detail or stored) task document passes the filter."""
+        if self.celery_id and doc.get("celery_id") not in self.celery_id:
+            return False
+        if self.task_type and doc.get("task_type") not in self.task_type:
+            return False
+        return not (self.status and doc.get("status", "PENDING") not in self.status)
+
+    def query(self) -> dict[str, Any]:
+        """The MongoDB filter (plain ``$in`` over string values)."""
+        q: dict[str, Any] = {}
+        for key in FILTER_KEYS:
+            values = getattr(self, key)
+            if values:
+                q[key] = {"$in": sorted(values)}
+        return q
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The filter as JSON (sorted lists)."""
+        return {key: sorted(getattr(self, key)) for key in FILTER_KEYS}
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], task_types: Iterable[str]) -> FeedFilter:
+        """Build from query arguments or a subscribe message; raises InvalidParam naming the field.
+
+        Each value may be a string (comma-separated values allowed) or a list of
+        strings; absent or empty means "any".
+        """
+        valid_types = set(task_types) | {"external"}
+        found: dict[str, frozenset[str]] = {}
+        for key in FILTER_KEYS:
+            value = raw.get(key)
+            if value is None:
+                found[key] = frozenset()
+                continue
+            items = value if isinstance(value, list) else [value]
+            values: set[str] = set()
+            for item in items:
+                if not isinstance(item, str):
+                    raise InvalidParam(key, "must be a string or a list of strings")
+                for part in item.split(","):
+                    part = part.strip()
+                    if not part:
+                        continue
+                    if len(part) > MAX_VALUE_LENGTH:
+                        raise InvalidParam(key, "a value is too long")
+                    values.add(part)
+            if len(values) > MAX_FILTER_VALUES:
+                raise InvalidParam(key, f"at most {MAX_FILTER_VALUES} values")
+            if key == "status":
+                bad = sorted(values - set(STATUSES))
+                if bad:
+                    raise InvalidParam(key, f"unknown status {bad[0][:64]!r}; valid: {', '.join(STATUSES)}")
+            if key == "task_type":
+                bad = sorted(values - valid_types)
+                if bad:
+                    raise InvalidParam(key, f"unknown task type {bad[0][:64]!r}")
+            found[key] = frozenset(values)
+        return cls(**found)
+
+
+def change_message(kind: str, doc: Mapping[str, Any]) -> str:
+    """One feed message: ``{"type", "rev", "task"}`` with the detail-shaped document."""
+    return json.dumps(
+        {"type": kind, "rev": int(doc.get("rev") or 0), "task": doc},
+        ensure_ascii=False,
+        default=str,
+        separators=(",", ":"),
+    )
+
+
+@dataclass
+class Entry:
+    """A queued message: its revision (None for control messages), the document, the text."""
+
+    rev: int | None
+    doc: Mapping[str, Any] | None
+    text: str
+
+
+@dataclass(eq=False)
+class FeedClient:
+    """One connection's subscription: filter, bounded queue, and the seam's floor."""
+
+    filter: FeedFilter
+    limit: int
+    on_overflow: Callable[[FeedClient], None]
+    queue: collections.deque[Entry] = field(default_factory=collections.deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    floor: int = 0
+    overflowed: bool = False
+    sent: int = 0
+
+    def offer(self, entry: Entry) -> None:
+        """Queue a message without ever waiting; a full queue overflows the client."""
+        if self.overflowed:
+            return
+        if len(self.queue) >= self.limit:
+            self.overflowed = True
+            self.queue.clear()
+            self.on_overflow(self)
+            return
+        self.queue.append(entry)
+        self.wakeup.set()
+
+    def take(self) -> list[Entry]:
+        """Everything queued that is still due: above the floor and matching the current filter."""
+        out = []
+        while self.queue:
+            entry = self.queue.popleft()
+            if entry.rev is not None:
+                if entry.rev <= self.floor or entry.doc is None or not self.filter.matches(entry.doc):
+                    continue
+            out.append(entry)
+        return out
+
+
+class Seam:
+    """Pure bookkeeping of one resume: replay ``(since, high]``, then live above the floor."""
+
+    def __init__(self, since: int, high: int) -> None:
+        self.since = max(0, since)
+        self.high = high
+        self.floor = max(self.since, high)
+
+    @property
+    def replay_range(self) -> tuple[int, int] | None:
+        """``(since, high]`` to read from MongoDB, or None when there is nothing to replay."""
+        return (self.since, self.high) if self.high > self.since else None
+
+    def live(self, rev: int) -> bool:
+        """Whether a live change of revision ``rev`` is sent."""
+        return rev > self.floor
+
+
+class FeedHub:
+    """Dispatches the ordered change stream to the clients of one API process.
+
+    ``store`` is an :class:`controlplane.store.AsyncTaskStore`; ``republish``
+    (blocking, run in an executor) sends orphans through the gate.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        client_queue: int = 1000,
+        max_replay: int = 100_000,
+        settle: float = 7.0,
+        republish: Callable[[list[dict[str, Any]]], Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.client_queue = client_queue
+        self.max_replay = max_replay
+        self.settle = settle
+        self.republish = republish
+        self.clients: set[FeedClient] = set()
+        self.high = 0
+        self.ready = asyncio.Event()
+        self.dispatched = 0
+        self.ignored = 0
+        self._catching_up = False
+        self._held: list[list[dict[str, Any]]] = []
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._received: set[int] = set()
+        self._swept = 0
+        self._sweeping = False
+
+    # -- clients -----------------------------------------------------------------
+
+    def register(self, flt: FeedFilter, on_overflow: Callable[[FeedClient], None]) -> FeedClient:
+        """Add a client; its floor is set by :meth:`begin` (same IOLoop step as reading ``high``)."""
+        client = FeedClient(flt, self.client_queue, on_overflow)
+        self.clients.add(client)
+        return client
+
+    def begin(self, client: FeedClient, since: int) -> Seam:
+        """Start (or restart) a client's stream from ``since``: drop its queue, fix the floor."""
+        client.queue.clear()
+        seam = Seam(since, self.high)
+        client.floor = seam.floor
+        return seam
+
+    def unregister(self, client: FeedClient) -> None:
+        """Forget a client."""
+        self.clients.discard(client)
+
+    def broadcast(self, text: str) -> None:
+        """Queue a control message (heartbeat) to every client."""
+        entry = Entry(None, None, text)
+        for client in list(self.clients):
+            client.offer(entry)
+
+    async def replay(self, seam: Seam, flt: FeedFilter, page: int = 500) -> Any:
+        """Yield pages of replay documents ``(since, high]`` matching ``flt``, oldest first."""
+        rng = seam.replay_range
+        if rng is None:
+            return
+        low, high = rng
+        left = self.max_replay
+        while left > 0:
+            docs = await self.store.changed_since(low, high, flt.query(), min(page, left))
+            if not docs:
+                return
+            yield docs
+            left -= len(docs)
+            low = int(docs[-1]["rev"])
+            if len(docs) < page:
+                return
+        raise OverflowError("more changes than feed.max_replay")
+
+    # -- the stream ----------------------------------------------------------------
+
+    def on_docs(self, docs: list[dict[str, Any]]) -> None:
+        """A channel message (on the IOLoop)."""
+        if self._catching_up or not self.ready.is_set():
+            self._held.append(docs)
+            return
+        self._dispatch(docs)
+
+    def _dispatch(self, docs: Iterable[Mapping[str, Any]]) -> None:
+        for doc in sorted(docs, key=lambda d: int(d.get("rev") or 0)):
+            rev = int(doc.get("rev") or 0)
+            if rev <= self.high:
+                self.ignored += 1
+                continue
+            self.high = rev
+            self._received.add(rev)
+            entry = Entry(rev, doc, change_message("change", doc))
+            for client in list(self.clients):
+                if client.filter.matches(doc):
+                    client.offer(entry)
+            self.dispatched += 1
+        self._samples.append((time.monotonic(), self.high))
+
+    async def on_connect(self, last: int) -> None:
+        """After every (re)subscription: catch up ``(high, last]`` from MongoDB, then the held messages."""
+        if not self.ready.is_set():
+            self.high = max(self.high, last)
+            self._swept = self.high
+            self.ready.set()
+        elif last > self.high:
+            self._catching_up = True
+            try:
+                from controlplane import documents
+
+                missed = await self.store.changed_since(self.high, last, {}, self.max_replay + 1)
+                if len(missed) > self.max_replay:
+                    log.warning(
+                        "feed: %d changes missed while disconnected; clients must resync", len(missed)
+                    )
+                    for client in list(self.clients):
+                        client.overflowed = True
+                        client.on_overflow(client)
+                    self.high = last
+                else:
+                    self._dispatch([documents.detail(d) for d in missed])
+                    self.high = max(self.high, last)
+            except Exception as exc:  # noqa: BLE001 - keep serving; the next reconnect retries
+                log.warning("feed catch-up failed: %s", exc)
+            finally:
+                self._catching_up = False
+        held, self._held = self._held, []
+        for docs in held:
+            self._dispatch(docs)
+
+    # -- orphan sweep ----------------------------------------------------------------
+
+    def settled_high(self, now: float | None = None) -> int:
+        """The highest revision dispatched at least ``settle`` seconds ago."""
+        cutoff = (time.monotonic() if now is None else now) - self.settle
+        samples = self._samples
+        while len(samples) >= 2 and samples[1][0] <= cutoff:
+            samples.popleft()
+        if samples and samples[0][0] <= cutoff:
+            return samples[0][1]
+        return self._swept
+
+    async def sweep(self) -> int:
+        """Republish documents that landed with a revision that was skipped on the channel."""
+        if self._sweeping or not self.ready.is_set() or self.republish is None:
+            return 0
+        upto = self.settled_high()
+        if upto <= self._swept:
+            return 0
+        self._sweeping = True
+        try:
+            found = await self.store.changed_since(self._swept, upto, {}, 10_000)
+            orphans = [d for d in found if int(d["rev"]) not in self._received]
+            if found and len(found) == 10_000:
+                upto = int(found[-1]["rev"])
+            self._received = {r for r in self._received if r > upto}
+            self._swept = upto
+            if orphans:
+                log.warning("feed: republishing %d change(s) that never reached the channel", len(orphans))
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.republish, orphans)
+            return len(orphans)
+        finally:
+            self._sweeping = False
+
+
+class FeedService:
+    """What one API process runs for the feed: the hub, its subscriber thread, the timers.
+
+    ``publisher`` is also what the API's own writes (create, revoke) publish with.
+    Disabled (``hub`` is None) when there is no Redis URL for the feed.
+    """
+
+    def __init__(self, config: Any, store: Any, writer: Any) -> None:
+        from controlplane.bus.feed import FeedPublisher, FeedSubscriber, feed_url
+
+        self.config = config
+        self.publisher = FeedPublisher(config, writer)
+        self.hub: FeedHub | None = None
+        self.subscriber: FeedSubscriber | None = None
+        self.writer = writer
+        self._timers: list[asyncio.Task[None]] = []
+        if not feed_url(config):
+            log.warning(
+                "the live feed is disabled: it needs a Redis URL (feed.url) when the broker is not Redis"
+            )
+            return
+        fc = config.feed
+        self.hub = FeedHub(
+            store,
+            client_queue=fc.client_queue,
+            max_replay=fc.max_replay,
+            settle=fc.publish_timeout + 2 * fc.poll_interval,
+            republish=self.publisher.publish,
+        )
+        self.subscriber = FeedSubscriber(config, self._from_thread_docs, self._from_thread_connect)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _from_thread_docs(self, docs: list[dict[str, Any]]) -> None:
+        if self._loop is not None and self.hub is not None:
+            self._loop.call_soon_threadsafe(self.hub.on_docs, docs)
+
+    def _from_thread_connect(self, last: int) -> None:
+        if last == 0:
+            # A fresh gate (new deployment, or Redis lost its data): start it above every stored revision.
+            try:
+                last = self.publisher.initialize_gate(self.writer.max_revision())
+            except Exception as exc:  # noqa: BLE001 - the gate starts at 0 then; writers restamp as needed
+                log.warning("feed: could not initialise the gate: %s", exc)
+        if self._loop is not None and self.hub is not None:
+            hub = self.hub
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(hub.on_connect(last)))
+
+    def start(self) -> None:
+        """Start the subscriber thread, the heartbeat and the orphan sweep (on the running loop)."""
+        if self.hub is None or self.subscriber is None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self.subscriber.start()
+        self._timers.append(asyncio.ensure_future(self._every(self.config.feed.heartbeat, self._heartbeat)))
+        self._timers.append(asyncio.ensure_future(self._every(self.config.feed.poll_interval, self._sweep)))
+
+    async def _every(self, seconds: float, fn: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                result = fn()
+                if asyncio.iscoroutine(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a timer must survive a database blip
+                log.warning("feed timer %s failed: %s", getattr(fn, "__name__", fn), exc)
+
+    def _heartbeat(self) -> None:
+        if self.hub is not None:
+            text = json.dumps({"type": "heartbeat", "rev": self.hub.high, "time": round(time.time(), 3)})
+            self.hub.broadcast(text)
+
+    async def _sweep(self) -> None:
+        if self.hub is not None:
+            await self.hub.sweep()
+
+    async def close(self) -> None:
+        """Stop the timers and the subscriber; release Redis."""
+        for timer in self._timers:
+            timer.cancel()
+        if self.subscriber is not None:
+            self.subscriber.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self.subscriber.join, 2.0)
+        self.publisher.close()

@@ -1,0 +1,331 @@
+"""``/api/celery_task/ws/``: the live task feed over WebSocket.
+
+Protocol (every frame is one JSON object):
+
+client → server
+    ``{"action": "auth", "token": "..."}`` — only when no token came with the
+    upgrade request (``Authorization: Bearer``/``Token`` header or ``?token=``);
+    ``{"action": "subscribe", "celery_id"?, "task_type"?, "status"?, "since"?}``
+    — replace the filters (each a string, comma-separated string or list);
+    with ``since`` the stream restarts from that revision;
+    ``{"action": "ping"}`` — answered with ``{"type": "pong"}``.
+
+server → client
+    ``{"type": "replay", "rev", "task"}`` — a task changed after ``since`` (from MongoDB);
+    ``{"type": "synced", "rev"}`` — the replay is complete, live changes follow;
+    ``{"type": "change", "rev", "task"}`` — a live change;
+    ``{"type": "subscribed", "filters", "since"}``, ``{"type": "heartbeat", "rev", "time"}``,
+    ``{"type": "resync", "reason"}`` (the client was too slow; the socket closes; reconnect
+    with ``since`` = the last revision received), and errors, envelope-shaped:
+    ``{"type": "error", "code", "message", "data"}``.
+
+``task`` is the detail endpoint's document (:func:`controlplane.documents.detail`).
+See :mod:`controlplane.feedhub` for the resume guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import tornado.web
+import tornado.websocket
+from pymongo.errors import PyMongoError
+
+from controlplane import documents
+from controlplane.config import Config
+from controlplane.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
+from controlplane.feedhub import FeedClient, FeedFilter, FeedHub, change_message
+
+log = logging.getLogger(__name__)
+
+# Close codes (4000-4999 are the application's).
+CLOSE_BAD_REQUEST = 4400
+CLOSE_NOT_LOGIN = 4401
+CLOSE_RESYNC = 4408
+CLOSE_UNAVAILABLE = 4503
+
+
+def presented_token(handler: tornado.web.RequestHandler) -> str | None:
+    """``Authorization: Bearer <t>``, ``Token: <t>`` or ``?token=<t>`` (browsers cannot set headers)."""
+    header = handler.request.headers.get("Authorization")
+    if header:
+        scheme, _, value = header.strip().partition(" ")
+        return value.strip() or None if scheme.lower() == "bearer" else None
+    token = handler.request.headers.get("Token")
+    if token:
+        return token.strip() or None
+    values = handler.request.query_arguments.get("token") or []
+    if values:
+        try:
+            return values[-1].decode("utf-8").strip() or None
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def error_frame(error: ApiError) -> str:
+    """An error as sent on the socket: the REST envelope plus ``type``."""
+    return json.dumps(
+        {"type": "error", "code": error.code, "message": error.message, "data": error.data},
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def parse_since(value: Any) -> int:
+    """A revision: a non-negative integer (string or number); InvalidParam otherwise."""
+    if isinstance(value, bool):
+        raise InvalidParam("since", "must be a non-negative integer")
+    if isinstance(value, str):
+        if not value.isdigit() or len(value) > 18:
+            raise InvalidParam("since", "must be a non-negative integer")
+        return int(value)
+    if isinstance(value, int) and 0 <= value < 10**18:
+        return value
+    raise InvalidParam("since", "must be a non-negative integer")
+
+
+class FeedHandler(tornado.websocket.WebSocketHandler):
+    """One feed connection."""
+
+    config: Config
+
+    def initialize(self, **services: Any) -> None:
+        self.services = services
+        self.config = self.settings["cp_config"]
+        self.hub: FeedHub | None = services.get("feed_hub")
+        manager = services.get("manager")
+        self.task_types: list[str] = list(manager.registry.values()) if manager is not None else []
+        self.client: FeedClient | None = None
+        self.principal: Any = None
+        self.pump: asyncio.Task[None] | None = None
+        self.since = 0
+        self.filter = FeedFilter()
+        self.auth_timer: Any = None
+        self.last_rev = 0
+
+    # -- tornado knobs -------------------------------------------------------------
+
+    @property
+    def ping_interval(self) -> float | None:
+        return self.config.feed.ping_interval or None
+
+    @property
+    def ping_timeout(self) -> float | None:
+        return self.config.feed.ping_timeout or None
+
+    @property
+    def max_message_size(self) -> int:
+        # Frames up to 16× the limit are read and answered with an error; larger ones close (1009).
+        return self.config.feed.max_message_bytes * 16
+
+    def check_origin(self, origin: str) -> bool:
+        # Tokens, not cookies, authenticate the feed, so a foreign page gains nothing
+        # from opening it; browsers on the configured CORS origins are welcome too.
+        allowed = list(getattr(self.config.api, "cors_origins", []) or [])
+        if "*" in allowed or origin in allowed:
+            return True
+        host = urlparse(origin).netloc.lower()
+        return host == (self.request.host or "").lower() or super().check_origin(origin)
+
+    # -- upgrade ---------------------------------------------------------------------
+
+    def _refuse(self, error: ApiError) -> None:
+        self.set_status(200 if self.config.api.always_http_200 else error.http_status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(
+            json.dumps({"code": error.code, "message": error.message, "data": error.data}, default=str)
+        )
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.hub is None:
+            self._refuse(ServiceUnavailable("feed", "the live feed needs a Redis URL (feed.url)"))
+            return
+        token = presented_token(self)
+        auth = self.settings.get("cp_auth")
+        if token is not None and auth is not None:
+            try:
+                self.principal = auth.authenticate(token)
+            except NotLogin as exc:
+                log.info("feed: refused a bad token from %s", self.request.remote_ip)
+                self._refuse(exc)
+                return
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.set_nodelay(True)
+        try:
+            raw = {
+                k: [v.decode("utf-8", "replace") for v in vs]
+                for k, vs in self.request.query_arguments.items()
+            }
+            for key in ("since",):
+                if len(raw.get(key, [])) > 1:
+                    raise InvalidParam(key, "must be given once")
+            self.since = parse_since(raw["since"][0]) if raw.get("since") else 0
+            self.filter = FeedFilter.parse({k: v for k, v in raw.items() if k != "since"}, self.task_types)
+        except ApiError as exc:
+            self.write_message(error_frame(exc))
+            self.close(CLOSE_BAD_REQUEST, "bad request")
+            return
+        if self.principal is None:
+            auth = self.settings.get("cp_auth")
+            try:
+                self.principal = auth.authenticate(None) if auth is not None else "anonymous"
+            except NotLogin:
+                # A browser: the token may come as the first message.
+                loop = asyncio.get_running_loop()
+                self.auth_timer = loop.call_later(self.config.feed.auth_timeout, self._auth_expired)
+                return
+        self._start(self.since)
+
+    def _auth_expired(self) -> None:
+        if self.principal is None:
+            self._fail(NotLogin({"reason": "a valid API token is required"}), CLOSE_NOT_LOGIN)
+
+    def _fail(self, error: ApiError, code: int) -> None:
+        try:
+            self.write_message(error_frame(error))
+        except tornado.websocket.WebSocketClosedError:
+            pass
+        self.close(code, error.message[:100])
+
+    # -- the stream ------------------------------------------------------------------
+
+    def _start(self, since: int) -> None:
+        hub = self.hub
+        assert hub is not None
+        if self.client is None:
+            self.client = hub.register(self.filter, self._overflow)
+        self.client.filter = self.filter
+        if self.pump is not None:
+            self.pump.cancel()
+        self.pump = asyncio.ensure_future(self._run(since))
+
+    async def _run(self, since: int) -> None:
+        hub, client = self.hub, self.client
+        assert hub is not None and client is not None
+        try:
+            if not hub.ready.is_set():
+                try:
+                    await asyncio.wait_for(hub.ready.wait(), 10)
+                except TimeoutError:
+                    self._fail(ServiceUnavailable("feed", "the feed bus is unreachable"), CLOSE_UNAVAILABLE)
+                    return
+            seam = hub.begin(client, since)
+            flt = client.filter
+            try:
+                async for docs in hub.replay(seam, flt):
+                    for doc in docs:
+                        await self.write_message(change_message("replay", documents.detail(doc)))
+            except OverflowError:
+                self._overflow(client, "more changes since that revision than feed.max_replay")
+                return
+            except PyMongoError as exc:
+                log.warning("feed replay failed: %s", exc)
+                self._fail(ServiceUnavailable("database", type(exc).__name__), CLOSE_UNAVAILABLE)
+                return
+            await self.write_message(json.dumps({"type": "synced", "rev": seam.floor}))
+            while True:
+                await client.wakeup.wait()
+                client.wakeup.clear()
+                for entry in client.take():
+                    client.sent += 1
+                    await self.write_message(entry.text)
+        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
+            pass
+        except asyncio.CancelledError:
+            raise
+
+    def _overflow(self, client: FeedClient, reason: str = "the client did not keep up") -> None:
+        """Tell a slow client to resync and drop it; never waits for it."""
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.hub is not None:
+            self.hub.unregister(client)
+        try:
+            self.write_message(json.dumps({"type": "resync", "reason": reason}))
+        except tornado.websocket.WebSocketClosedError:
+            return
+        self.close(CLOSE_RESYNC, "resync")
+
+    # -- client messages -----------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> None:
+        try:
+            self._handle(message)
+        except ApiError as exc:
+            self.write_message(error_frame(exc))
+        except tornado.websocket.WebSocketClosedError:
+            pass
+
+    def _handle(self, message: str | bytes) -> None:
+        if len(message) > self.config.feed.max_message_bytes:
+            raise InvalidParam("message", f"is larger than {self.config.feed.max_message_bytes} bytes")
+        try:
+            body = json.loads(message)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidParam("message", "is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidParam("message", "must be a JSON object")
+        action = body.get("action")
+        if action == "auth":
+            self._auth(body)
+        elif self.principal is None:
+            self._fail(NotLogin({"reason": 'send {"action": "auth", "token": ...} first'}), CLOSE_NOT_LOGIN)
+        elif action == "subscribe":
+            self._subscribe(body)
+        elif action == "ping":
+            self.write_message(json.dumps({"type": "pong", "time": time.time()}))
+        elif isinstance(action, str):
+            raise InvalidParam("action", f"unknown action {action[:64]!r}; valid: auth, subscribe, ping")
+        else:
+            raise InvalidParam("action", "is required: auth, subscribe or ping")
+
+    def _auth(self, body: dict[str, Any]) -> None:
+        if self.principal is not None:
+            self.write_message(json.dumps({"type": "authenticated"}))
+            return
+        token = body.get("token")
+        auth = self.settings.get("cp_auth")
+        try:
+            if not isinstance(token, str):
+                raise NotLogin({"reason": "a valid API token is required"})
+            self.principal = auth.authenticate(token) if auth is not None else "anonymous"
+        except NotLogin as exc:
+            self._fail(exc, CLOSE_NOT_LOGIN)
+            return
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        self.write_message(json.dumps({"type": "authenticated"}))
+        self._start(self.since)
+
+    def _subscribe(self, body: dict[str, Any]) -> None:
+        unknown = sorted(set(body) - {"action", "since", "celery_id", "task_type", "status"})
+        if unknown:
+            raise InvalidParam(unknown[0][:64], "unknown field; valid: celery_id, task_type, status, since")
+        flt = FeedFilter.parse(body, self.task_types)
+        since = parse_since(body["since"]) if body.get("since") is not None else None
+        self.filter = flt
+        if self.client is not None:
+            self.client.filter = flt
+        self.write_message(
+            json.dumps(
+                {"type": "subscribed", "filters": flt.as_dict(), "since": since}, separators=(",", ":")
+            )
+        )
+        if since is not None or self.client is None:
+            self._start(since or 0)
+
+    def on_close(self) -> None:
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.client is not None and self.hub is not None:
+            self.hub.unregister(self.client)
