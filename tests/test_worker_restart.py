@@ -25,7 +25,13 @@ def test_revoked_queued_tasks_never_run_after_worker_restart(stack: Stack) -> No
     stack.start_worker(0)
     stack.wait_workers(1)
     log = wait_for(
-        lambda: all(cid in stack.log("worker0") for cid in queued) and stack.log("worker0"),
+        lambda: (
+            all(
+                f"Discarding revoked task: controlplane.sleep_task[{c}]" in stack.log("worker0")
+                for c in queued
+            )
+            and stack.log("worker0")
+        ),
         timeout=30,
         what="the new worker to receive the revoked messages",
     )
