@@ -25,6 +25,8 @@ from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 from pymongo.errors import PyMongoError
 
+from controlplane.bus.control import BROKER_ERRORS
+from controlplane.bus.reconcile import Reconciler
 from controlplane.config import Config
 from controlplane.merge import TASK_EVENT_TYPES
 from controlplane.store import TaskStore
@@ -120,6 +122,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         connection: Connection | None = None,
         on_changes: Changes | None = None,
         owner: str | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -140,6 +143,9 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             log.warning("could not load worker liveness: %s", exc)
         self.last_liveness = time.monotonic()
         self.applied = 0
+        self.reconciler = reconciler
+        self.last_reconcile = 0.0
+        self.dropped = 0
 
     # -- kombu hooks -----------------------------------------------------------
 
@@ -163,6 +169,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         log.info("consuming events from %s", self.connection.as_uri())
+        # Events sent while nobody listened (Redis pub/sub) are gone: catch up now.
+        self.reconcile()
 
     def consume(self, limit: Any = None, timeout: Any = None, safety_interval: Any = 1, **kwargs: Any) -> Any:
         """Wake at least every ``events.flush_interval`` so partial batches are written."""
@@ -178,14 +186,45 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             if event.get("type") in TASK_EVENT_TYPES:
                 self.buffer.append(event)
         self.messages.append(message)
+        if len(self.buffer) > self.config.events.max_buffer:
+            self._shed()
         if len(self.messages) >= self.config.events.batch_size:
             self.flush()
+
+    def _shed(self) -> None:
+        """Over the buffer bound (database down for long): drop the oldest, reconcile later."""
+        excess = len(self.buffer) - self.config.events.max_buffer
+        del self.buffer[:excess]
+        self.dropped += excess
+        self.last_reconcile = 0.0
+        log.warning("event buffer full: dropped %d oldest events; they will be reconciled", excess)
 
     def on_iteration(self) -> None:
         if time.monotonic() - self.last_flush >= self.config.events.flush_interval:
             self.flush()
         if time.monotonic() - self.last_liveness >= min(2.0, self.config.events.worker_timeout / 3):
             self.check_workers()
+        if time.monotonic() - self.last_reconcile >= self.config.events.reconcile_interval:
+            self.reconcile()
+
+    def reconcile(self) -> None:
+        """Correct non-terminal tasks from the result backend (see :mod:`.reconcile`)."""
+        self.last_reconcile = time.monotonic()
+        if self.reconciler is None:
+            return
+        try:
+            changed = self.reconciler.run_once()
+        except PyMongoError as exc:
+            log.warning("reconciliation skipped, database unavailable: %s", exc)
+            self.last_reconcile = (
+                time.monotonic() - self.config.events.reconcile_interval + self.db_backoff + 1
+            )
+            return
+        except BROKER_ERRORS as exc:
+            log.warning("reconciliation skipped, result backend unavailable: %s", exc)
+            return
+        if changed and self.on_changes is not None:
+            self.on_changes(changed)
 
     # -- writing ---------------------------------------------------------------
 
