@@ -1,0 +1,163 @@
+"""Asset scopes: the long-lived inventory that finished tasks' results are merged into.
+
+Each kind of asset has its collection (``asset_domain``, ``asset_ip``, ``asset_site``)
+with one document per (``scope_id``, key) — a unique index enforces it.  A document
+keeps the fields of the result it came from plus ``scope_id``, ``first_seen_task``,
+``last_seen_task``, ``created_time`` and ``updated_time`` (epoch seconds).
+
+Merging is idempotent and avoids upserts (an upsert that inserts is very slow on the
+embedded nx-27017 server): new keys go in with one unordered ``insert_many`` per batch,
+duplicate-key errors ignored, and keys already known get their ``last_seen_task`` and
+``updated_time`` moved forward with one ``update_many`` per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+DUPLICATE_KEY = 11000
+BATCH_SIZE = 500
+
+ASSET_KEYS: dict[str, str] = {"domain": "domain", "ip": "ip", "site": "site"}
+"""Asset kind -> the field that identifies an asset of that kind within a scope.
+
+The kind is also the name of the recon result collection the assets are copied from.
+"""
+
+_DROPPED_FIELDS = ("_id", "task_id", "partial")
+
+
+def asset_collection(kind: str) -> str:
+    """The collection holding a scope's assets of ``kind`` (``asset_<kind>``)."""
+    if kind not in ASSET_KEYS:
+        raise ValueError(f"unknown asset kind {kind!r}; expected one of {', '.join(ASSET_KEYS)}")
+    return "asset_" + kind
+
+
+def insert_new(
+    collection: Collection[Any], docs: Iterable[Mapping[str, Any]], batch_size: int = BATCH_SIZE
+) -> int:
+    """Insert ``docs`` in unordered batches, skipping those a unique index already holds.
+
+    Returns how many were inserted; any error other than a duplicate key is raised.
+    """
+    added = 0
+    batch: list[dict[str, Any]] = []
+    for doc in docs:
+        batch.append(dict(doc))
+        if len(batch) >= batch_size:
+            added += _insert_batch(collection, batch)
+            batch = []
+    if batch:
+        added += _insert_batch(collection, batch)
+    return added
+
+
+def _insert_batch(collection: Collection[Any], batch: list[dict[str, Any]]) -> int:
+    try:
+        return len(collection.insert_many(batch, ordered=False).inserted_ids)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return int(exc.details.get("nInserted", len(batch) - len(errors)))
+
+
+def ensure_asset_indexes(db: Database[Any]) -> None:
+    """Create the unique (scope_id, key) index of every asset collection (idempotent)."""
+    for kind, key in ASSET_KEYS.items():
+        db[asset_collection(kind)].create_index(
+            [("scope_id", ASCENDING), (key, ASCENDING)], unique=True, name=f"uniq_scope_id_{key}"
+        )
+
+
+def merge_assets(
+    db: Database[Any], kind: str, scope_id: str, task_id: str, results: Iterable[Mapping[str, Any]]
+) -> tuple[int, int]:
+    """Merge result documents of ``kind`` seen by task ``task_id`` into scope ``scope_id``.
+
+    Returns (assets added, existing assets whose ``last_seen_task`` moved to ``task_id``).
+    Results without the kind's key field are skipped.  Call :func:`ensure_asset_indexes` first.
+    """
+    key = ASSET_KEYS[kind]
+    collection = db[asset_collection(kind)]
+    added = updated = 0
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal added, updated
+        now = time.time()
+        keys = list(dict.fromkeys(doc[key] for doc in batch))
+        fresh = (
+            {
+                **doc,
+                "scope_id": scope_id,
+                "first_seen_task": task_id,
+                "last_seen_task": task_id,
+                "created_time": now,
+                "updated_time": now,
+            }
+            for doc in batch
+        )
+        added += insert_new(collection, fresh)
+        result = collection.update_many(
+            {"scope_id": scope_id, key: {"$in": keys}, "last_seen_task": {"$ne": task_id}},
+            {"$set": {"last_seen_task": task_id, "updated_time": now}},
+        )
+        updated += result.modified_count
+
+    for result_doc in results:
+        value = result_doc.get(key)
+        if value is None or value == "":
+            continue
+        batch.append({k: v for k, v in result_doc.items() if k not in _DROPPED_FIELDS})
+        if len(batch) >= BATCH_SIZE:
+            flush()
+            batch = []
+    if batch:
+        flush()
+    return added, updated
+
+
+def sync_results(
+    db: Database[Any], source_task_id: str, scope_id: str, *, result_tags: Iterable[str] = ()
+) -> dict[str, int]:
+    """Copy the ``domain``, ``ip`` and ``site`` results of a task into an asset scope.
+
+    ``source_task_id`` is the ``task_id`` the results are tagged with (also recorded as
+    ``first_seen_task``/``last_seen_task``); ``result_tags`` adds other tags the same task's
+    results may carry.  Running it again adds and changes nothing.  Returns, per kind, how
+    many assets were added (``domain``, ``ip``, ``site``) and how many known ones were seen
+    again (``domain_updated``, ...).
+    """
+    if not scope_id:
+        raise ValueError("scope_id is required to sync results into an asset scope")
+    ensure_asset_indexes(db)
+    tags = list(dict.fromkeys([source_task_id, *result_tags]))
+    stats: dict[str, int] = {}
+    for kind, key in ASSET_KEYS.items():
+        cursor = db[kind].find({"task_id": {"$in": tags}}).sort(key, ASCENDING)
+        added, updated = merge_assets(db, kind, scope_id, source_task_id, cursor)
+        stats[kind] = added
+        stats[f"{kind}_updated"] = updated
+    return stats
+
+
+def scope_assets(db: Database[Any], scope_id: str, kind: str, limit: int = 0) -> list[dict[str, Any]]:
+    """The assets of ``kind`` in scope ``scope_id``, ordered by their key (``limit`` 0: all)."""
+    cursor = (
+        db[asset_collection(kind)].find({"scope_id": scope_id}, {"_id": 0}).sort(ASSET_KEYS[kind], ASCENDING)
+    )
+    return list(cursor.limit(limit) if limit else cursor)
+
+
+def scope_counts(db: Database[Any], scope_id: str) -> dict[str, int]:
+    """How many assets of each kind scope ``scope_id`` holds."""
+    return {kind: db[asset_collection(kind)].count_documents({"scope_id": scope_id}) for kind in ASSET_KEYS}
