@@ -1,0 +1,119 @@
+"""Raw network exchanges for PoCs: one HTTP request with any method, headers and body; one TCP exchange.
+
+The HTTP side reuses the recon client's response parsing (bounded headers and body) and adds what
+a PoC needs on top: a chosen method, extra headers and a request body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+
+from workers.recon.http import (
+    MAX_HEADER_BYTES,
+    USER_AGENT,
+    HttpError,
+    HttpResponse,
+    _read_body,
+    _read_headers,
+    format_host,
+    shared_ssl_context,
+)
+
+MAX_POC_BODY = 256 * 1024
+
+
+def build_request(
+    method: str, path: str, host: str, port: int, tls: bool, headers: Sequence[tuple[str, str]], body: bytes
+) -> bytes:
+    """The bytes of an HTTP/1.1 request; the PoC's headers override the defaults (Host included)."""
+    default = 443 if tls else 80
+    base = {
+        "Host": format_host(host) + ("" if port == default else f":{port}"),
+        "User-Agent": USER_AGENT,
+        "Accept": "*/*",
+        "Accept-Encoding": "identity",
+        "Connection": "close",
+    }
+    names = {k.lower(): k for k in base}
+    for key, value in headers:
+        base.pop(names.get(key.lower(), key), None)
+        base[key] = value
+    if body or method in ("POST", "PUT", "PATCH"):
+        base["Content-Length"] = str(len(body))
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in base.items()) + "\r\n"
+    return head.encode("latin-1", "replace") + body
+
+
+async def http_request(
+    ip: str,
+    port: int,
+    *,
+    tls: bool,
+    host: str,
+    method: str = "GET",
+    path: str = "/",
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    timeout: float = 5.0,
+    max_body: int = MAX_POC_BODY,
+) -> HttpResponse:
+    """Send one request to ``ip:port`` and read the response within ``timeout``; raises HttpError."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                ip,
+                port,
+                ssl=shared_ssl_context() if tls else None,
+                server_hostname=(None if host == ip else host) if tls else None,
+                limit=MAX_HEADER_BYTES,
+            )
+            try:
+                writer.write(build_request(method, path, host, port, tls, headers, body))
+                await writer.drain()
+                while True:
+                    status, reason, response_headers = await _read_headers(reader)
+                    if not 100 <= status < 200 or status == 101:
+                        break
+                response = HttpResponse(status=status, reason=reason, headers=response_headers)
+                response.body, response.truncated = await _read_body(reader, response, method, max_body)
+                return response
+            finally:
+                writer.close()
+    except TimeoutError as exc:
+        raise HttpError(f"timeout after {timeout}s") from exc
+    except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def tcp_exchange(ip: str, port: int, send: bytes, read: int, timeout: float) -> bytes:
+    """Connect, send ``send``, and read up to ``read`` bytes until the peer pauses, closes or time runs out.
+
+    Returns what was read (possibly empty); raises OSError when the connection cannot be made.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(ip, port)
+    data = b""
+    try:
+        if send:
+            writer.write(send)
+            await writer.drain()
+        while len(data) < read:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(
+                    reader.read(read - len(data)), min(remaining, 0.5 if data else remaining)
+                )
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        writer.close()
+    return data

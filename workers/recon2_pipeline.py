@@ -1,0 +1,79 @@
+"""Pipelines of the asset, PoC, Web Info Hunter, GitHub and monitor task types: ``(data, ctx) -> summary``.
+
+Each function adapts the task's context (progress, revoke checks, scope policy, config) to the
+recon2 library (:mod:`workers.recon2`, :mod:`workers.poc`), records the run's statistic on the
+task document, and raises :class:`workers.base.TaskRevoked` when the task was stopped (its
+results so far stay stored, marked ``partial``).
+
+Collections written (every document tagged with ``task_id``):
+
+- ``vuln`` — PoC findings (``run_risk_cruising``);
+- ``site`` — fetched sites (``add_asset_site_task``, ``asset_site_update``, ``asset_wih_update``);
+- ``asset_site`` — the scope's site assets (added to / updated);
+- ``asset_site_change`` — what changed on a scope's sites (``asset_site_update``);
+- ``wih`` — Web Info Hunter records, unique per (scope_id, hash) (``asset_wih_update``);
+- ``github``, ``github_seen`` — code search results and a monitor's seen hashes;
+- ``monitor_new`` — what a monitoring pass found new in a scope (``domain_exec_task``, ``ip_exec_task``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from workers.base import TaskContext
+
+if TYPE_CHECKING:
+    from workers.recon.pipeline import ReconContext
+
+__all__ = [
+    "add_asset_site_task",
+    "asset_site_update",
+    "run_risk_cruising",
+]
+
+
+def _recon(ctx: TaskContext) -> ReconContext:
+    from workers.pipelines import recon_context
+
+    return recon_context(ctx)
+
+
+def _finish(ctx: TaskContext, stats: dict[str, Any]) -> dict[str, Any]:
+    """Record the statistic (and whether the run was cut short) on the task; raise if it was revoked."""
+    statistic = {k: v for k, v in stats.items() if k != "partial"}
+    ctx.store.set_status_fields(
+        ctx.celery_id, {"statistic": statistic, "partial": bool(stats.get("partial"))}
+    )
+    ctx.check_stop()
+    return stats
+
+
+def _scope_id(data: dict[str, Any]) -> str:
+    scope_id = str(data.get("scope_id") or (data.get("options") or {}).get("scope_id") or "")
+    if not scope_id:
+        raise ValueError("scope_id is required")
+    return scope_id
+
+
+def run_risk_cruising(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Run the bundled and configured PoCs (``options.poc`` selects by id) over ``data.targets``."""
+    from workers.recon2.risk import run_pocs
+
+    options = dict(data.get("options") or {})
+    stats = run_pocs(list(data.get("targets") or []), options, _recon(ctx), ctx.config.recon.poc_dirs)
+    return _finish(ctx, stats)
+
+
+def add_asset_site_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Fetch the target sites and add the new ones to the scope's site assets."""
+    from workers.recon2.sitetasks import add_site_targets
+
+    stats = add_site_targets(list(data.get("targets") or []), _scope_id(data), _recon(ctx))
+    return _finish(ctx, stats)
+
+
+def asset_site_update(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Re-fetch every site of the scope; record changes in ``asset_site_change`` and update the assets."""
+    from workers.recon2.sitetasks import update_scope_sites
+
+    return _finish(ctx, update_scope_sites(_scope_id(data), _recon(ctx)))
