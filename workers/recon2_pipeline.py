@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "add_asset_site_task",
     "asset_site_update",
+    "asset_wih_update",
     "run_risk_cruising",
 ]
 
@@ -77,3 +78,10 @@ def asset_site_update(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     from workers.recon2.sitetasks import update_scope_sites
 
     return _finish(ctx, update_scope_sites(_scope_id(data), _recon(ctx)))
+
+
+def asset_wih_update(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Web Info Hunter over the scope's sites and their scripts; new in-scope hosts become site assets."""
+    from workers.recon2.wihtask import hunt_scope
+
+    return _finish(ctx, hunt_scope(_scope_id(data), _recon(ctx)))

@@ -65,7 +65,7 @@ def _fingerprints(doc: Mapping[str, Any]) -> list[str]:
 
 def diff_site(old: Mapping[str, Any], new: SiteResult | None) -> dict[str, Any] | None:
     """The change between a stored asset and its re-fetch (None = the fetch failed), or None if equal."""
-    was_alive = old.get("alive", True) is not False
+    was_alive = bool(old.get("alive", True))
     if new is None:
         return {"change": "removed", "fields": {}} if was_alive else None
     fields: dict[str, Any] = {}
