@@ -24,11 +24,14 @@ from workers.base import TaskContext
 
 if TYPE_CHECKING:
     from workers.recon.pipeline import ReconContext
+    from workers.recon2.github import GithubClient
 
 __all__ = [
     "add_asset_site_task",
     "asset_site_update",
     "asset_wih_update",
+    "github_task_monitor",
+    "github_task_task",
     "run_risk_cruising",
 ]
 
@@ -85,3 +88,39 @@ def asset_wih_update(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     from workers.recon2.wihtask import hunt_scope
 
     return _finish(ctx, hunt_scope(_scope_id(data), _recon(ctx)))
+
+
+def _github_client(ctx: TaskContext) -> GithubClient:
+    from workers.recon2.github import GithubClient
+
+    recon = ctx.config.recon
+    return GithubClient(recon.github_url, recon.github_token, timeout=max(recon.http_timeout, 10.0))
+
+
+def github_task_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """GitHub code search for ``data.keyword``; results (with matched lines) go to ``github``."""
+    from workers.recon2.githubtask import run_search
+
+    options = dict(data.get("options") or {})
+    return _finish(ctx, run_search(str(data["keyword"]), options, _recon(ctx), _github_client(ctx)))
+
+
+def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """The same search, storing and reporting only results earlier runs of this monitor did not see."""
+    from workers.recon2.githubtask import monitor_identity, run_search
+    from workers.recon2.webhook import capped, post_webhook
+
+    keyword = str(data["keyword"])
+    monitor_id = monitor_identity(keyword, str(data.get("scope_id") or ""), str(data.get("monitor_id") or ""))
+    recon = _recon(ctx)
+    stats = run_search(keyword, dict(data.get("options") or {}), recon, _github_client(ctx), monitor_id)
+    if data.get("webhook") and stats["github"]:
+        new = list(ctx.store.db["github"].find({"task_id": ctx.task_id}, {"_id": 0}))
+        payload = {
+            "task_id": ctx.task_id,
+            "task_type": "github_task_monitor",
+            "keyword": keyword,
+            "new": capped(new),
+        }
+        stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
+    return _finish(ctx, stats)

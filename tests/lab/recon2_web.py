@@ -50,6 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner.requests.append((self.command, self.path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        owner.bodies.append(body)
         route = owner.routes.get(self.path) or owner.routes.get(self.path.split("?", 1)[0])
         if route is None:
             route = owner.fallback
@@ -111,6 +112,7 @@ class RouteSite:
         self.fallback = fallback
         self.server_header = server_header
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[bytes] = []
         self._server = _RouteServer((ip, port), self)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -58,14 +58,19 @@ async def http_request(
     body: bytes = b"",
     timeout: float = 5.0,
     max_body: int = MAX_POC_BODY,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """Send one request to ``ip:port`` and read the response within ``timeout``; raises HttpError."""
+    """Send one request to ``ip:port`` and read the response within ``timeout``; raises HttpError.
+
+    TLS uses the scanning context (any certificate) unless ``ssl_context`` is given; ``ip`` may be
+    a host name, in which case it is also the TLS server name.
+    """
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
                 ip,
                 port,
-                ssl=shared_ssl_context() if tls else None,
+                ssl=(ssl_context or shared_ssl_context()) if tls else None,
                 server_hostname=(None if host == ip else host) if tls else None,
                 limit=MAX_HEADER_BYTES,
             )
