@@ -20,6 +20,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
     worker = sub.add_parser("worker", help="run a Celery worker with every task type")
     worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="print a new API token once, and its config entry")
+    create.add_argument("--role", choices=["viewer", "operator"], default="viewer")
+    create.add_argument("--name", required=True, help="who or what uses the token (shown in the audit log)")
+    create.add_argument(
+        "--write", action="store_true", help="also add the entry to the token file (<data_dir>/tokens.yaml)"
+    )
     return parser
 
 
@@ -39,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"controlplane: {exc}", file=sys.stderr)
         return 2
     _logging(config)
+    if args.command == "token":
+        from controlplane.tokens_cli import create_token
+
+        return create_token(config, args.name, args.role, write=args.write)
     if args.command == "up":
         from controlplane.up import run_up
 

@@ -20,9 +20,10 @@ from controlplane.bus.control import ControlBus
 from controlplane.config import Config
 from controlplane.errors import ApiError, CeleryIdNotFound, InvalidParam, TaskIsDone, TaskIsRunning
 from controlplane.merge import PENDING, RETRY, STATUSES, TERMINAL
+from controlplane.scope import ScopePolicy
 from controlplane.store import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
 from controlplane.tasktypes import Registry
-from controlplane.validate import Limits, validate_task_data
+from controlplane.validate import limits_for, validate_task_data
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class TaskManager:
         self.writer = writer
         self.bus = bus
         self.registry = registry
-        self.limits = Limits()
+        self.scope = ScopePolicy.from_config(config)
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="store-write")
 
     def close(self) -> None:
@@ -81,7 +82,10 @@ class TaskManager:
                 f"unknown task type {task_type[:64]!r}; valid: {', '.join(self.registry.values())}",
                 valid=self.registry.values(),
             )
-        clean = validate_task_data(task_type, data, self.limits, custom=not kind.builtin)
+        limits = limits_for(self.config.limits, task_type)
+        clean = validate_task_data(task_type, data, limits, custom=not kind.builtin)
+        if kind.builtin:
+            self._check_scope(clean)
         celery_id = str(uuid.uuid4())
         rev = await self.store.next_revisions(1)
         doc = new_task_document(
@@ -99,6 +103,18 @@ class TaskManager:
             await self.store.delete(celery_id)
             raise
         return {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
+
+    def _check_scope(self, clean: dict[str, Any]) -> None:
+        """Every target (and a webhook) must be inside ``scope``; else 400 naming the target."""
+        bad = self.scope.check_targets(clean.get("targets", []))
+        if bad is not None:
+            index, reason = bad
+            raise InvalidParam("data.target", f"out of scope: {reason}", index=index)
+        webhook = clean.get("webhook")
+        if webhook:
+            why = self.scope.target_reason(str(webhook))
+            if why is not None:
+                raise InvalidParam("data.webhook", f"out of scope: {why}")
 
     async def get(self, celery_id: str) -> dict[str, Any]:
         """The detail view of one task."""

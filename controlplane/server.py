@@ -11,6 +11,7 @@ import tornado.httpserver
 from pymongo.errors import PyMongoError
 
 from controlplane.app import make_app
+from controlplane.auth import Authenticator, warn_if_disabled
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
 from controlplane.manager import TaskManager
@@ -61,7 +62,11 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     services = Services(config)
     stopping = threading.Event()
     indexing = asyncio.get_running_loop().run_in_executor(None, ensure_indexes, services.writer, stopping)
-    app = make_app(config, manager=services.manager)
+    auth = Authenticator.from_config(config)
+    warn_if_disabled(config, log)
+    if auth.enabled and not len(auth):
+        log.warning("no API tokens configured: every request gets 401; create one: controlplane token create")
+    app = make_app(config, auth=auth, manager=services.manager)
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.api.max_body_bytes + 64 * 1024, xheaders=False
     )

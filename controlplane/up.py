@@ -16,9 +16,22 @@ from pathlib import Path
 from types import FrameType
 
 from controlplane import embedded
+from controlplane.auth import OPERATOR_TOKEN_FILE, ensure_operator_token, token_file_path, warn_if_disabled
 from controlplane.config import Config
 
 log = logging.getLogger(__name__)
+
+
+def _operator_token(config: Config, data: Path) -> str | None:
+    """A new operator token on first start (stored in the data dir, owner-only); None afterwards."""
+    if not config.auth.enabled:
+        warn_if_disabled(config, log)
+        return None
+    if config.auth.token_file:
+        token_file = token_file_path(config)
+    else:
+        token_file = data / "tokens.yaml"
+    return ensure_operator_token(data, token_file)
 
 
 def run_up(config: Config, config_path: str | None) -> int:
@@ -40,6 +53,7 @@ def run_up(config: Config, config_path: str | None) -> int:
         CP_BROKER_URL=broker, CP_RESULT_BACKEND=broker, CP_MONGO_URL=mongo, CP_DATA_DIR=str(data)
     )
     cfg = ["--config", config_path] if config_path else []
+    first_token = _operator_token(config, data)
     try:
         print(f"starting embedded Redis on 127.0.0.1:{config.embedded.redis_port}", flush=True)
         children.append(("redis", embedded.start_redis(config.embedded.redis_port, data / "redis")))
@@ -50,6 +64,13 @@ def run_up(config: Config, config_path: str | None) -> int:
             children.append((part, embedded.spawn(cmd, log_path=data / "logs" / f"{part}.log", env=env)))
         embedded.wait_port(config.api.port, 60, children[-1][1], host=config.api.host)
         print(f"control plane ready: http://{config.api.host}:{config.api.port}/api/celery_task/", flush=True)
+        if first_token:
+            print(
+                f"operator API token (shown once; also in {data / OPERATOR_TOKEN_FILE}, mode 600):",
+                flush=True,
+            )
+            print(f"    {first_token}", flush=True)
+            print("    curl -H 'Authorization: Bearer <token>' ...", flush=True)
         print(f"logs in {data / 'logs'}; Ctrl-C stops everything", flush=True)
         while not stopping:
             for name, proc in children:

@@ -15,11 +15,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controlplane.config import LimitsConfig
 from controlplane.errors import InvalidParam
 from controlplane.targets import Limits, classify_target, parse_ports, parse_targets
 from controlplane.tasktypes import SPEC_TYPES
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "parse_int", "parse_targets", "parse_uuid", "validate_task_data"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Limits",
+    "limits_for",
+    "parse_int",
+    "parse_targets",
+    "parse_uuid",
+    "validate_task_data",
+]
 
 Parser = Callable[[object, str], Any]
 
@@ -41,6 +50,24 @@ _CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
     ("month", 1, 12, _MONTHS),
     ("day-of-week", 0, 7, _DAYS),
 )
+
+
+def limits_for(config: LimitsConfig, task_type: str) -> Limits:
+    """The limits of one task type: the ``limits`` section, then its ``per_type`` entry."""
+    values = {f: getattr(config, f) for f in Limits.__dataclass_fields__}
+    values.update(config.per_type.get(task_type, {}))
+    return Limits(**values)
+
+
+MAX_SKIP = 2**53
+
+
+def parse_page(value: object, size: int) -> int:
+    """The ``page`` query argument: at least 1, and small enough that ``(page - 1) * size`` is a sane skip."""
+    page = parse_int(value, "page", 1, None, 1)
+    if (page - 1) * size > MAX_SKIP:
+        raise InvalidParam("page", f"must be at most {MAX_SKIP // size + 1} for size {size}")
+    return page
 
 
 def parse_uuid(value: object, field: str) -> str:

@@ -24,6 +24,20 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from controlplane import embedded
+from controlplane.auth import token_entry
+
+# The stacks' API tokens (hashed into their config with few PBKDF2 iterations, for speed).
+OPERATOR_TOKEN = "cp_00000000000000a1_operator-test-secret-0123456789abcdef"
+VIEWER_TOKEN = "cp_00000000000000b2_viewer-test-secret-0123456789abcdef"
+TEST_AUTH = {
+    "enabled": True,
+    "tokens": [
+        token_entry("test-operator", "operator", OPERATOR_TOKEN, iterations=1000),
+        token_entry("test-viewer", "viewer", VIEWER_TOKEN, iterations=1000),
+    ],
+}
+# The local lab lives on loopback and private addresses.
+TEST_SCOPE = {"allow_private": True, "allow_loopback": True}
 
 TEST_TASKS = {
     "sleep_task": {"task": "workers.testing:sleep", "label": "Sleep (test)"},
@@ -108,6 +122,8 @@ class Stack:
             "worker": {"concurrency": concurrency, "queues": [f"recon-{self.database}"]},
             "task_defaults": {"queue": f"recon-{self.database}"},
             "tasks": dict(TEST_TASKS),
+            "auth": dict(TEST_AUTH),
+            "scope": dict(TEST_SCOPE),
         }
         for key, value in (extra_config or {}).items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -225,11 +241,19 @@ class Stack:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 15.0,
+        token: str | None = OPERATOR_TOKEN,
     ) -> Response:
-        """A real HTTP request to the API; never raises on HTTP error statuses."""
+        """A real HTTP request to the API; never raises on HTTP error statuses.
+
+        Sends ``Authorization: Bearer <token>`` (the operator's unless ``token``
+        says otherwise; None sends no credentials) unless ``headers`` carry their own.
+        """
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        given = {k.lower() for k in headers or {}}
+        if token is not None and not given & {"authorization", "token"}:
+            req.add_header("Authorization", f"Bearer {token}")
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from controlplane.auth import OPERATOR, VIEWER, Authenticator, Principal, token_from_request
 from controlplane.config import Config
-from controlplane.errors import ApiError, InvalidParam, NotFound, PayloadTooLarge, ServiceUnavailable
+from controlplane.errors import (
+    ApiError,
+    Forbidden,
+    InvalidParam,
+    NotFound,
+    NotLogin,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from controlplane.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +38,48 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=31536000",
 }
+CORS_ALLOW_HEADERS = "Authorization, Token, Content-Type"
+CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+#: The role each HTTP method needs unless a handler says otherwise (``required_roles`` or ``@requires``).
+DEFAULT_ROLES = {"GET": VIEWER, "HEAD": VIEWER}
+_LIFTED_BODY_LIMIT = 1 << 40
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SECRET_QUERY = re.compile(r"([?&](?:token|access_token)=)[^&#]*", re.IGNORECASE)
+access_log = logging.getLogger("tornado.access")
+
+
+def redact(uri: str) -> str:
+    """``uri`` with the values of ``token`` query arguments replaced, for logs."""
+    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log line (Tornado's format) without credentials from the query string."""
+    status = handler.get_status()
+    level = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    req = handler.request
+    level(
+        "%d %s %s (%s) %.2fms",
+        status,
+        req.method,
+        redact(req.uri or ""),
+        req.remote_ip,
+        1000 * req.request_time(),
+    )
+
+
+def requires(role: str) -> Callable[[F], F]:
+    """Declare the role a handler method needs (``@requires("operator")``)."""
+
+    def mark(method: F) -> F:
+        method._cp_role = role  # type: ignore[attr-defined]
+        return method
+
+    return mark
 
 
 class MethodNotAllowed(ApiError):
@@ -35,25 +88,129 @@ class MethodNotAllowed(ApiError):
     code, message, http_status = 405, "MethodNotAllowed", 405
 
 
+@tornado.web.stream_request_body
 class APIHandler(tornado.web.RequestHandler):
-    """Base of every JSON endpoint."""
+    """Base of every JSON endpoint: authenticates, authorizes, rate-limits and bounds the body.
+
+    The body is streamed so that one larger than ``api.max_body_bytes`` gets a
+    413 envelope as soon as its ``Content-Length`` (or, chunked, its running
+    size) shows it, without being read into memory.
+    """
 
     config: Config
+    #: Who is calling (set by :meth:`prepare`); None only on public endpoints.
+    principal: Principal | None = None
+    #: Role per HTTP method, over :data:`DEFAULT_ROLES`; unlisted methods need ``operator``.
+    required_roles: ClassVar[dict[str, str]] = {}
+    #: Rate-limit bucket (``create`` or ``revoke``) per HTTP method.
+    rate_limited: ClassVar[dict[str, str]] = {}
+    #: No authentication at all (health, the OpenAPI document); must reveal nothing about tasks.
+    public: ClassVar[bool] = False
 
     def initialize(self, **services: Any) -> None:
         self.services = services
         self.config = self.settings["cp_config"]
+        self._received = 0
+        self._too_large = False
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Server", "controlplane")
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)
+        origin = self.request.headers.get("Origin")
+        config: Config = self.settings["cp_config"]
+        if origin and origin in config.api.cors_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", "Retry-After")
+            self.add_header("Vary", "Origin")
+
+    # -- access control and body size ------------------------------------------
 
     def prepare(self) -> None:
+        # This handler enforces its own, smaller limit below and in data_received.
+        self.request.connection.set_max_body_size(_LIFTED_BODY_LIMIT)  # type: ignore[union-attr]
+        if self.request.method == "OPTIONS":
+            return
+        if not self.public:
+            self.principal = self.authenticate()
+            self.authorize(self.principal)
+        self._check_length()
+        action = self.rate_limited.get(self.request.method or "")
+        if action is not None and self.principal is not None:
+            limiter: RateLimiter = self.settings["cp_ratelimit"]
+            limiter.check(action, self.principal.name)
+
+    def authenticate(self) -> Principal:
+        """The caller, from ``Authorization: Bearer <t>`` or ``Token: <t>``; NotLogin otherwise."""
+        auth: Authenticator = self.settings["cp_auth"]
+        try:
+            return auth.authenticate(token_from_request(self.request, allow_query=False))
+        except NotLogin:
+            req = self.request
+            log.info("unauthenticated %s %s from %s", req.method, req.path, req.remote_ip)
+            raise
+
+    def required_role(self, method: str) -> str:
+        """The role ``method`` needs on this handler."""
+        marked = getattr(getattr(self, method.lower(), None), "_cp_role", None)
+        if isinstance(marked, str):
+            return marked
+        return self.required_roles.get(method) or DEFAULT_ROLES.get(method) or OPERATOR
+
+    def authorize(self, principal: Principal) -> None:
+        """Forbidden unless ``principal`` has the role the request's method needs."""
+        role = self.required_role(self.request.method or "")
+        if not principal.allows(role):
+            req = self.request
+            log.warning("forbidden: %s (%s) %s %s", principal.name, principal.role, req.method, req.path)
+            raise Forbidden({"reason": f"requires the {role} role", "role": principal.role})
+
+    def _check_length(self) -> None:
         limit = self.config.api.max_body_bytes
-        if len(self.request.body or b"") > limit:
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            return
+        if not length.strip().isdigit():
+            raise InvalidParam("Content-Length", "must be a number")
+        if int(length) > limit:
             raise PayloadTooLarge({"limit": limit})
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body; past the limit, answer 413 at once and drop the rest."""
+        if self._too_large or self._finished:
+            return
+        self._received += len(chunk)
+        limit = self.config.api.max_body_bytes
+        if self._received > limit:
+            self._too_large = True
+            self.request.body = b""
+            self.send_api_error(PayloadTooLarge({"limit": limit}))
+            return
+        self.request.body += chunk
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: allowed only for the configured ``api.cors_origins``."""
+        origin = self.request.headers.get("Origin")
+        if origin is not None and origin not in self.config.api.cors_origins:
+            raise Forbidden({"reason": "origin not allowed"})
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
+            self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def on_finish(self) -> None:
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and self.principal is not None:
+            log.info(
+                "audit: %s (%s) %s %s -> %d",
+                self.principal.name,
+                self.principal.role,
+                self.request.method,
+                self.request.path,
+                self.get_status(),
+            )
 
     # -- success and failure -------------------------------------------------
 
@@ -75,6 +232,8 @@ class APIHandler(tornado.web.RequestHandler):
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             self.set_header("Retry-After", str(max(1, int(retry_after + 0.999))))
+        if isinstance(error, NotLogin):
+            self.set_header("WWW-Authenticate", 'Bearer realm="controlplane"')
         self._send(error.http_status, error.code, error.message, error.data)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -135,4 +294,5 @@ class NotFoundHandler(APIHandler):
     """Every unknown route: 404 with the envelope."""
 
     def prepare(self) -> None:
+        self.request.connection.set_max_body_size(_LIFTED_BODY_LIMIT)  # type: ignore[union-attr]
         raise NotFound({"path": self.request.path})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from controlplane.errors import InvalidParam
 from controlplane.handlers.base import APIHandler
 from controlplane.manager import TaskManager
 from controlplane.store import TaskFilter
-from controlplane.validate import parse_int, parse_uuid
+from controlplane.validate import parse_int, parse_page, parse_uuid
 
 
 def parse_terminate(body: dict[str, Any]) -> bool:
@@ -27,6 +27,12 @@ class TaskHandler(APIHandler):
         manager: TaskManager = self.services["manager"]
         return manager
 
+    async def _revoke_one(self, celery_id: str, terminate: bool) -> None:
+        (outcome,) = await self.manager.revoke([celery_id], terminate)
+        if outcome.error is not None:
+            raise outcome.error
+        self.reply({"celery_id": celery_id, "status": "revoked"})
+
 
 class TypesHandler(TaskHandler):
     """GET /api/celery_task/types/"""
@@ -38,6 +44,8 @@ class TypesHandler(TaskHandler):
 class CollectionHandler(TaskHandler):
     """GET (list) and POST (create) /api/celery_task/"""
 
+    rate_limited: ClassVar[dict[str, str]] = {"POST": "create"}
+
     async def get(self) -> None:
         celery_id = self.query_arg("celery_id")
         flt = TaskFilter(
@@ -45,8 +53,8 @@ class CollectionHandler(TaskHandler):
             status=self.query_arg("status"),
             task_type=self.query_arg("task_type"),
         )
-        page = parse_int(self.query_arg("page"), "page", 1, None, 1)
         size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
+        page = parse_page(self.query_arg("page"), size)
         self.reply(await self.manager.list_tasks(flt, page, size))
 
     async def post(self) -> None:
@@ -59,21 +67,19 @@ class CollectionHandler(TaskHandler):
 class ItemHandler(TaskHandler):
     """GET (detail) and DELETE (terminate) /api/celery_task/{celery_id}/"""
 
+    rate_limited: ClassVar[dict[str, str]] = {"DELETE": "revoke"}
+
     async def get(self, celery_id: str) -> None:
         self.reply(await self.manager.get(parse_uuid(celery_id, "celery_id")))
 
     async def delete(self, celery_id: str) -> None:
         await self._revoke_one(parse_uuid(celery_id, "celery_id"), terminate=True)
 
-    async def _revoke_one(self, celery_id: str, terminate: bool) -> None:
-        (outcome,) = await self.manager.revoke([celery_id], terminate)
-        if outcome.error is not None:
-            raise outcome.error
-        self.reply({"celery_id": celery_id, "status": "revoked"})
 
-
-class RevokeHandler(ItemHandler):
+class RevokeHandler(TaskHandler):
     """POST /api/celery_task/revoke/"""
+
+    rate_limited: ClassVar[dict[str, str]] = {"POST": "revoke"}
 
     async def post(self) -> None:
         body = self.json_body()
@@ -84,6 +90,8 @@ class RevokeHandler(ItemHandler):
 
 class BatchRevokeHandler(TaskHandler):
     """POST /api/celery_task/batch_revoke/"""
+
+    rate_limited: ClassVar[dict[str, str]] = {"POST": "revoke"}
 
     async def post(self) -> None:
         body = self.json_body()

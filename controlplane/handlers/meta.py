@@ -1,0 +1,41 @@
+"""Endpoints about the API itself: health and the OpenAPI document.
+
+Both are public and reveal nothing about tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controlplane import openapi
+from controlplane.handlers.base import APIHandler
+
+
+class HealthHandler(APIHandler):
+    """GET /api/health/: this process answers (no database or broker call, no task data)."""
+
+    public = True
+
+    def get(self) -> None:
+        self.reply({"status": "ok"})
+
+
+class OpenAPIHandler(APIHandler):
+    """GET /api/openapi.json: the OpenAPI 3.1 description of every route."""
+
+    public = True
+
+    def get(self) -> None:
+        settings = self.application.settings
+        doc = settings.get("cp_openapi_doc")
+        if doc is None:
+            doc = settings["cp_openapi_doc"] = json.dumps(self._build(), ensure_ascii=False)
+        self.finish(doc)
+
+    def _build(self) -> dict[str, Any]:
+        rules = self.application.wildcard_router.rules
+        templates = [openapi.template_of(getattr(rule.matcher, "regex").pattern) for rule in rules]  # noqa: B009
+        manager = self.services.get("manager")
+        task_types = list(manager.types()) if manager is not None else []
+        return openapi.build(templates, task_types)
