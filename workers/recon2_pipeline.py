@@ -30,8 +30,10 @@ __all__ = [
     "add_asset_site_task",
     "asset_site_update",
     "asset_wih_update",
+    "domain_exec_task",
     "github_task_monitor",
     "github_task_task",
+    "ip_exec_task",
     "run_risk_cruising",
 ]
 
@@ -124,3 +126,32 @@ def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any
         }
         stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
     return _finish(ctx, stats)
+
+
+def _exec_task(kind: str, data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    from workers.recon2.monitor import monitor_pass
+    from workers.recon2.webhook import capped, post_webhook
+
+    scope_id = _scope_id(data)
+    options = {k: v for k, v in dict(data.get("options") or {}).items() if k != "scope_id"}
+    recon = _recon(ctx)
+    stats, new = monitor_pass(kind, list(data.get("targets") or []), options, scope_id, recon)
+    if data.get("webhook") and new:
+        payload = {
+            "task_id": ctx.task_id,
+            "task_type": ctx.task_type,
+            "scope_id": scope_id,
+            "new": capped(new),
+        }
+        stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
+    return _finish(ctx, stats)
+
+
+def domain_exec_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Monitoring pass over a scope's domains: new subdomains, IPs, ports and sites go to ``monitor_new``."""
+    return _exec_task("domain", data, ctx)
+
+
+def ip_exec_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Monitoring pass over a scope's IPs: new IPs, ports and sites go to ``monitor_new``."""
+    return _exec_task("ip", data, ctx)

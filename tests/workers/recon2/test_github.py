@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from controlplane.validate import validate_task_data
 from tests.lab.recon2_github import TOKEN, FakeGithub
 from tests.lab.recon2_support import Worker
 from tests.lab.recon2_web import Route, RouteSite
+from workers.base import TaskRevoked
 from workers.recon2.github import GithubError, GithubRateLimited, matched_lines, parse_links
 from workers.recon2_pipeline import github_task_monitor, github_task_task
 
@@ -115,3 +117,17 @@ def test_links_and_matched_lines() -> None:
     links = parse_links('<https://x/s?page=2>; rel="next", <https://x/s?page=9>; rel="last"')
     assert links == {"next": "https://x/s?page=2", "last": "https://x/s?page=9"}
     assert matched_lines("a\nthe Token here\nno", "token") == [{"line": 2, "text": "the Token here"}]
+
+
+def test_stop_interrupts_a_rate_limit_wait(worker: Worker, github: FakeGithub) -> None:
+    _plant(github, 3)
+    github.state.remaining = 0
+    github.state.reset_in = 30
+    data = validate_task_data("github_task_task", {"keyword": KEYWORD, "options": {}})
+    ctx = worker.start("github_task_task", data)
+    timer = threading.Timer(0.5, worker.revoke, args=(ctx,))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(TaskRevoked):
+        github_task_task(data, ctx)
+    assert time.monotonic() - started < 2.0
