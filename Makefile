@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test lint typecheck pytest bench clean
+.PHONY: up test lint typecheck pytest fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ pytest: $(VENV)/.installed
 	$(BIN)/pytest -q -rs
 
 test: lint typecheck pytest
+
+# Schemathesis against a real `controlplane serve`, many more examples per operation than `make test`.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(VENV)/.installed
+	CP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -rs --timeout=3600 tests/test_fuzz.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py

@@ -31,6 +31,7 @@ setup(
             "pytest-tornado>=0.8.1",
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
+            "schemathesis>=4.0,<5",
             "dnslib>=0.9.24",
             "trustme>=1.1",
             "ruff>=0.6",
