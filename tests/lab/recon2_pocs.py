@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -220,6 +221,9 @@ class PocLab:
         return site.hostport if variant.target_form == "hostport" else site.url
 
     def stop(self) -> None:
-        """Stop every server."""
-        for server in self.servers:
-            server.stop()
+        """Stop every server (in parallel: each shutdown waits for its serve loop to notice)."""
+        threads = [threading.Thread(target=server.stop) for server in self.servers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
