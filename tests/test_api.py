@@ -83,14 +83,6 @@ def test_failure_records_exception_and_traceback(stack: Stack) -> None:
     assert done["end_time"] is not None
 
 
-def test_unimplemented_pipeline_fails_loudly(stack: Stack) -> None:
-    cid = stack.create("github_task_task", {"name": "gh", "keyword": "secret-thing"})
-    done = stack.wait_status(cid, "FAILURE", "SUCCESS")
-    if done["status"] == "SUCCESS":
-        pytest.skip("github_task_task has a real pipeline now")
-    assert "not implemented" in done["exception"]
-
-
 def test_retry_shows_retries_and_ends_success(stack: Stack) -> None:
     cid = stack.create("flaky_task", {"name": "flaky", "times": 2})
     done = stack.wait_status(cid, "SUCCESS")
