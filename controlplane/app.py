@@ -9,15 +9,18 @@ import tornado.web
 from controlplane.auth import Authenticator
 from controlplane.config import Config
 from controlplane.handlers.base import NotFoundHandler, log_request
+from controlplane.handlers.feed import FeedHandler
 from controlplane.handlers.meta import HealthHandler, OpenAPIHandler
 from controlplane.handlers.tasks import (
     ActiveHandler,
     BatchRevokeHandler,
     CollectionHandler,
     ItemHandler,
+    ResultsHandler,
     RevokeHandler,
     TypesHandler,
 )
+from controlplane.metrics import ApiMetrics, MetricsHandler
 from controlplane.ratelimit import RateLimiter
 
 PREFIX = r"/api/celery_task"
@@ -32,9 +35,18 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
         (rf"{PREFIX}/active/?", ActiveHandler, services),
         (rf"{PREFIX}/revoke/?", RevokeHandler, services),
         (rf"{PREFIX}/batch_revoke/?", BatchRevokeHandler, services),
+        (rf"{PREFIX}/ws/?", FeedHandler, services),
         (rf"{PREFIX}/?", CollectionHandler, services),
+        (rf"{PREFIX}/([^/]+)/results/?", ResultsHandler, services),
         (rf"{PREFIX}/([^/]+)/?", ItemHandler, services),
     ]
+
+
+def extra_routes(
+    services: dict[str, Any],
+) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
+    """Routes outside the JSON API (not in the OpenAPI document): Prometheus metrics."""
+    return [(r"/metrics", MetricsHandler, services)]
 
 
 def make_app(
@@ -45,14 +57,18 @@ def make_app(
     ``auth`` defaults to :meth:`Authenticator.from_config`; handlers find it in
     ``settings["cp_auth"]`` and the rate limiter in ``settings["cp_ratelimit"]``.
     """
+    metrics = ApiMetrics(config) if config.metrics.enabled else None
+    if metrics is not None and services.get("manager") is not None:
+        metrics.instrument(services["manager"])
     return tornado.web.Application(
-        routes(services),  # type: ignore[arg-type]
+        [*extra_routes(services), *routes(services)],  # type: ignore[arg-type]
         default_handler_class=NotFoundHandler,
         default_handler_args=services,
         cp_config=config,
         cp_auth=auth if auth is not None else Authenticator.from_config(config),
         cp_ratelimit=RateLimiter(config.rate_limit),
-        log_function=log_request,
+        log_function=metrics.log_function(log_request) if metrics is not None else log_request,
+        cp_metrics=metrics,
         compress_response=True,
         xheaders=False,
     )

@@ -18,8 +18,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run the whole stack with embedded Redis and MongoDB-wire server")
     sub.add_parser("serve", help="run the REST API and WebSocket feed")
     sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
+    sub.add_parser("scheduler", help="submit the runs of stored schedules (monitors, asset updates)")
     worker = sub.add_parser("worker", help="run a Celery worker with every task type")
     worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
+    watch = sub.add_parser(
+        "watch", help="print live task changes (resumes by revision after a dropped connection)"
+    )
+    watch.add_argument("--url", help="API base URL (default http://<api.host>:<api.port>)")
+    watch.add_argument("--token", help="API token (default: $CP_TOKEN)")
+    watch.add_argument("--task-type", action="append", help="only this task type (repeatable)")
+    watch.add_argument("--status", action="append", help="only this status (repeatable)")
+    watch.add_argument("--celery-id", action="append", help="only this task (repeatable)")
+    watch.add_argument("--since", type=int, help="first replay every change after this revision (0: all)")
+    watch.add_argument("--json", action="store_true", help="print each change as a JSON line")
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="print a new API token once, and its config entry")
@@ -38,6 +49,30 @@ def _logging(config: Config) -> None:
     )
 
 
+def _watch(config: Config, args: argparse.Namespace) -> int:
+    import os
+
+    from controlplane.feedclient import FeedError, TaskFeed, watch
+
+    url = args.url or f"http://{config.api.host}:{config.api.port}"
+    feed = TaskFeed(
+        url,
+        token=args.token or os.environ.get("CP_TOKEN") or None,
+        celery_id=args.celery_id,
+        task_type=args.task_type,
+        status=args.status,
+        since=args.since,
+    )
+    try:
+        asyncio.run(watch(feed, as_json=args.json))
+    except FeedError as exc:
+        print(f"controlplane watch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
@@ -51,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controlplane.tokens_cli import create_token
 
         return create_token(config, args.name, args.role, write=args.write)
+    if args.command == "watch":
+        return _watch(config, args)
     if args.command == "up":
         from controlplane.up import run_up
 
@@ -64,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controlplane.ingest import run_ingest
 
         run_ingest(config)
+        return 0
+    if args.command == "scheduler":
+        from controlplane.scheduler import run_scheduler
+
+        asyncio.run(run_scheduler(config))
         return 0
     if args.command == "worker":
         from workers.main import run_worker

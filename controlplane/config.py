@@ -185,9 +185,10 @@ class FeedConfig:
     client_queue: int = 1000
     heartbeat: float = 15.0
     ping_interval: float = 20.0
-    ping_timeout: float = 30.0
+    ping_timeout: float = 20.0
     auth_timeout: float = 10.0
     max_message_bytes: int = 65536
+    send_buffer_bytes: int = 262144
     publish_timeout: float = 5.0
     poll_interval: float = 2.0
     max_replay: int = 100_000
@@ -202,11 +203,22 @@ class FeedConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """Prometheus metrics: ``/metrics`` on the API, and the consumer's own port."""
+
+    enabled: bool = True
+    cache_seconds: float = 5.0
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 0
+
+
+@dataclass
 class Config:
     """All settings of one deployment; see ``config.yaml`` for each key."""
 
     data_dir: str = "./data"
     log_level: str = "INFO"
+    log_format: str = "text"
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     mongo: MongoConfig = field(default_factory=MongoConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -219,6 +231,7 @@ class Config:
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     task_defaults: TaskTypeConfig = field(default_factory=TaskTypeConfig)
     tasks: dict[str, TaskTypeConfig] = field(default_factory=dict)
 
@@ -370,6 +383,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
 def _check(config: Config) -> None:
     if not 1 <= config.api.port <= 65535:
         raise ConfigError("api.port: must be 1..65535")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("log_format: must be text or json")
+    if not 0 <= config.metrics.ingest_port <= 65535:
+        raise ConfigError("metrics.ingest_port: must be 0 (off) or 1..65535")
     if config.events.batch_size < 1:
         raise ConfigError("events.batch_size: must be at least 1")
     if config.api.max_batch < 1:

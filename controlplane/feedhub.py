@@ -243,10 +243,10 @@ class FeedHub:
         self.clients.add(client)
         return client
 
-    def begin(self, client: FeedClient, since: int) -> Seam:
-        """Start (or restart) a client's stream from ``since``: drop its queue, fix the floor."""
+    def begin(self, client: FeedClient, since: int | None) -> Seam:
+        """Start (or restart) a client's stream after ``since`` (None: live changes only)."""
         client.queue.clear()
-        seam = Seam(since, self.high)
+        seam = Seam(self.high if since is None else since, self.high)
         client.floor = seam.floor
         return seam
 

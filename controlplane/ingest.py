@@ -20,8 +20,12 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from controlplane.bus.events import LEASE, EventConsumer
+from controlplane.bus.feed import FeedPublisher
+from controlplane.bus.reconcile import Reconciler
 from controlplane.config import Config
+from controlplane.metrics import start_ingest_metrics
 from controlplane.store import TaskStore
+from workers.app import make_celery
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,10 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    reconciler = Reconciler(make_celery(config), store)
+    publisher = FeedPublisher(config, store)  # every change written is published to the live feed
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    metrics = start_ingest_metrics(config)
     while not stop_event.is_set():
         try:
             held = store.acquire_lease(LEASE, owner, config.events.lease_seconds)
@@ -75,15 +82,21 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
             store.ensure_indexes()
         except PyMongoError as exc:
             log.warning("could not ensure indexes: %s", exc)
-        consumer = LeasedConsumer(config, store, owner=owner)
+        consumer = LeasedConsumer(config, store, owner=owner, reconciler=reconciler, on_changes=publisher)
+        consumer.metrics = metrics
+        if metrics is not None:
+            metrics.lease_held.set(1)
         current["consumer"] = consumer
         if stop_event.is_set():
             break
         consumer.run_forever()
         current.pop("consumer", None)
+        if metrics is not None:
+            metrics.lease_held.set(0)
     try:
         store.release_lease(LEASE, owner)
     except PyMongoError:
         pass
+    publisher.close()
     store.close()
     log.info("ingest stopped")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from controlplane.config import Config
 from controlplane.errors import ApiError, CeleryIdNotFound, InvalidParam, TaskIsDone, TaskIsRunning
 from controlplane.merge import PENDING, RETRY, STATUSES, TERMINAL
 from controlplane.scope import ScopePolicy
-from controlplane.store import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
+from controlplane.store import RESULT_KINDS, AsyncTaskStore, TaskFilter, TaskStore, new_task_document
 from controlplane.tasktypes import Registry
 from controlplane.validate import limits_for, validate_task_data
 
@@ -62,6 +63,8 @@ class TaskManager:
         self.registry = registry
         self.scope = ScopePolicy.from_config(config)
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="store-write")
+        # Publishes written documents to the live feed (a blocking FeedPublisher); set by the server.
+        self.feed: Callable[[list[dict[str, Any]]], Any] | None = None
 
     def close(self) -> None:
         """Release the write pool."""
@@ -71,8 +74,15 @@ class TaskManager:
         """``{value: label}`` of every task type."""
         return self.registry.labels()
 
-    async def create(self, task_type: Any, data: Any) -> dict[str, Any]:
-        """Validate, store as PENDING, then publish; the document exists before any event can."""
+    async def create(
+        self, task_type: Any, data: Any, *, celery_id: str | None = None, schedule_id: str | None = None
+    ) -> dict[str, Any]:
+        """Validate, store as PENDING, then publish; the document exists before any event can.
+
+        ``data`` with a ``schedule`` also creates a schedule whose runs the scheduler
+        submits through this same method (passing ``schedule_id`` and a celery_id
+        derived from the run, so a run is never submitted twice).
+        """
         if not isinstance(task_type, str) or not task_type:
             raise InvalidParam("task_type", "is required and must be a string", valid=self.registry.values())
         kind = self.registry.get(task_type)
@@ -86,7 +96,11 @@ class TaskManager:
         clean = validate_task_data(task_type, data, limits, custom=not kind.builtin)
         if kind.builtin:
             self._check_scope(clean)
-        celery_id = str(uuid.uuid4())
+        celery_id = celery_id or str(uuid.uuid4())
+        if schedule_id is None and clean.get("schedule"):
+            schedule_id = await self.store.insert_schedule(task_type, dict(data), clean["schedule"], celery_id)
+        if schedule_id is not None:
+            clean["schedule_id"] = schedule_id
         rev = await self.store.next_revisions(1)
         doc = new_task_document(
             celery_id=celery_id, task_type=task_type, data=clean, created_time=time.time(), rev=rev
@@ -99,10 +113,14 @@ class TaskManager:
         await self.store.insert(doc)
         try:
             await self.bus.run(self.bus.publish, kind, celery_id, clean)
+            await self._to_feed([doc])
         except ApiError:
             await self.store.delete(celery_id)
             raise
-        return {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
+        reply = {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
+        if schedule_id is not None:
+            reply["schedule_id"] = schedule_id
+        return reply
 
     def _check_scope(self, clean: dict[str, Any]) -> None:
         """Every target (and a webhook) must be inside ``scope``; else 400 naming the target."""
@@ -132,6 +150,16 @@ class TaskManager:
         total, docs = await asyncio.gather(self.store.count(flt), self.store.page(flt, page, size))
         return {"total": total, "page": page, "size": size, "items": [documents.list_item(d) for d in docs]}
 
+    async def results(self, celery_id: str, kind: str, page: int, size: int) -> dict[str, Any]:
+        """A page of what the task found, of one result kind."""
+        if kind not in RESULT_KINDS:
+            raise InvalidParam("kind", f"must be one of {', '.join(RESULT_KINDS)}")
+        doc = await self.store.get(celery_id)
+        if doc is None:
+            raise CeleryIdNotFound({"celery_id": celery_id})
+        total, items = await self.store.results(str(doc["_id"]), kind, page, size)
+        return {"total": total, "page": page, "size": size, "kind": kind, "items": items}
+
     async def revoke(self, celery_ids: list[str], terminate: bool) -> list[RevokeOutcome]:
         """Revoke each id as design.md says; one broadcast for all that need one."""
         docs = await self.store.get_many(celery_ids)
@@ -157,7 +185,7 @@ class TaskManager:
         targets = queued + running
         if not targets:
             return outcomes
-        await self.store.request_revoke(targets, terminate)
+        await self._to_feed(await self.store.request_revoke(targets, terminate))
         await self.bus.run(self.bus.revoke, targets, terminate)
         if queued:
             await self._mark_revoked(queued)
@@ -177,7 +205,17 @@ class TaskManager:
             for cid in celery_ids
         ]
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._db_pool, self.writer.apply_events, events)
+        changed = await loop.run_in_executor(self._db_pool, self.writer.apply_events, events)
+        await self._to_feed(changed)
+
+    async def _to_feed(self, docs: list[dict[str, Any]]) -> None:
+        """Publish documents this process wrote to the live feed (after the write; never raises)."""
+        if self.feed is None or not docs:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._db_pool, self.feed, docs)
+        except Exception as exc:  # noqa: BLE001 - the feed's orphan sweep republishes it
+            log.warning("feed publish failed: %s", exc)
 
     async def active(self) -> list[dict[str, Any]]:
         """Merged inspect replies; no workers is an empty list."""

@@ -14,6 +14,7 @@ from controlplane.app import make_app
 from controlplane.auth import Authenticator, warn_if_disabled
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
+from controlplane.feedhub import FeedService
 from controlplane.manager import TaskManager
 from controlplane.store import AsyncTaskStore, TaskStore
 from controlplane.tasktypes import Registry
@@ -66,7 +67,10 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     warn_if_disabled(config, log)
     if auth.enabled and not len(auth):
         log.warning("no API tokens configured: every request gets 401; create one: controlplane token create")
-    app = make_app(config, auth=auth, manager=services.manager)
+    feed = FeedService(config, services.store, services.writer)
+    services.manager.feed = feed.publisher
+    feed.start()
+    app = make_app(config, auth=auth, manager=services.manager, feed_hub=feed.hub)
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.api.max_body_bytes + 64 * 1024, xheaders=False
     )
@@ -84,4 +88,5 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     server.stop()
     await asyncio.wait_for(server.close_all_connections(), 5)
     await indexing
+    await feed.close()
     await services.close()

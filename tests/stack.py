@@ -168,6 +168,15 @@ class Stack:
         self.wait_workers(self.n_workers)
         return self
 
+    def start_extra_api(self, name: str = "serve2") -> int:
+        """Another ``controlplane serve`` of the same deployment on a free port; returns the port."""
+        port = embedded.free_port()
+        env = {**self.env(), "CP_API_PORT": str(port)}
+        proc = embedded.spawn(self.command("serve"), log_path=self.workdir / f"{name}.log", env=env)
+        self.procs[name] = proc
+        embedded.wait_port(port, 30, proc)
+        return port
+
     def start_worker(self, index: int = 0) -> subprocess.Popen[bytes]:
         return self.start_part(f"worker{index}", "worker", "--name", f"w{index}-{self.database}@%h")
 

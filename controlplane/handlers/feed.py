@@ -10,6 +10,10 @@ client → server
     with ``since`` the stream restarts from that revision;
     ``{"action": "ping"}`` — answered with ``{"type": "pong"}``.
 
+Query arguments: ``celery_id``, ``task_type``, ``status`` (repeat them or separate
+values with commas), ``since`` (replay every matching task changed after that
+revision first; without it only live changes are sent), ``token``.
+
 server → client
     ``{"type": "replay", "rev", "task"}`` — a task changed after ``since`` (from MongoDB);
     ``{"type": "synced", "rev"}`` — the replay is complete, live changes follow;
@@ -26,8 +30,11 @@ See :mod:`controlplane.feedhub` for the resume guarantee.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import re
+import socket
 import time
 from typing import Any
 from urllib.parse import urlparse
@@ -104,10 +111,9 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         self.client: FeedClient | None = None
         self.principal: Any = None
         self.pump: asyncio.Task[None] | None = None
-        self.since = 0
+        self.since: int | None = None
         self.filter = FeedFilter()
         self.auth_timer: Any = None
-        self.last_rev = 0
 
     # -- tornado knobs -------------------------------------------------------------
 
@@ -132,6 +138,11 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
             return True
         host = urlparse(origin).netloc.lower()
         return host == (self.request.host or "").lower() or super().check_origin(origin)
+
+    def _request_summary(self) -> str:
+        # The access log must not record a token given as ``?token=``.
+        uri = re.sub(r"([?&]token=)[^&]*", r"\1<redacted>", self.request.uri or "")
+        return f"{self.request.method} {uri} ({self.request.remote_ip})"
 
     # -- upgrade ---------------------------------------------------------------------
 
@@ -159,6 +170,13 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
+        # A bounded kernel send buffer: a client that stops reading backs up into its
+        # queue (and is dropped) instead of parking megabytes in the kernel.
+        stream = getattr(self.ws_connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if sock is not None and self.config.feed.send_buffer_bytes > 0:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.feed.send_buffer_bytes)
         try:
             raw = {
                 k: [v.decode("utf-8", "replace") for v in vs]
@@ -167,7 +185,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
             for key in ("since",):
                 if len(raw.get(key, [])) > 1:
                     raise InvalidParam(key, "must be given once")
-            self.since = parse_since(raw["since"][0]) if raw.get("since") else 0
+            self.since = parse_since(raw["since"][0]) if raw.get("since") else None
             self.filter = FeedFilter.parse({k: v for k, v in raw.items() if k != "since"}, self.task_types)
         except ApiError as exc:
             self.write_message(error_frame(exc))
@@ -197,7 +215,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
 
     # -- the stream ------------------------------------------------------------------
 
-    def _start(self, since: int) -> None:
+    def _start(self, since: int | None) -> None:
         hub = self.hub
         assert hub is not None
         if self.client is None:
@@ -207,7 +225,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
             self.pump.cancel()
         self.pump = asyncio.ensure_future(self._run(since))
 
-    async def _run(self, since: int) -> None:
+    async def _run(self, since: int | None) -> None:
         hub, client = self.hub, self.client
         assert hub is not None and client is not None
         try:
@@ -320,7 +338,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
             )
         )
         if since is not None or self.client is None:
-            self._start(since or 0)
+            self._start(since)
 
     def on_close(self) -> None:
         if self.auth_timer is not None:
