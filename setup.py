@@ -24,6 +24,7 @@ setup(
         "mmh3>=4",
         "cryptography>=42",
         "idna>=3.6",
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": [

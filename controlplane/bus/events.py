@@ -29,6 +29,7 @@ from controlplane.bus.control import BROKER_ERRORS
 from controlplane.bus.reconcile import Reconciler
 from controlplane.config import Config
 from controlplane.merge import TASK_EVENT_TYPES
+from controlplane.metrics import IngestMetrics
 from controlplane.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class WorkerTracker:
 class EventConsumer(ConsumerMixin):  # type: ignore[misc]
     """Consume every Celery event of the deployment into the task store."""
 
+    #: Prometheus metrics (set by ``controlplane ingest`` when ``metrics.ingest_port`` is on).
+    metrics: IngestMetrics | None = None
+
     def __init__(
         self,
         config: Config,
@@ -146,6 +150,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.reconciler = reconciler
         self.last_reconcile = 0.0
         self.dropped = 0
+        self.catch_up_in = 0  # iterations until the start-up reconciliation (see on_consume_ready)
 
     # -- kombu hooks -----------------------------------------------------------
 
@@ -169,23 +174,29 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         log.info("consuming events from %s", self.connection.as_uri())
-        # Events sent while nobody listened (Redis pub/sub) are gone: catch up now.
-        self.reconcile()
+        # Events sent while nobody listened (Redis pub/sub) are gone: catch up, but only
+        # once the subscription is live (kombu subscribes on the first drain), or whatever
+        # finishes during the pass would be missed until the next periodic one.
+        self.catch_up_in = 2
+        self.last_reconcile = time.monotonic()
 
     def consume(self, limit: Any = None, timeout: Any = None, safety_interval: Any = 1, **kwargs: Any) -> Any:
-        """Wake at least every ``events.flush_interval`` so partial batches are written."""
+        """Wake at least every ``events.flush_interval`` (and every second, so a stop is prompt)."""
         return super().consume(
-            limit=limit, timeout=timeout, safety_interval=self.config.events.flush_interval
+            limit=limit, timeout=timeout, safety_interval=min(self.config.events.flush_interval, 1.0)
         )
 
     def on_message(self, body: Any, message: Message) -> None:
         """Buffer the message's events; acknowledge only after they are written."""
         now = time.time()
+        before = len(self.buffer)
         for event in flatten_body(body):
             self.workers.observe(event, now)
             if event.get("type") in TASK_EVENT_TYPES:
                 self.buffer.append(event)
         self.messages.append(message)
+        if self.metrics is not None:
+            self.metrics.on_received(len(self.buffer) - before, len(self.buffer))
         if len(self.buffer) > self.config.events.max_buffer:
             self._shed()
         if len(self.messages) >= self.config.events.batch_size:
@@ -196,10 +207,16 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         excess = len(self.buffer) - self.config.events.max_buffer
         del self.buffer[:excess]
         self.dropped += excess
+        if self.metrics is not None:
+            self.metrics.on_dropped(excess)
         self.last_reconcile = 0.0
         log.warning("event buffer full: dropped %d oldest events; they will be reconciled", excess)
 
     def on_iteration(self) -> None:
+        if self.catch_up_in:
+            self.catch_up_in -= 1
+            if not self.catch_up_in:
+                self.reconcile()
         if time.monotonic() - self.last_flush >= self.config.events.flush_interval:
             self.flush()
         if time.monotonic() - self.last_liveness >= min(2.0, self.config.events.worker_timeout / 3):
@@ -238,6 +255,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         try:
             changed = self.store.apply_events(self.buffer)
         except PyMongoError as exc:
+            if self.metrics is not None:
+                self.metrics.on_db_error()
             self.db_backoff = min(self.config.events.backoff_max, max(0.2, self.db_backoff * 2))
             self.db_retry_at = time.monotonic() + self.db_backoff
             log.warning(
@@ -251,6 +270,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         for message in self.messages:
             message.ack()
         self.applied += len(self.buffer)
+        if self.metrics is not None:
+            self.metrics.on_batch(self.buffer)
         self.buffer.clear()
         self.messages.clear()
         if changed and self.on_changes is not None:

@@ -1,0 +1,148 @@
+"""Prometheus metrics: ``/metrics`` on the API and the consumer's own port, on a real stack."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from controlplane import embedded
+from controlplane.metrics import IngestMetrics, outcome_name
+from tests.conftest import make_stack
+from tests.stack import Stack, wait_for
+
+
+@pytest.fixture(scope="module")
+def mstack(tmp_path_factory: pytest.TempPathFactory, mongo_server: str) -> Iterator[Stack]:
+    port = embedded.free_port()
+    s = make_stack(
+        tmp_path_factory.mktemp("metrics"),
+        mongo_server,
+        extra_config={"metrics": {"cache_seconds": 0, "ingest_port": port}},
+    )
+    s.ingest_metrics_port = port  # type: ignore[attr-defined]
+    try:
+        s.start()
+        yield s
+    finally:
+        s.close()
+
+
+def scrape(url: str) -> tuple[str, str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.headers["Content-Type"], resp.read().decode()
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """The sample ``name{labels}`` (labels in any order, a subset), summed over the rest."""
+    total = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total = (total or 0.0) + float(m.group(3))
+    return total
+
+
+def test_metrics_is_public_prometheus_text_without_task_contents(mstack: Stack) -> None:
+    cid = mstack.create("sleep_task", {"name": "metrics-secret-name", "seconds": 0})
+    mstack.wait_status(cid, "SUCCESS")
+    resp = mstack.request("GET", "/metrics", token=None)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    text = resp.raw.decode()
+    assert "controlplane_tasks" in text
+    assert cid not in text and "metrics-secret-name" not in text
+
+
+def test_counts_submissions_revokes_tasks_workers_and_latency(mstack: Stack) -> None:
+    cid = mstack.create("sleep_task", {"name": "m1", "seconds": 0})
+    bad = mstack.request("POST", "/api/celery_task/", {"task_type": "no_such_type", "data": {}})
+    assert bad.code == 400
+    unknown = mstack.request("POST", "/api/celery_task/revoke/", {"celery_id": str(uuid.uuid4())})
+    assert unknown.code == 102
+    mstack.wait_status(cid, "SUCCESS")
+    url = f"http://127.0.0.1:{mstack.port}/metrics"
+
+    def ready() -> str | None:
+        text = scrape(url)[1]
+        ok = (value(text, "controlplane_tasks", task_type="sleep_task", status="SUCCESS") or 0) >= 1
+        return text if ok and (value(text, "controlplane_workers", state="online") or 0) >= 1 else None
+
+    text = wait_for(ready, timeout=20, what="task and worker counts")
+    assert value(text, "controlplane_tasks", task_type="domain_task", status="PENDING") == 0
+    assert (
+        value(text, "controlplane_task_submissions_total", task_type="sleep_task", outcome="accepted") or 0
+    ) >= 1
+    assert (
+        value(text, "controlplane_task_submissions_total", task_type="unknown", outcome="invalid_param") or 0
+    ) >= 1
+    assert (value(text, "controlplane_task_revokes_total", outcome="celery_id_not_found") or 0) >= 1
+    assert value(text, "controlplane_feed_clients") == 0
+    assert value(text, "controlplane_metrics_database_up") == 1
+    count = value(
+        text, "controlplane_api_request_duration_seconds_count", handler="CollectionHandler", method="POST"
+    )
+    assert count is not None and count >= 2
+    assert (
+        value(text, "controlplane_api_requests_total", handler="CollectionHandler", status="400") or 0
+    ) >= 1
+
+
+def test_consumer_exposes_ingestion_rate_lag_and_batches(mstack: Stack) -> None:
+    cid = mstack.create("sleep_task", {"name": "m2", "seconds": 0})
+    mstack.wait_status(cid, "SUCCESS")
+    url = f"http://127.0.0.1:{mstack.ingest_metrics_port}/metrics"  # type: ignore[attr-defined]
+    text = wait_for(
+        lambda: (lambda t: t if (value(t, "controlplane_events_applied_total") or 0) > 0 else None)(
+            scrape(url)[1]
+        ),
+        what="applied events",
+    )
+    assert (value(text, "controlplane_events_received_total") or 0) >= (
+        value(text, "controlplane_events_applied_total") or 0
+    )
+    assert (value(text, "controlplane_event_batch_size_count") or 0) >= 1
+    assert (value(text, "controlplane_event_lag_seconds_count") or 0) >= 1
+    assert value(text, "controlplane_ingest_lease_held") == 1
+
+
+def test_ingest_metrics_unit() -> None:
+    m = IngestMetrics()
+    m.on_received(3, 3)
+    m.on_batch([{"timestamp": 100.0}, {"timestamp": 98.0}, {}], now=101.0)
+    text = m.exposition().decode()
+    assert value(text, "controlplane_events_applied_total") == 3
+    assert value(text, "controlplane_event_lag_last_seconds") == 3.0
+    assert value(text, "controlplane_event_batch_size_sum") == 3
+    assert value(text, "controlplane_event_buffer") == 0
+    assert outcome_name(ValueError()) == "value_error"
+
+
+def test_grafana_dashboard_uses_only_exported_metrics() -> None:
+    import json
+    from pathlib import Path
+
+    from controlplane.config import Config
+    from controlplane.metrics import ApiMetrics
+
+    names: set[str] = set()
+    for registry in (ApiMetrics(Config()).registry, IngestMetrics().registry):
+        for family in registry.collect():
+            names.update(sample.name for sample in family.samples)
+            names.add(family.name + ("_total" if family.type == "counter" else ""))
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"controlplane_\w+", target["expr"])
+    }
+    assert used and used <= names | {n + "_bucket" for n in names}, used - names
