@@ -1,0 +1,206 @@
+"""The feed's pure logic (filters, the resume seam, bounded queues, the hub's dispatch)
+and the ordering gate against the real Redis and MongoDB-wire server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from controlplane.bus.feed import FeedPublisher, channel_name, decode
+from controlplane.config import Config, MongoConfig, load_config
+from controlplane.errors import InvalidParam
+from controlplane.feedhub import Entry, FeedClient, FeedFilter, FeedHub, Seam
+from controlplane.store import TaskStore, new_task_document
+from tests.conftest import fresh_redis_url
+
+TYPES = ["sleep_task", "domain_task"]
+
+
+def doc(
+    cid: str = "a", rev: int = 1, status: str = "PENDING", task_type: str = "sleep_task"
+) -> dict[str, Any]:
+    return {"celery_id": cid, "rev": rev, "status": status, "task_type": task_type}
+
+
+# -- filters ---------------------------------------------------------------------------
+
+
+def test_an_empty_filter_matches_everything() -> None:
+    flt = FeedFilter.parse({}, TYPES)
+    assert flt.matches(doc()) and flt.query() == {}
+
+
+def test_filters_accept_lists_and_comma_separated_values() -> None:
+    flt = FeedFilter.parse({"status": ["SUCCESS,FAILURE", "REVOKED"], "task_type": "sleep_task"}, TYPES)
+    assert flt.status == {"SUCCESS", "FAILURE", "REVOKED"}
+    assert flt.matches(doc(status="FAILURE")) and not flt.matches(doc(status="STARTED"))
+    assert not flt.matches(doc(status="SUCCESS", task_type="domain_task"))
+    assert flt.query() == {
+        "task_type": {"$in": ["sleep_task"]},
+        "status": {"$in": ["FAILURE", "REVOKED", "SUCCESS"]},
+    }
+
+
+def test_celery_id_filter() -> None:
+    flt = FeedFilter.parse({"celery_id": ["x", "y"]}, TYPES)
+    assert flt.matches(doc("x")) and not flt.matches(doc("z"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"status": "BOGUS"}, "status"),
+        ({"status": 3}, "status"),
+        ({"status": [None]}, "status"),
+        ({"task_type": "nope"}, "task_type"),
+        ({"celery_id": "x" * 300}, "celery_id"),
+        ({"celery_id": [str(i) for i in range(101)]}, "celery_id"),
+        ({"task_type": {"$ne": 1}}, "task_type"),
+    ],
+)
+def test_bad_filter_values_name_the_field(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidParam) as err:
+        FeedFilter.parse(raw, TYPES)
+    assert err.value.field == field
+
+
+def test_foreign_tasks_can_be_filtered() -> None:
+    assert FeedFilter.parse({"task_type": "external"}, TYPES).task_type == {"external"}
+
+
+# -- the seam ----------------------------------------------------------------------------
+
+
+def test_seam_replays_since_to_high_then_sends_only_above_the_floor() -> None:
+    seam = Seam(since=10, high=25)
+    assert seam.replay_range == (10, 25) and seam.floor == 25
+    assert not seam.live(25) and seam.live(26)
+
+
+def test_seam_of_a_client_ahead_of_this_process_replays_nothing() -> None:
+    seam = Seam(since=40, high=25)
+    assert seam.replay_range is None and seam.floor == 40
+    assert not seam.live(30) and seam.live(41)
+
+
+# -- bounded queues -------------------------------------------------------------------------
+
+
+def test_a_full_queue_overflows_once_and_stops_queueing() -> None:
+    dropped: list[FeedClient] = []
+    client = FeedClient(FeedFilter(), 3, dropped.append)
+    for rev in range(1, 6):
+        client.offer(Entry(rev, doc(rev=rev), str(rev)))
+    assert dropped == [client] and client.overflowed and not client.queue
+
+
+def test_take_skips_what_is_below_the_floor_or_no_longer_matches() -> None:
+    client = FeedClient(FeedFilter(), 10, lambda c: None)
+    client.floor = 2
+    for rev, status in [(1, "PENDING"), (2, "PENDING"), (3, "STARTED"), (4, "SUCCESS")]:
+        client.offer(Entry(rev, doc(rev=rev, status=status), str(rev)))
+    client.offer(Entry(None, None, "heartbeat"))
+    client.filter = FeedFilter(status=frozenset({"SUCCESS"}))
+    assert [e.text for e in client.take()] == ["4", "heartbeat"]
+
+
+def test_hub_dispatches_in_revision_order_and_ignores_repeats() -> None:
+    async def run() -> None:
+        hub = FeedHub(store=None, client_queue=100)
+        await hub.on_connect(5)
+        mine = hub.register(FeedFilter(status=frozenset({"SUCCESS"})), lambda c: None)
+        other = hub.register(FeedFilter(), lambda c: None)
+        hub.begin(mine, None)
+        hub.begin(other, None)
+        hub.on_docs([doc("b", 7, "SUCCESS"), doc("a", 6, "STARTED")])
+        hub.on_docs([doc("a", 6, "STARTED"), doc("c", 4, "SUCCESS")])  # repeats and stale
+        assert [e.rev for e in mine.take()] == [7]
+        assert [e.rev for e in other.take()] == [6, 7]
+        assert hub.high == 7 and hub.ignored == 2
+
+    asyncio.run(run())
+
+
+# -- the ordering gate (real Redis, real MongoDB-wire server) ----------------------------------
+
+
+@pytest.fixture()
+def gate(mongo_server: str) -> Iterator[tuple[FeedPublisher, TaskStore, redis.Redis]]:
+    database = f"u_{uuid.uuid4().hex[:8]}"
+    config: Config = load_config(
+        None,
+        env={"CP_BROKER_URL": fresh_redis_url(), "CP_MONGO_URL": mongo_server, "CP_MONGO_DATABASE": database},
+    )
+    store = TaskStore(MongoConfig(url=mongo_server, database=database))
+    publisher = FeedPublisher(config, store)
+    assert publisher.client is not None
+    listener = redis.Redis.from_url(config.broker.url)
+    try:
+        yield publisher, store, listener
+    finally:
+        publisher.close()
+        listener.close()
+        store.client.drop_database(database)
+        store.close()
+
+
+def insert(store: TaskStore, n: int) -> list[dict[str, Any]]:
+    docs = []
+    for i in range(n):
+        rev = store.next_revisions(1)
+        d = new_task_document(
+            celery_id=str(uuid.uuid4()),
+            task_type="sleep_task",
+            data={"name": f"n{i}"},
+            created_time=1.0,
+            rev=rev,
+        )
+        store.tasks.insert_one(d)
+        docs.append(d)
+    return docs
+
+
+def test_a_write_published_after_a_higher_revision_is_restamped(
+    gate: tuple[FeedPublisher, TaskStore, redis.Redis],
+) -> None:
+    publisher, store, listener = gate
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(publisher.channel)
+    pubsub.get_message(timeout=1)
+    low, high = insert(store, 2)
+    assert publisher.publish([high]) and publisher.publish([low])
+    got = []
+    while len(got) < 2:
+        message = pubsub.get_message(timeout=2)
+        assert message is not None
+        got.extend(decode(message["data"]))
+    revs = [d["rev"] for d in got]
+    assert revs == sorted(revs) and revs[0] == high["rev"] and revs[1] > high["rev"]
+    assert got[1]["celery_id"] == low["celery_id"]
+    assert store.get(low["celery_id"])["rev"] == revs[1]  # type: ignore[index]
+    assert publisher.restamped == 1
+    pubsub.close()
+
+
+def test_a_stale_document_that_moved_on_is_left_to_its_newer_writer(
+    gate: tuple[FeedPublisher, TaskStore, redis.Redis],
+) -> None:
+    publisher, store, _ = gate
+    old, newer = insert(store, 2)
+    publisher.publish([newer])
+    store.tasks.update_one({"celery_id": old["celery_id"]}, {"$set": {"rev": store.next_revisions(1)}})
+    assert publisher.publish([old])  # stale and changed since: nothing to publish
+    assert publisher.published == 1 and publisher.restamped == 0
+
+
+def test_the_channel_is_per_deployment(gate: tuple[FeedPublisher, TaskStore, redis.Redis]) -> None:
+    publisher, _, _ = gate
+    assert (
+        publisher.channel == channel_name(publisher.config)
+        and publisher.config.mongo.database in publisher.channel
+    )
