@@ -78,6 +78,24 @@ def _ts(event: Mapping[str, Any]) -> float:
     return float(event["timestamp"]) if _has_ts(event) else 0.0  # NaN would break every max
 
 
+def _exception_of(event: Mapping[str, Any]) -> Any:
+    """The failure's exception; the real one when Celery reported only billiard's wrapper.
+
+    For failures the worker's main process detects (a lost pool process, a hard
+    time limit) Celery's ``task-failed`` event says ``ExceptionWithTraceback()``;
+    the traceback's last line names the real exception.
+    """
+    exc = event.get("exception")
+    trace = event.get("traceback")
+    if isinstance(exc, str) and exc.startswith("ExceptionWithTraceback(") and isinstance(trace, str):
+        lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+        if lines:
+            name, sep, message = lines[-1].partition(": ")
+            name = name.rsplit(".", 1)[-1]
+            return f"{name}: {message}" if sep else name
+    return exc
+
+
 def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     kind = event.get("type")
     if kind == "task-succeeded":
@@ -85,7 +103,7 @@ def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
         return SUCCESS, {"result": _clip(event.get("result"), RESULT_LIMIT), "runtime": runtime}
     if kind == "task-failed":
         return FAILURE, {
-            "exception": _clip(event.get("exception"), RESULT_LIMIT),
+            "exception": _clip(_exception_of(event), RESULT_LIMIT),
             "traceback": _clip(event.get("traceback"), TRACEBACK_LIMIT),
         }
     if kind == "task-lost":

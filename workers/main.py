@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Any
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 from celery.worker import state as worker_state
 from pymongo.errors import PyMongoError
 
 from controlplane.config import Config
 from controlplane.store import TaskStore
 from workers.app import make_celery
+from workers.proc import lead_own_group, reap_orphan_groups
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,14 @@ def run_worker(config: Config, name: str | None = None, extra: list[str] | None 
     @worker_init.connect(weak=False)
     def _preload(**_: Any) -> None:
         preload_revoked(config)
+        if config.worker.pool == "prefork":
+            # A task's processes must not outlive a pool process killed outright.
+            stop = threading.Event()
+            threading.Thread(target=reap_orphan_groups, args=(stop,), name="reaper", daemon=True).start()
+
+    @worker_process_init.connect(weak=False)
+    def _own_group(**_: Any) -> None:
+        lead_own_group()
 
     argv = [
         "worker",

@@ -9,8 +9,11 @@ with that signal.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -97,3 +100,57 @@ def install_terminate_handler(signum: int = signal.SIGTERM) -> None:
     """
     if signal.getsignal(signum) is not _terminate_handler:
         signal.signal(signum, _terminate_handler)
+
+
+def _proc_table() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live process."""
+    rows = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) >= 3 and fields[0] != "Z":
+            rows.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return rows
+
+
+def lead_own_group(signum: int = signal.SIGTERM) -> None:
+    """In a new pool process (``worker_process_init``): own a process group, die with the worker.
+
+    Everything a task starts inherits the group, so whoever outlives the pool
+    process can stop all of it (:func:`reap_orphan_groups`; billiard's hard time
+    limit kills a group leader's whole group).  Celery makes pool processes die
+    by SIGKILL with the worker, which would orphan a task's children; the
+    parent-death signal becomes ``signum`` instead, whose handler stops the tree.
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    install_terminate_handler(signum)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+
+
+def reap_orphan_groups(stop: threading.Event, interval: float = 0.5) -> None:
+    """In the worker's main process: kill what is left of the groups of dead pool processes.
+
+    A pool process killed outright (kill -9, the out-of-memory killer) cannot stop
+    the processes its task started; they keep its process group, which this loop
+    kills once the group's leader is gone.
+    """
+    known: set[int] = set()
+    while not stop.wait(interval):
+        me = os.getpid()
+        table = _proc_table()
+        living = {pid for pid, _, _ in table}
+        known.update(pid for pid, ppid, pgid in table if ppid == me and pgid == pid)
+        for group in sorted(known - living):
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                known.discard(group)
+            except OSError:
+                known.discard(group)

@@ -58,3 +58,22 @@ def spawn(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
             fh.write(f"{child.pid} {os.getpid()}")
     child.wait()
     return {"child": child.pid}
+
+
+def noop(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Return at once (load tests: thousands of these)."""
+    return {"ok": True}
+
+
+def stubborn(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Sleep ``data.seconds``, ignoring the soft time limit (only the hard limit stops it)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    deadline = time.monotonic() + float(data.get("seconds", 30))
+    ignored = 0
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        except SoftTimeLimitExceeded:
+            ignored += 1
+    return {"ignored_soft_limits": ignored}

@@ -1,0 +1,1 @@
+"""Reliability under real faults (GitHub issue 4)."""

@@ -1,0 +1,134 @@
+"""Item 2: kill -9 a worker, or one of its pool processes, mid-task.
+
+The task ends FAILURE with a reason naming the lost worker (or is redelivered
+when its type is ``acks_late`` on RabbitMQ), nothing stays STARTED, and no
+process the task started outlives it.
+
+On Redis an ``acks_late`` message of a dead worker comes back only after the
+broker's visibility timeout (``broker_transport_options.visibility_timeout``,
+6 h here), so there the task is first marked FAILURE (WorkerLostError) and a
+redelivered run later turns it SUCCESS; that path is not exercised here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reliability.conftest import Server, fast_stack
+from tests.stack import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, ProcessLookupError):
+        return False
+
+
+def spawn_and_wait(stack: Stack, pidfile: Path, seconds: float = 120) -> tuple[str, int, int]:
+    """A task that started a child process; returns (celery_id, child pid, pool process pid)."""
+    cid = stack.create("spawn_task", {"name": "spawner", "seconds": seconds, "pidfile": str(pidfile)})
+    stack.wait_status(cid, "STARTED")
+    pids = wait_for(lambda: pidfile.exists() and pidfile.read_text().split(), what="pids of the task")
+    child, pool = int(pids[0]), int(pids[1])
+    assert alive(child) and alive(pool)
+    return cid, child, pool
+
+
+def test_worker_kill9_fails_its_task_with_a_reason(
+    tmp_path: Path, own_redis: Server, mongo_server: str, record: Any
+) -> None:
+    stack = fast_stack(tmp_path / "stack", own_redis.url, mongo_server, workers=1, concurrency=2)
+    try:
+        stack.start()
+        cid, child, pool = spawn_and_wait(stack, tmp_path / "spawn.pid")
+        other = stack.create("busy_task", {"name": "busy", "seconds": 120})
+        stack.wait_status(other, "STARTED")
+        stack.kill_part("worker0")
+        killed = time.monotonic()
+        done = [stack.wait_status(c, "SUCCESS", "FAILURE", "REVOKED", timeout=40) for c in (cid, other)]
+        took = time.monotonic() - killed
+        for d in done:
+            assert d["status"] == "FAILURE", d
+            assert "WorkerLostError" in d["exception"] and "heartbeat" in d["exception"], d
+        wait_for(lambda: not alive(pool), timeout=10, what="the pool process gone")
+        wait_for(lambda: not alive(child), timeout=10, what="the task's child process gone")
+        assert stack.db.tasks.count_documents({"status": "STARTED"}) == 0
+        record(
+            fault="kill -9 a worker (main process) mid-task",
+            load="2 running tasks (one with a child process)",
+            outcome=f'both FAILURE "{done[0]["exception"][:60]}…" {took:.0f} s after the kill; '
+            "pool processes and the task's child gone",
+            lost=0,
+            broker="Redis",
+        )
+    finally:
+        stack.close()
+
+
+def test_pool_child_kill9_fails_its_task_and_the_worker_goes_on(
+    tmp_path: Path, own_redis: Server, mongo_server: str, record: Any
+) -> None:
+    stack = fast_stack(tmp_path / "stack", own_redis.url, mongo_server, workers=1, concurrency=2)
+    try:
+        stack.start()
+        cid, child, pool = spawn_and_wait(stack, tmp_path / "spawn.pid")
+        os.kill(pool, signal.SIGKILL)
+        killed = time.monotonic()
+        done = stack.wait_status(cid, "SUCCESS", "FAILURE", "REVOKED", timeout=30)
+        took = time.monotonic() - killed
+        assert done["status"] == "FAILURE" and "WorkerLostError" in done["exception"], done
+        assert "SIGKILL" in done["exception"], done
+        wait_for(lambda: not alive(child), timeout=10, what="the task's child process gone")
+        after = [stack.create("noop_task", {"name": f"after{i}"}) for i in range(4)]
+        for c in after:
+            assert stack.wait_status(c, "SUCCESS", "FAILURE", timeout=30)["status"] == "SUCCESS"
+        record(
+            fault="kill -9 a pool process mid-task",
+            load="1 running task with a child process, then 4 more",
+            outcome=f'FAILURE "{done["exception"][:60]}…" {took:.1f} s after the kill; its child gone; '
+            "the worker ran the next 4 tasks",
+            lost=0,
+            broker="Redis",
+        )
+    finally:
+        stack.close()
+
+
+def test_worker_kill9_redelivers_an_acks_late_task_rabbitmq(
+    tmp_path: Path, rabbitmq: str, mongo_server: str, record: Any
+) -> None:
+    safe = {"task": "workers.testing:sleep", "label": "Retry-safe sleep (test)", "acks_late": True}
+    stack = fast_stack(
+        tmp_path / "stack", rabbitmq, mongo_server, workers=2, concurrency=1, tasks={"safe_task": safe}
+    )
+    try:
+        stack.start()
+        cid = stack.create("safe_task", {"name": "safe", "seconds": 4})
+        first = stack.wait_status(cid, "STARTED")["worker"]
+        victim = next(n for n in ("worker0", "worker1") if first.startswith(f"w{n[-1]}-"))
+        stack.kill_part(victim)
+        killed = time.monotonic()
+        done = stack.wait_status(cid, "SUCCESS", "FAILURE", "REVOKED", timeout=60)
+        took = time.monotonic() - killed
+        assert done["status"] == "SUCCESS", done
+        assert done["worker"] != first, "the surviving worker ran the redelivered message"
+        record(
+            fault="kill -9 the worker running an `acks_late` task, a second worker up",
+            load="1 running task of a retry-safe type",
+            outcome=f"message redelivered; SUCCESS on the other worker {took:.0f} s after the kill",
+            lost=0,
+            broker="RabbitMQ",
+        )
+    finally:
+        stack.close()
