@@ -416,3 +416,115 @@ def test_a_frozen_client_is_dropped_without_slowing_the_others(fstack: Stack) ->
     assert seen[0] == seen[1] == seen[2] and len(seen[0]) >= 2500
     p50_before, p50_after = before[len(before) // 2], after[len(after) // 2]
     assert p50_after <= max(3 * p50_before, p50_before + 0.3), (before, after)
+
+
+# -- the Python client and `controlplane watch` ----------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the API whose connections can all be cut at once."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
+def test_python_client_resumes_by_revision_after_a_dropped_connection(fstack: Stack) -> None:
+    from controlplane.feedclient import TaskFeed
+
+    async def run() -> tuple[dict[str, dict[str, Any]], int, list[str]]:
+        proxy = CuttableProxy(fstack.port)
+        await proxy.start()
+        feed = TaskFeed(
+            f"http://127.0.0.1:{proxy.port}", token=VIEWER_TOKEN, task_type="sleep_task", since=None
+        )
+        latest: dict[str, dict[str, Any]] = {}
+        ids: list[str] = []
+
+        async def consume() -> None:
+            async for change in feed:
+                latest[change.task["celery_id"]] = change.task
+
+        consumer = asyncio.ensure_future(consume())
+        while feed.connections < 1:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        for i in range(4):
+            ids.append(
+                await asyncio.to_thread(fstack.create, "sleep_task", {"name": f"cl{i}", "seconds": 0.5})
+            )
+            proxy.cut()  # drop the connection while the tasks run
+            await asyncio.sleep(0.4)
+        deadline = time.monotonic() + 30
+        while not all(latest.get(cid, {}).get("status") == "SUCCESS" for cid in ids):
+            assert time.monotonic() < deadline, latest
+            await asyncio.sleep(0.1)
+        consumer.cancel()
+        await proxy.close()
+        return latest, feed.connections, ids
+
+    latest, connections, ids = asyncio.run(run())
+    assert connections >= 3
+    for cid in ids:
+        assert latest[cid] == fstack.detail(cid)
+
+
+def test_watch_prints_live_changes(fstack: Stack) -> None:
+    import subprocess
+
+    env = {**fstack.env(), "CP_TOKEN": VIEWER_TOKEN}
+    proc = subprocess.Popen(
+        fstack.command("watch", "--json", "--task-type", "sleep_task", "--status", "SUCCESS", "--since", "0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    killer = threading.Timer(40, proc.kill)
+    killer.start()
+    try:
+        cid = fstack.create("sleep_task", {"name": "watched", "seconds": 0.3})
+        assert proc.stdout is not None
+        # --since 0 replays earlier matching tasks first; ours comes then, whenever watch connected.
+        for line in proc.stdout:
+            change = json.loads(line)
+            assert change["type"] in ("replay", "change") and change["task"]["status"] == "SUCCESS"
+            if change["task"]["celery_id"] == cid:
+                break
+        else:
+            raise AssertionError("watch ended without printing the task")
+    finally:
+        killer.cancel()
+        proc.terminate()
+        proc.wait(10)
