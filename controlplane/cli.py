@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from controlplane import client
 from controlplane.config import Config, ConfigError, load_config
 
 
@@ -19,13 +20,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the REST API and WebSocket feed")
     sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
     sub.add_parser("scheduler", help="submit the runs of stored schedules (monitors, asset updates)")
+    client.add_subcommands(sub)
     worker = sub.add_parser("worker", help="run a Celery worker with every task type")
     worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
     watch = sub.add_parser(
         "watch", help="print live task changes (resumes by revision after a dropped connection)"
     )
     watch.add_argument("--url", help="API base URL (default http://<api.host>:<api.port>)")
-    watch.add_argument("--token", help="API token (default: $CP_TOKEN)")
+    watch.add_argument("--token", help="API token (env CONTROLPLANE_TOKEN or CP_TOKEN)")
+    watch.add_argument("--client-config", help="client config file (url, token); see `controlplane list -h`")
     watch.add_argument("--task-type", action="append", help="only this task type (repeatable)")
     watch.add_argument("--status", action="append", help="only this status (repeatable)")
     watch.add_argument("--celery-id", action="append", help="only this task (repeatable)")
@@ -50,14 +53,16 @@ def _logging(config: Config) -> None:
 
 
 def _watch(config: Config, args: argparse.Namespace) -> int:
-    import os
-
     from controlplane.feedclient import FeedError, TaskFeed, watch
 
-    url = args.url or f"http://{config.api.host}:{config.api.port}"
+    try:
+        settings = client.resolve_settings(args, default_url=f"http://{config.api.host}:{config.api.port}")
+    except client.ClientError as exc:
+        print(f"controlplane watch: {exc}", file=sys.stderr)
+        return exc.exit_code
     feed = TaskFeed(
-        url,
-        token=args.token or os.environ.get("CP_TOKEN") or None,
+        settings.url,
+        token=settings.token,
         celery_id=args.celery_id,
         task_type=args.task_type,
         status=args.status,
@@ -76,6 +81,8 @@ def _watch(config: Config, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
+    if args.command in client.COMMANDS:
+        return client.run(args)  # the client needs no server config
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -1,0 +1,604 @@
+"""The command-line client: ``controlplane submit|list|show|revoke|active|types``.
+
+Talks to a running API over HTTP (the REST contract, envelope-aware).  Where
+the server and the token come from, first found wins:
+
+1. ``--url`` / ``--token``;
+2. ``CONTROLPLANE_URL`` / ``CONTROLPLANE_TOKEN`` (``CP_TOKEN`` too, for the token);
+3. the client config file: ``--client-config``, else ``$CONTROLPLANE_CLIENT_CONFIG``,
+   else ``$XDG_CONFIG_HOME/controlplane/client.yaml`` (``~/.config/controlplane/client.yaml``),
+   a YAML mapping with ``url``, ``token`` and ``timeout``;
+4. ``http://127.0.0.1:5013`` and no token.
+
+Exit codes scripts can rely on:
+
+====  ============================================================================
+0     success
+1     the API answered an error (envelope ``code`` != 200; for ``revoke``, any id)
+2     usage or configuration error (bad arguments, unreadable client config)
+3     the API is unreachable, timed out, or answered 503 (broker/database down)
+4     ``submit --wait``: the task ended FAILURE or REVOKED
+5     ``submit --wait``: still not finished after ``--wait-timeout``
+====  ============================================================================
+
+``--json`` prints the envelope's ``data`` (errors: the whole envelope) as JSON
+on stdout, for every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TASK_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
+DEFAULT_URL = "http://127.0.0.1:5013"
+PREFIX = "/api/celery_task"
+COMMANDS = ("submit", "list", "show", "revoke", "active", "types")
+TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
+STATUSES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
+BATCH = 1000
+
+
+class ClientError(Exception):
+    """A failure with its exit code; ``envelope`` is what ``--json`` prints."""
+
+    def __init__(self, message: str, exit_code: int, envelope: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.envelope = envelope or {"code": 0, "message": message, "data": {}}
+
+
+class ApiFailure(ClientError):
+    """The API answered with an envelope whose code is not 200."""
+
+    def __init__(self, code: int, message: str, data: Any, http_status: int) -> None:
+        self.code = code
+        self.data = data
+        self.http_status = http_status
+        unreachable = code == 503 or http_status == 503
+        detail = f" {json.dumps(data, ensure_ascii=False)}" if data else ""
+        super().__init__(
+            f"{code} {message}{detail}",
+            EXIT_UNREACHABLE if unreachable else EXIT_API,
+            {"code": code, "message": message, "data": data},
+        )
+
+
+# -- settings ----------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """Where the API is and how to authenticate."""
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+    timeout: float = 30.0
+
+
+def client_config_path(explicit: str | None, env: dict[str, str] | os._Environ[str]) -> Path:
+    """The client config file to read (it may not exist)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("CONTROLPLANE_CLIENT_CONFIG"):
+        return Path(env["CONTROLPLANE_CLIENT_CONFIG"]).expanduser()
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "controlplane" / "client.yaml"
+
+
+def read_client_config(path: Path, required: bool) -> dict[str, Any]:
+    """``{url, token, timeout}`` from the YAML file; ClientError (usage) if it is unusable."""
+    if not path.is_file():
+        if required:
+            raise ClientError(f"client config {path} does not exist", EXIT_USAGE)
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClientError(f"client config {path}: {exc}", EXIT_USAGE) from None
+    if not isinstance(raw, dict):
+        raise ClientError(f"client config {path}: must be a mapping", EXIT_USAGE)
+    unknown = set(raw) - {"url", "token", "timeout"}
+    if unknown:
+        raise ClientError(f"client config {path}: unknown key(s) {', '.join(sorted(unknown))}", EXIT_USAGE)
+    if raw.get("token"):
+        try:
+            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                print(f"controlplane: warning: {path} holds a token; chmod 600 it", file=sys.stderr)
+        except OSError:
+            pass
+    return raw
+
+
+def resolve_settings(
+    args: argparse.Namespace,
+    env: dict[str, str] | os._Environ[str] | None = None,
+    default_url: str = DEFAULT_URL,
+) -> Settings:
+    """Flags over environment over the client config file over defaults."""
+    env = os.environ if env is None else env
+    explicit = getattr(args, "client_config", None)
+    path = client_config_path(explicit, env)
+    file = read_client_config(path, required=bool(explicit))
+    url = getattr(args, "url", None) or env.get("CONTROLPLANE_URL") or file.get("url") or default_url
+    token = (
+        getattr(args, "token", None)
+        or env.get("CONTROLPLANE_TOKEN")
+        or env.get("CP_TOKEN")
+        or file.get("token")
+        or None
+    )
+    timeout = getattr(args, "timeout", None) or file.get("timeout") or 30.0
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise ClientError(f"timeout must be a number, got {timeout!r}", EXIT_USAGE) from None
+    url = str(url).rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise ClientError(f"url must be http:// or https://, got {url!r}", EXIT_USAGE)
+    return Settings(url=url, token=str(token) if token else None, timeout=timeout)
+
+
+# -- HTTP --------------------------------------------------------------------------
+
+
+class Client:
+    """The REST API, one method per endpoint; returns the envelope's ``data`` or raises."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        """One call; ApiFailure on a non-200 envelope, ClientError (exit 3) when unreachable."""
+        url = self.settings.url + path
+        if query:
+            pairs = [(k, str(v)) for k, v in query.items() if v is not None and v != ""]
+            if pairs:
+                url += "?" + urllib.parse.urlencode(pairs)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) only
+        req.add_header("Accept", "application/json")
+        req.add_header("User-Agent", "controlplane-cli")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.settings.token:
+            req.add_header("Authorization", f"Bearer {self.settings.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.settings.timeout) as resp:  # noqa: S310
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ClientError(f"cannot reach {self.settings.url}: {reason}", EXIT_UNREACHABLE) from None
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict) or "code" not in envelope:
+            raise ApiFailure(status, f"HTTP {status} without a JSON envelope", {}, status)
+        if envelope["code"] != 200:
+            raise ApiFailure(
+                int(envelope["code"]), str(envelope.get("message", "")), envelope.get("data"), status
+            )
+        return envelope.get("data")
+
+    def types(self) -> dict[str, str]:
+        return dict(self.request("GET", f"{PREFIX}/types/")["task_types"])
+
+    def list_tasks(self, page: int = 1, size: int = 10, **filters: str | None) -> dict[str, Any]:
+        return dict(self.request("GET", f"{PREFIX}/", query={**filters, "page": page, "size": size}))
+
+    def get(self, celery_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"{PREFIX}/{urllib.parse.quote(celery_id, safe='')}/"))
+
+    def create(self, task_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("POST", f"{PREFIX}/", {"task_type": task_type, "data": data}))
+
+    def revoke(self, celery_id: str, terminate: bool = True) -> dict[str, Any]:
+        return dict(
+            self.request("POST", f"{PREFIX}/revoke/", {"celery_id": celery_id, "terminate": terminate})
+        )
+
+    def batch_revoke(self, celery_ids: list[str], terminate: bool = True) -> list[dict[str, Any]]:
+        body = {"celery_ids": celery_ids, "terminate": terminate}
+        return list(self.request("POST", f"{PREFIX}/batch_revoke/", body)["results"])
+
+    def active(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"{PREFIX}/active/")["active_tasks"])
+
+
+# -- output ------------------------------------------------------------------------
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "" if value is None else str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def table(
+    rows: Iterable[Sequence[Any]], headers: Sequence[str], out: TextIO, widths: Sequence[int] = ()
+) -> None:
+    """A plain aligned table (columns capped by ``widths``, 60 by default)."""
+    caps = list(widths) + [60] * (len(headers) - len(widths))
+    cells = [[_cell(v, caps[i]) for i, v in enumerate(row)] for row in rows]
+    sizes = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        print("  ".join(c.ljust(sizes[i]) for i, c in enumerate(row)).rstrip(), file=out)
+
+
+def progress_bar(progress: Any, width: int = 30) -> str:
+    """``[#####.....]  42% port_scan 420/1000`` from a task's ``progress``, or ""."""
+    if not isinstance(progress, dict):
+        return ""
+    done, total = progress.get("done"), progress.get("total")
+    stage = progress.get("stage") or ""
+    if not isinstance(done, int | float) or not isinstance(total, int | float) or total <= 0:
+        return f"{stage}".strip()
+    frac = max(0.0, min(1.0, float(done) / float(total)))
+    filled = round(frac * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {frac * 100:3.0f}% {stage} {done}/{total}".rstrip()
+
+
+def _dump(value: Any, out: TextIO) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=str), file=out)
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def _parse_data(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    raw = args.data
+    if raw is not None:
+        try:
+            if raw == "-":
+                text = sys.stdin.read()
+            elif raw.startswith("@"):
+                text = Path(raw[1:]).expanduser().read_text(encoding="utf-8")
+            else:
+                text = raw
+            loaded = json.loads(text)
+        except OSError as exc:
+            raise ClientError(f"--data: {exc}", EXIT_USAGE) from None
+        except ValueError as exc:
+            raise ClientError(f"--data: not valid JSON: {exc}", EXIT_USAGE) from None
+        if not isinstance(loaded, dict):
+            raise ClientError("--data: must be a JSON object", EXIT_USAGE)
+        data.update(loaded)
+    for name in ("name", "target", "type", "task_tag"):
+        value = getattr(args, name.replace("-", "_"), None)
+        if value is not None:
+            data[name] = value
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ClientError(f"--option {item!r}: expected key=value", EXIT_USAGE)
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        data.setdefault("options", {})
+        if not isinstance(data["options"], dict):
+            raise ClientError("--option: data.options is not an object", EXIT_USAGE)
+        data["options"][key] = parsed
+    return data
+
+
+def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    reply = client.create(args.task_type, _parse_data(args))
+    if not args.wait:
+        if args.json:
+            _dump(reply, out)
+        elif args.quiet:
+            print(reply["celery_id"], file=out)
+        else:
+            print(
+                f"{reply['celery_id']}  {reply.get('status', '')}  task_id={reply.get('task_id', '')}",
+                file=out,
+            )
+        return EXIT_OK
+    if not args.json and not args.quiet:
+        print(f"submitted {reply['celery_id']}", file=sys.stderr)
+    task = wait_task(client, reply["celery_id"], args.wait_timeout, show=not args.json and not args.quiet)
+    if args.json:
+        _dump(task, out)
+    else:
+        print(f"{task['celery_id']}  {task.get('status')}", file=out)
+    if task.get("status") not in TERMINAL:
+        return EXIT_TIMEOUT
+    return EXIT_OK if task.get("status") == "SUCCESS" else EXIT_TASK_FAILED
+
+
+def wait_task(
+    client: Client, celery_id: str, timeout: float, show: bool, interval: float = 0.5
+) -> dict[str, Any]:
+    """Poll the task until it is terminal or ``timeout`` passes; a progress bar on a terminal's stderr."""
+    deadline = time.monotonic() + timeout
+    tty = show and sys.stderr.isatty()
+    last = ""
+    task = client.get(celery_id)
+    while task.get("status") not in TERMINAL and time.monotonic() < deadline:
+        line = f"{task.get('status', ''):<8} {progress_bar(task.get('progress'))}".rstrip()
+        if show and line != last:
+            print(("\r\033[K" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            last = line
+        time.sleep(interval)
+        task = client.get(celery_id)
+    if tty and last:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    return task
+
+
+LIST_HEADERS = ("CELERY_ID", "STATUS", "TASK_TYPE", "NAME", "TARGET", "START", "END", "PROGRESS")
+
+
+def cmd_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    filters = {"status": args.status, "task_type": args.task_type, "celery_id": args.celery_id}
+    if args.all:
+        items: list[dict[str, Any]] = []
+        page, total = 1, 0
+        while True:
+            chunk = client.list_tasks(page, 100, **filters)
+            total = int(chunk["total"])
+            items.extend(chunk["items"])
+            if len(items) >= total or not chunk["items"] or (args.limit and len(items) >= args.limit):
+                break
+            page += 1
+        if args.limit:
+            items = items[: args.limit]
+        data: dict[str, Any] = {"total": total, "page": 1, "size": len(items), "items": items}
+    else:
+        data = client.list_tasks(args.page, args.size, **filters)
+    if args.json:
+        _dump(data, out)
+        return EXIT_OK
+    if args.quiet:
+        for item in data["items"]:
+            print(item["celery_id"], file=out)
+        return EXIT_OK
+    rows = [
+        (
+            t.get("celery_id"),
+            t.get("status"),
+            t.get("task_type"),
+            t.get("name"),
+            t.get("target"),
+            t.get("start_time") or t.get("created_time"),
+            t.get("end_time"),
+            progress_bar(t.get("progress"), 10) if t.get("status") not in TERMINAL else "",
+        )
+        for t in data["items"]
+    ]
+    table(rows, LIST_HEADERS, out, widths=(36, 8, 24, 24, 32, 24, 24, 40))
+    total, size = int(data["total"]), max(1, int(data["size"]))
+    pages = max(1, -(-total // size))
+    where = "all" if args.all else f"page {data['page']} of {pages}"
+    print(f"-- {where}, {total} task(s)", file=out)
+    return EXIT_OK
+
+
+def cmd_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    task = client.get(args.celery_id)
+    if args.json:
+        _dump(task, out)
+        return EXIT_OK
+    order = (
+        "celery_id",
+        "status",
+        "task_type",
+        "task_id",
+        "name",
+        "target",
+        "type",
+        "task_tag",
+        "worker",
+        "created_time",
+        "received_time",
+        "start_time",
+        "end_time",
+        "runtime",
+        "retries",
+        "retry_reason",
+    )
+    for key in order:
+        if task.get(key) not in (None, "", {}):
+            print(f"{key + ':':<15} {task[key]}", file=out)
+    if task.get("progress"):
+        print(f"{'progress:':<15} {progress_bar(task['progress'])}", file=out)
+    if task.get("statistic"):
+        stats = ", ".join(f"{k}={v}" for k, v in sorted(task["statistic"].items()))
+        print(f"{'statistic:':<15} {stats}", file=out)
+    if task.get("revoke"):
+        print(f"{'revoke:':<15} {json.dumps(task['revoke'], ensure_ascii=False)}", file=out)
+    if task.get("result") is not None:
+        print(f"{'result:':<15} {json.dumps(task['result'], ensure_ascii=False, default=str)}", file=out)
+    if task.get("exception"):
+        print(f"{'exception:':<15} {task['exception']}", file=out)
+    if task.get("traceback") and args.traceback:
+        print(task["traceback"], file=out)
+    return EXIT_OK
+
+
+def _ids(values: list[str]) -> list[str]:
+    ids: list[str] = []
+    for value in values:
+        if value == "-":
+            ids.extend(line.strip() for line in sys.stdin if line.strip())
+        else:
+            ids.append(value)
+    if not ids:
+        raise ClientError("revoke: no celery_id given", EXIT_USAGE)
+    return list(dict.fromkeys(ids))
+
+
+def cmd_revoke(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    ids = _ids(args.celery_ids)
+    terminate = not args.no_terminate
+    results: list[dict[str, Any]] = []
+    if len(ids) == 1:
+        try:
+            reply = client.revoke(ids[0], terminate)
+            results.append({**reply, "code": 200, "message": "success"})
+        except ApiFailure as exc:
+            if exc.exit_code == EXIT_UNREACHABLE or exc.code in (400, 401, 403, 413, 429):
+                raise
+            results.append({"celery_id": ids[0], "code": exc.code, "message": exc.envelope["message"]})
+            if isinstance(exc.data, dict):
+                results[-1].update({k: v for k, v in exc.data.items() if k != "celery_id"})
+    else:
+        for start in range(0, len(ids), BATCH):
+            results.extend(client.batch_revoke(ids[start : start + BATCH], terminate))
+    if args.json:
+        _dump({"results": results}, out)
+    else:
+        rows = [(r.get("celery_id"), r.get("code"), r.get("message"), r.get("status", "")) for r in results]
+        table(rows, ("CELERY_ID", "CODE", "MESSAGE", "STATUS"), out)
+    return EXIT_OK if all(r.get("code") == 200 for r in results) else EXIT_API
+
+
+def cmd_active(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    tasks = client.active()
+    if args.json:
+        _dump(tasks, out)
+        return EXIT_OK
+    rows = []
+    for t in tasks:
+        started = t.get("time_start")
+        when = (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+            if isinstance(started, int | float)
+            else ""
+        )
+        kwargs = t.get("kwargs") if isinstance(t.get("kwargs"), dict) else {}
+        action = (kwargs.get("options") or {}).get("celery_action") if isinstance(kwargs, dict) else None
+        rows.append((t.get("id"), t.get("state"), action or t.get("name"), t.get("worker"), when))
+    table(rows, ("CELERY_ID", "STATE", "TASK", "WORKER", "STARTED"), out)
+    print(f"-- {len(tasks)} task(s) on workers", file=out)
+    return EXIT_OK
+
+
+def cmd_types(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    types = client.types()
+    if args.json:
+        _dump(types, out)
+        return EXIT_OK
+    table(sorted(types.items()), ("TASK_TYPE", "LABEL"), out)
+    return EXIT_OK
+
+
+HANDLERS = {
+    "submit": cmd_submit,
+    "list": cmd_list,
+    "show": cmd_show,
+    "revoke": cmd_revoke,
+    "active": cmd_active,
+    "types": cmd_types,
+}
+
+
+# -- argparse ----------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Flags every client subcommand takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("server")
+    group.add_argument("--url", help=f"API base URL (env CONTROLPLANE_URL; default {DEFAULT_URL})")
+    group.add_argument("--token", help="API token (env CONTROLPLANE_TOKEN)")
+    group.add_argument("--client-config", help="client config file (url, token, timeout)")
+    group.add_argument("--timeout", type=float, help="seconds per HTTP request (default 30)")
+    common.add_argument(
+        "--json", action="store_true", help="print JSON (the envelope's data; errors: the envelope)"
+    )
+    return common
+
+
+def add_subcommands(sub: Any) -> None:
+    """Add the client subcommands to the ``controlplane`` parser's subparsers."""
+    common = common_options()
+    submit = sub.add_parser("submit", parents=[common], help="create a task")
+    submit.add_argument("task_type", help="a task type (see `controlplane types`)")
+    submit.add_argument("--data", help="the task's data: a JSON object, @file, or - for stdin")
+    submit.add_argument("--name", help="data.name")
+    submit.add_argument("--target", help="data.target")
+    submit.add_argument("--type", help="data.type (domain, ip, ...)")
+    submit.add_argument("--task-tag", help="data.task_tag")
+    submit.add_argument(
+        "--option", action="append", help="data.options.KEY=VALUE (VALUE parsed as JSON if it can be)"
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="wait until the task ends (exit 4 unless SUCCESS)"
+    )
+    submit.add_argument(
+        "--wait-timeout", type=float, default=3600.0, help="seconds --wait waits (exit 5 past it)"
+    )
+    submit.add_argument("-q", "--quiet", action="store_true", help="print only the celery_id")
+
+    lst = sub.add_parser("list", parents=[common], help="list tasks, newest first")
+    lst.add_argument("--status", choices=STATUSES, help="only this status")
+    lst.add_argument("--task-type", help="only this task type")
+    lst.add_argument("--celery-id", help="only this task")
+    lst.add_argument("--page", type=_positive, default=1)
+    lst.add_argument("--size", type=_positive, default=10, help="1..100 (default 10)")
+    lst.add_argument("--all", action="store_true", help="every page")
+    lst.add_argument("--limit", type=_positive, help="with --all: at most this many tasks")
+    lst.add_argument("-q", "--quiet", action="store_true", help="print only celery_ids (one a line)")
+
+    show = sub.add_parser("show", parents=[common], help="one task: status, times, progress, result")
+    show.add_argument("celery_id")
+    show.add_argument("--traceback", action="store_true", help="print the traceback of a failed task")
+
+    revoke = sub.add_parser(
+        "revoke", parents=[common], help="revoke one or many tasks (- reads ids from stdin)"
+    )
+    revoke.add_argument("celery_ids", nargs="+", metavar="celery_id")
+    revoke.add_argument(
+        "--no-terminate", action="store_true", help="do not stop a running task (it answers 104)"
+    )
+
+    sub.add_parser("active", parents=[common], help="tasks on workers now (active, reserved, scheduled)")
+    sub.add_parser("types", parents=[common], help="the task types")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one client subcommand; returns the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    as_json = bool(getattr(args, "json", False))
+    try:
+        client = Client(resolve_settings(args))
+        return HANDLERS[args.command](client, args, out)
+    except ClientError as exc:
+        if as_json:
+            _dump(exc.envelope, out)
+        print(f"controlplane {args.command}: {exc}", file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

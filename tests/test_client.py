@@ -1,0 +1,184 @@
+"""The command-line client (``controlplane submit|list|show|revoke|active|types``) against a real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from controlplane import cli, embedded
+from controlplane.client import progress_bar
+from tests.stack import OPERATOR_TOKEN, VIEWER_TOKEN, Stack
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("CONTROLPLANE_URL", "CONTROLPLANE_TOKEN", "CP_TOKEN", "CONTROLPLANE_CLIENT_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def op(stack: Stack) -> list[str]:
+    return ["--url", f"http://127.0.0.1:{stack.port}", "--token", OPERATOR_TOKEN]
+
+
+def test_types_table_and_json(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "types", *op(stack))
+    assert code == 0 and out.splitlines()[0].split() == ["TASK_TYPE", "LABEL"] and "domain_task" in out
+    code, out, _ = run(capsys, "types", *op(stack), "--json")
+    assert code == 0 and "sleep_task" in json.loads(out)
+
+
+def test_submit_wait_show_and_list(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "submit",
+        "sleep_task",
+        *op(stack),
+        "--data",
+        '{"seconds": 0.2}',
+        "--name",
+        "cli-1",
+        "--wait",
+        "--json",
+    )
+    assert code == 0, out
+    task = json.loads(out)
+    assert task["status"] == "SUCCESS" and task["name"] == "cli-1"
+    cid = task["celery_id"]
+
+    code, out, _ = run(capsys, "show", cid, *op(stack))
+    assert code == 0 and f"celery_id:      {cid}" in out and "SUCCESS" in out
+    assert "[##############################] 100% sleep" in out
+
+    code, out, _ = run(
+        capsys, "list", *op(stack), "--task-type", "sleep_task", "--status", "SUCCESS", "--size", "1"
+    )
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["CELERY_ID", "STATUS", "TASK_TYPE"]
+    assert len(lines) == 3 and lines[-1].startswith("-- page 1 of ")
+    code, out, _ = run(capsys, "list", *op(stack), "--celery-id", cid, "--json")
+    data = json.loads(out)
+    assert data["total"] == 1 and data["items"][0]["celery_id"] == cid
+    code, out, _ = run(capsys, "list", *op(stack), "--task-type", "sleep_task", "--all", "-q")
+    assert code == 0 and cid in out.split()
+
+
+def test_submit_wait_exit_codes_for_failure_and_timeout(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "submit", "fail_task", *op(stack), "--data", '{"message": "boom"}', "--wait")
+    assert code == 4 and "FAILURE" in out
+    code, out, _ = run(
+        capsys,
+        "submit",
+        "sleep_task",
+        *op(stack),
+        "--data",
+        '{"seconds": 5}',
+        "--wait",
+        "--wait-timeout",
+        "0.5",
+        "-q",
+    )
+    assert code == 5
+    run(capsys, "revoke", out.split()[-1], *op(stack))
+
+
+def test_revoke_one_and_many(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = []
+    for i in range(2):
+        code, out, _ = run(
+            capsys, "submit", "sleep_task", *op(stack), "--data", '{"seconds": 30}', "--name", f"r{i}", "-q"
+        )
+        assert code == 0
+        ids.append(out.strip())
+    unknown = str(uuid.uuid4())
+    code, out, _ = run(capsys, "revoke", *ids, unknown, *op(stack), "--json")
+    results = {r["celery_id"]: r for r in json.loads(out)["results"]}
+    assert code == 1  # one id failed
+    assert results[ids[0]]["code"] == 200 and results[ids[1]]["code"] == 200
+    assert results[unknown]["code"] == 102
+    for cid in ids:
+        stack.wait_status(cid, "REVOKED")
+    code, out, _ = run(capsys, "revoke", ids[0], *op(stack))
+    assert code == 1 and "105" in out and "TaskIsDone" in out
+    code, out, _ = run(capsys, "submit", "sleep_task", *op(stack), "--data", '{"seconds": 30}', "-q")
+    code, out, _ = run(capsys, "revoke", out.strip(), *op(stack))
+    assert code == 0 and "revoked" in out
+
+
+def test_active(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "active", *op(stack), "--json")
+    assert code == 0 and isinstance(json.loads(out), list)
+    code, out, _ = run(capsys, "active", *op(stack))
+    assert code == 0 and out.splitlines()[0].split()[:2] == ["CELERY_ID", "STATE"]
+
+
+def test_credentials_from_env_and_config_file(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{stack.port}"
+    code, out, err = run(capsys, "types", "--url", url, "--json")
+    assert code == 1 and json.loads(out)["code"] == 401 and "NotLogin" in err
+    monkeypatch.setenv("CONTROLPLANE_URL", url)
+    monkeypatch.setenv("CONTROLPLANE_TOKEN", VIEWER_TOKEN)
+    assert run(capsys, "types")[0] == 0
+    code, out, _ = run(capsys, "revoke", str(uuid.uuid4()), "--json")
+    assert code == 1 and json.loads(out)["code"] == 403  # a viewer may not revoke
+    assert run(capsys, "revoke", str(uuid.uuid4()), "--token", OPERATOR_TOKEN)[0] == 1  # 102, as operator
+    monkeypatch.delenv("CONTROLPLANE_URL")
+    monkeypatch.delenv("CONTROLPLANE_TOKEN")
+    conf = tmp_path / "xdg" / "controlplane" / "client.yaml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f"url: {url}\ntoken: {OPERATOR_TOKEN}\ntimeout: 10\n")
+    conf.chmod(0o600)
+    assert run(capsys, "list", "--size", "1")[0] == 0
+    other = tmp_path / "other.yaml"
+    other.write_text("url: http://127.0.0.1:1\n")
+    assert run(capsys, "list", "--client-config", str(other))[0] == 3
+
+
+def test_usage_and_connection_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{embedded.free_port()}"
+    code, _, err = run(capsys, "list", "--url", dead)
+    assert code == 3 and "cannot reach" in err
+    assert run(capsys, "submit", "sleep_task", "--url", dead, "--data", "{not json")[0] == 2
+    assert run(capsys, "submit", "sleep_task", "--url", dead, "--data", "[1]")[0] == 2
+    assert run(capsys, "list", "--url", "ftp://x")[0] == 2
+    assert run(capsys, "list", "--client-config", str(tmp_path / "missing.yaml"))[0] == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("url: x\nsecret: y\n")
+    assert run(capsys, "list", "--client-config", str(bad))[0] == 2
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["list", "--size", "0"])
+    assert exc.value.code == 2
+
+
+def test_console_script_and_progress_bar(stack: Stack) -> None:
+    env = {
+        **os.environ,
+        "CONTROLPLANE_URL": f"http://127.0.0.1:{stack.port}",
+        "CONTROLPLANE_TOKEN": OPERATOR_TOKEN,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "controlplane.cli", "types", "--json"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "domain_task" in json.loads(proc.stdout)
+    assert progress_bar({"stage": "port_scan", "done": 1, "total": 4}, 8) == "[##......]  25% port_scan 1/4"
+    assert progress_bar(None) == ""
