@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
     sub.add_parser("scheduler", help="submit the runs of stored schedules (monitors, asset updates)")
     client.add_subcommands(sub)
+    check = sub.add_parser("check", help="validate the config and reach the broker and database (exit 0/1)")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default 3)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
     worker = sub.add_parser("worker", help="run a Celery worker with every task type")
     worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
     watch = sub.add_parser(
@@ -46,10 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _logging(config: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from controlplane.logs import setup_logging
+
+    setup_logging(config)  # text, or JSON lines with celery_id (log_format)
 
 
 def _watch(config: Config, args: argparse.Namespace) -> int:
@@ -83,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in client.COMMANDS:
         return client.run(args)  # the client needs no server config
+    if args.command == "check":
+        from controlplane.check import check
+
+        return check(args.config, timeout=args.timeout, as_json=args.json)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
