@@ -21,8 +21,10 @@ server treats missing fields differently from mongod there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, Return
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from controlplane.config import MongoConfig
+from controlplane.cron import next_fire
 from controlplane.merge import PENDING, STARTED, TASK_EVENT_TYPES, TERMINAL, fold, status_of
 
 log = logging.getLogger(__name__)
@@ -41,10 +44,13 @@ TASKS = "tasks"
 COUNTERS = "counters"
 WORKERS = "workers"
 LEASES = "leases"
+SCHEDULES = "schedules"
 
 # Fields the API owns; the merge never writes them.
 _HIDDEN = {"_m"}
 _LIST_PROJECTION = {"_m": 0, "data": 0, "outcome": 0}
+# Most celery_id → _id pairs a TaskStore remembers (about 150 bytes each).
+_ID_CACHE = 50_000
 
 # Result collections the workers write, each document tagged with ``task_id``.
 RESULT_KINDS = ("domain", "ip", "site", "cert", "fileleak", "fofa", "vuln", "github", "wih", "monitor_new")
@@ -162,6 +168,7 @@ class TaskStore:
         self.client: MongoClient[Any] = client or MongoClient(config.url, **_client_kwargs(config))
         self.db = self.client[config.database]
         self.tasks = self.db[TASKS]
+        self._ids: dict[str, Any] = {}  # celery_id → _id of documents read or written
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -207,8 +214,7 @@ class TaskStore:
     def _apply_once(
         self, by_id: dict[str, list[Mapping[str, Any]]]
     ) -> tuple[dict[str, list[Mapping[str, Any]]], list[dict[str, Any]]]:
-        ids = list(by_id)
-        current = {d["celery_id"]: d for d in self.tasks.find({"celery_id": {"$in": ids}})}
+        current = self._read(list(by_id))
         inserts: list[dict[str, Any]] = []
         updates: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
         for cid, evs in by_id.items():
@@ -234,6 +240,8 @@ class TaskStore:
             try:
                 self.tasks.insert_many(inserts, ordered=False)
                 written.extend(inserts)
+                for doc in inserts:
+                    self._remember(doc["celery_id"], doc["_id"])
             except BulkWriteError as exc:
                 failed = {inserts[e["index"]]["celery_id"] for e in exc.details.get("writeErrors", [])}
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
@@ -245,19 +253,21 @@ class TaskStore:
                         written.append(doc)
         if updates:
             ops = []
-            for cid, old_rev, diff, merged in updates:
+            for _cid, old_rev, diff, merged in updates:
                 diff["rev"] = rev
                 merged["rev"] = rev
                 rev += 1
-                ops.append(UpdateOne({"celery_id": cid, "rev": old_rev}, {"$set": diff}))
+                # By _id: the embedded server scans the collection for any other filter on update.
+                ops.append(UpdateOne({"_id": merged["_id"], "rev": old_rev}, {"$set": diff}))
             result = self.tasks.bulk_write(ops, ordered=False)
             if result.matched_count == len(ops):
                 written.extend(u[3] for u in updates)
             else:
                 wanted = {cid: diff["rev"] for cid, _, diff, _ in updates}
+                ids = [merged["_id"] for _, _, _, merged in updates]
                 landed = {
                     d["celery_id"]
-                    for d in self.tasks.find({"celery_id": {"$in": list(wanted)}}, {"celery_id": 1, "rev": 1})
+                    for d in self.tasks.find({"_id": {"$in": ids}}, {"celery_id": 1, "rev": 1})
                     if d.get("rev") == wanted[d["celery_id"]]
                 }
                 for cid, _, _, merged in updates:
@@ -266,6 +276,33 @@ class TaskStore:
                     else:
                         retry[cid] = by_id[cid]
         return retry, written
+
+    def _read(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Documents by celery_id: one ``_id $in`` query for ids seen before, else an indexed lookup each.
+
+        A single ``celery_id $in`` query would do, but the embedded server answers ``$in``
+        on any field but ``_id`` by scanning the collection (it cannot rule out array
+        values), which grows with the number of tasks.  ``_id`` never changes, so the
+        remembered ones are never stale (a deleted document is simply not found by it).
+        """
+        found: dict[str, dict[str, Any]] = {}
+        known = [self._ids[cid] for cid in celery_ids if cid in self._ids]
+        if known:
+            for doc in self.tasks.find({"_id": {"$in": known}}):
+                found[doc["celery_id"]] = doc
+        for cid in celery_ids:
+            if cid not in found:
+                doc = self.tasks.find_one({"celery_id": cid})
+                if doc is not None:
+                    found[cid] = doc
+                    self._remember(cid, doc["_id"])
+        return found
+
+    def _remember(self, celery_id: str, oid: Any) -> None:
+        """Keep ``celery_id → _id`` (bounded: the oldest entries go first)."""
+        self._ids[celery_id] = oid
+        if len(self._ids) > _ID_CACHE:
+            del self._ids[next(iter(self._ids))]
 
     def restamp(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Give already written documents fresh revisions (the live feed's ordering gate).
@@ -282,19 +319,15 @@ class TaskStore:
         ops = []
         for i, doc in enumerate(sorted(docs, key=lambda d: int(d.get("rev") or 0))):
             new_rev = first + i
-            ops.append(
-                UpdateOne({"celery_id": doc["celery_id"], "rev": doc.get("rev")}, {"$set": {"rev": new_rev}})
-            )
+            key = {"_id": doc["_id"]} if "_id" in doc else {"celery_id": doc["celery_id"]}
+            ops.append(UpdateOne({**key, "rev": doc.get("rev")}, {"$set": {"rev": new_rev}}))
             wanted[doc["celery_id"]] = (new_rev, doc)
         result = self.tasks.bulk_write(ops, ordered=False)
         if result.matched_count == len(ops):
             landed = set(wanted)
         else:
-            landed = {
-                d["celery_id"]
-                for d in self.tasks.find({"celery_id": {"$in": list(wanted)}}, {"celery_id": 1, "rev": 1})
-                if d.get("rev") == wanted[d["celery_id"]][0]
-            }
+            found = self._read(list(wanted))
+            landed = {cid for cid, d in found.items() if d.get("rev") == wanted[cid][0]}
         out = []
         for cid, (new_rev, doc) in wanted.items():
             if cid in landed:
@@ -353,7 +386,9 @@ class TaskStore:
 
     def set_status_fields(self, celery_id: str, fields: Mapping[str, Any]) -> None:
         """Set API-owned fields (never the merged ones) on one task."""
-        self.tasks.update_one({"celery_id": celery_id}, {"$set": dict(fields)})
+        found = self.tasks.find_one({"celery_id": celery_id}, {"_id": 1})  # indexed; update by _id
+        if found is not None:
+            self.tasks.update_one({"_id": found["_id"]}, {"$set": dict(fields)})
 
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Take or renew the named lease; True when ``owner`` holds it now."""
@@ -411,8 +446,11 @@ class AsyncTaskStore:
 
     async def get_many(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Documents by celery_id (missing ids are absent from the result)."""
-        cursor = self.tasks.find({"celery_id": {"$in": celery_ids}}, {"_m": 0, "data": 0})
-        return {d["celery_id"]: d async for d in cursor}
+        # One indexed lookup each: the embedded server scans the collection for ``$in``.
+        docs = await asyncio.gather(
+            *(self.tasks.find_one({"celery_id": cid}, {"_m": 0, "data": 0}) for cid in celery_ids)
+        )
+        return {d["celery_id"]: d for d in docs if d is not None}
 
     async def count(self, flt: TaskFilter) -> int:
         """Exact number of tasks matching the filter."""
@@ -446,6 +484,41 @@ class AsyncTaskStore:
             items.append(doc)
         return total, items
 
+    async def insert_schedule(
+        self, task_type: str, data: dict[str, Any], schedule: dict[str, Any], first_run: str
+    ) -> str:
+        """Store a schedule whose first run (``first_run``, a celery_id) the caller submits now."""
+        now = time.time()
+        schedule_id = str(uuid.uuid4())
+        await self.db[SCHEDULES].insert_one(
+            {
+                "_id": schedule_id,
+                "task_type": task_type,
+                "data": data,
+                "schedule": schedule,
+                "enabled": True,
+                "created_time": now,
+                "next_run": round(next_fire(schedule, now), 3),
+                "last_celery_id": first_run,
+            }
+        )
+        return schedule_id
+
+    async def due_schedules(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Enabled schedules whose next run is due."""
+        cursor = self.db[SCHEDULES].find({"next_run": {"$lte": now}, "enabled": True}).limit(limit)
+        return [d async for d in cursor]
+
+    async def advance_schedule(
+        self, schedule_id: str, run_at: float, next_run: float, celery_id: str
+    ) -> bool:
+        """Move a schedule past the run due at ``run_at``; False if another scheduler already did."""
+        result = await self.db[SCHEDULES].update_one(
+            {"_id": schedule_id, "next_run": run_at},
+            {"$set": {"next_run": round(next_run, 3), "last_celery_id": celery_id, "last_run": time.time()}},
+        )
+        return result.modified_count == 1
+
     async def request_revoke(self, celery_ids: list[str], terminate: bool) -> list[dict[str, Any]]:
         """Persist a revoke request; workers check it before starting a task.
 
@@ -461,15 +534,18 @@ class AsyncTaskStore:
             first = await self.next_revisions(len(pending))
             retry = []
             for i, cid in enumerate(pending):
+                found = await self.tasks.find_one({"celery_id": cid}, {"_id": 1})
+                if found is None:
+                    continue
                 doc = await self.tasks.find_one_and_update(
-                    {"celery_id": cid, "rev": {"$lt": first + i}},
+                    {"_id": found["_id"], "rev": {"$lt": first + i}},
                     {"$set": {"revoke": request, "rev": first + i}},
                     projection={"_m": 0},
                     return_document=ReturnDocument.AFTER,
                 )
                 if doc is not None:
                     written.append(doc)
-                elif await self.tasks.find_one({"celery_id": cid}, {"_id": 1}) is not None:
+                else:
                     retry.append(cid)
             pending = retry
         return written
@@ -492,7 +568,9 @@ class AsyncTaskStore:
 
     async def delete(self, celery_id: str) -> None:
         """Remove a task document (only for a submission that never reached the broker)."""
-        await self.tasks.delete_one({"celery_id": celery_id})
+        found = await self.tasks.find_one({"celery_id": celery_id}, {"_id": 1})
+        if found is not None:
+            await self.tasks.delete_one({"_id": found["_id"]})
 
 
 __all__ = [

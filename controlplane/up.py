@@ -59,7 +59,7 @@ def run_up(config: Config, config_path: str | None) -> int:
         children.append(("redis", embedded.start_redis(config.embedded.redis_port, data / "redis")))
         print(f"starting embedded MongoDB-wire server on 127.0.0.1:{config.embedded.mongo_port}", flush=True)
         children.append(("mongo", embedded.start_mongo(config.embedded.mongo_port, data / "mongo")))
-        for part in ("ingest", "worker", "serve"):
+        for part in ("ingest", "worker", "scheduler", "serve"):
             cmd = embedded.controlplane_command(*cfg, part)
             children.append((part, embedded.spawn(cmd, log_path=data / "logs" / f"{part}.log", env=env)))
         embedded.wait_port(config.api.port, 60, children[-1][1], host=config.api.host)

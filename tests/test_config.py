@@ -59,3 +59,26 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, needle: str) -> 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_config_yaml_documents_every_key() -> None:
+    import dataclasses
+
+    import yaml
+
+    from controlplane.config import Config
+
+    text = (Path(__file__).parent.parent / "config.yaml").read_text()
+    raw = yaml.safe_load(text)
+    missing = []
+    for section in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(section.type) or isinstance(section.default_factory, type):
+            kind = section.default_factory() if callable(section.default_factory) else None
+            if dataclasses.is_dataclass(kind):
+                for key in dataclasses.fields(kind):
+                    if key.name not in (raw.get(section.name) or {}):
+                        missing.append(f"{section.name}.{key.name}")
+                continue
+        if section.name not in raw:
+            missing.append(section.name)
+    assert missing == []

@@ -114,3 +114,14 @@ class ActiveHandler(TaskHandler):
 
     async def get(self) -> None:
         self.reply({"active_tasks": await self.manager.active()})
+
+
+class ResultsHandler(TaskHandler):
+    """GET /api/celery_task/{celery_id}/results/?kind=site&page=&size="""
+
+    async def get(self, celery_id: str) -> None:
+        cid = parse_uuid(celery_id, "celery_id")
+        kind = self.query_arg("kind") or "site"
+        size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
+        page = parse_page(self.query_arg("page"), size)
+        self.reply(await self.manager.results(cid, kind, page, size))
