@@ -12,6 +12,8 @@ Bookkeeping lives under ``_m`` (never shown to clients):
   ``class`` is 0 for sent/received (PENDING) and 1 for started/retried, so a
   late ``task-received`` can never pull a running task back to PENDING, while
   a ``task-retried`` followed by a new ``task-started`` shows STARTED again.
+* ``presumed``: the same for ``task-lost`` (the consumer's verdict that the worker
+  is gone); it sets the status only until a terminal event from the task arrives.
 * ``terminal``: ``[timestamp, rank, status]`` of the winning terminal event
   (SUCCESS < FAILURE < REVOKED on equal timestamps).  Its payload (result,
   exception, ...) is stored in ``outcome`` and replaced only when the key wins.
@@ -144,10 +146,14 @@ def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[
     if terminal is not None:
         status, payload = terminal
         key = [ts, _TERMINAL_RANK[status], status, _ordered_key(payload), _has_ts(event)]
-        if meta.get("terminal") is None or key > meta["terminal"]:
-            meta["terminal"] = key
-            doc["outcome"] = payload
-            doc["end_time"] = ts if _has_ts(event) else None
+        # A lost worker is the consumer's presumption, not the worker's word: any terminal
+        # event from the task itself (however late it arrives, whatever its timestamp) wins.
+        slot = "presumed" if kind == "task-lost" else "terminal"
+        if meta.get(slot) is None or key > meta[slot]:
+            meta[slot] = key
+            if slot == "terminal" or meta.get("terminal") is None:
+                doc["outcome"] = payload
+                doc["end_time"] = ts if _has_ts(event) else None
 
     if kind == "task-sent" and _has_ts(event):
         # The earliest submission (a retry re-sends the task with the same id, later).
@@ -212,6 +218,8 @@ def status_of(meta: Mapping[str, Any]) -> str:
     """The status the bookkeeping implies."""
     if meta.get("terminal"):
         return str(meta["terminal"][2])
+    if meta.get("presumed"):
+        return str(meta["presumed"][2])
     if meta.get("phase"):
         return str(meta["phase"][2])
     return PENDING

@@ -48,12 +48,20 @@ def make_celery(config: Config, *, register_tasks: bool = False) -> Celery:
             "socket_connect_timeout": 3,
         },
         result_backend_transport_options={"socket_timeout": 5, "socket_connect_timeout": 3},
+        # A result store that fails while the backend (the broker, on Redis) is briefly down
+        # is retried, or a task that succeeded would end FAILURE ("raised outside body").
+        result_backend_always_retry=True,
+        result_backend_max_retries=60,
+        result_backend_max_sleep_between_retries_ms=2000,
         broker_heartbeat=10,
         event_queue_expires=60,
         worker_hijack_root_logger=False,
         timezone="UTC",
         enable_utc=True,
     )
+    if config.broker.url.startswith("redis://"):
+        # Reserved messages go back to their queue after a lost connection (see the module).
+        app.conf.broker_transport = "workers.redis_transport:Transport"
     app.cp_config = config  # type: ignore[attr-defined]
     app.cp_registry = registry  # type: ignore[attr-defined]
     if register_tasks:

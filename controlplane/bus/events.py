@@ -71,6 +71,12 @@ class WorkerTracker:
             if isinstance(host, str):
                 self.seen[host] = {**info, "last_heartbeat": self.started}
 
+    def grace(self, now: float) -> None:
+        """Restart every worker's silence clock (the consumer was disconnected until ``now``)."""
+        self.started = max(self.started, now)
+        for info in self.seen.values():
+            info["last_heartbeat"] = max(float(info.get("last_heartbeat") or 0.0), now)
+
     def observe(self, event: dict[str, Any], now: float) -> None:
         """Record a worker event (any task event from a worker also proves it alive)."""
         host = event.get("hostname")
@@ -179,6 +185,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         # finishes during the pass would be missed until the next periodic one.
         self.catch_up_in = 2
         self.last_reconcile = time.monotonic()
+        # Silence heard while we were not listening proves nothing: fresh grace for every worker.
+        self.workers.grace(time.time())
 
     def consume(self, limit: Any = None, timeout: Any = None, safety_interval: Any = 1, **kwargs: Any) -> Any:
         """Wake at least every ``events.flush_interval`` (and every second, so a stop is prompt)."""
