@@ -1,0 +1,255 @@
+"""Task listing at N stored tasks (page 1 and a deep page, each filter), and memory after N tasks.
+
+Ours: ``GET /api/celery_task/`` (exact ``total`` included) on the embedded store; the N task
+documents are what the consumer writes for the publisher's event sequences (folded by the same
+merge), bulk-inserted, so that 1M tasks load in minutes.  Flower: ``GET /api/tasks`` with
+``sort_by=-received`` (newest first, like ours) and the equivalent filters (``state``,
+``taskname``; a celery_id is ``/api/task/info/<id>``); its state is in memory, so it is fed the N
+tasks' real events by the publisher (flow-controlled on its own counter).  Then resident memory
+of every process is taken (ours: API, consumer, database server; Flower: its one process).
+
+Run: ``.venv/bin/python bench/bench_list.py [--quick] [--sizes 10000,100000,1000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    Flower,
+    Heartbeat,
+    Http,
+    Mongo,
+    fmt_ratio,
+    our_stack,
+    pct,
+    query,
+    ratio,
+    rss_mb,
+    start_ours,
+    table,
+    timed_gets,
+    workdir,
+    write_result,
+)
+from bench.publisher import FAIL_RATIO, TYPES, Publisher
+from controlplane.merge import fold
+from controlplane.store import _foreign_document
+
+OURS_DB, FLOWER_DB = 12, 13
+
+
+def make_docs(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """N task documents as the consumer writes them for the publisher's event sequences."""
+    rng = random.Random(seed)
+    names = [t for t, _ in TYPES]
+    weights = [w for _, w in TYPES]
+    t0 = time.time() - n * 0.01
+    docs = []
+    for i in range(n):
+        cid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        name = f"controlplane.{rng.choices(names, weights)[0]}"
+        ts = t0 + i * 0.01
+        host = f"celery@bench-w{i % 2}"
+        end = (
+            {
+                "type": "task-failed",
+                "exception": "ConnectionError('host unreachable')",
+                "traceback": "Traceback…",
+            }
+            if rng.random() < FAIL_RATIO
+            else {"type": "task-succeeded", "result": "{'statistic': {'domain': 12}}", "runtime": 0.2}
+        )
+        events = [
+            {
+                "type": "task-sent",
+                "uuid": cid,
+                "name": name,
+                "args": "()",
+                "kwargs": "{}",
+                "timestamp": ts,
+                "hostname": "api@bench",
+            },
+            {"type": "task-received", "uuid": cid, "name": name, "timestamp": ts + 0.001, "hostname": host},
+            {"type": "task-started", "uuid": cid, "timestamp": ts + 0.002, "hostname": host},
+            {**end, "uuid": cid, "timestamp": ts + 0.2, "hostname": host},
+        ]
+        doc = fold(events, _foreign_document(cid, events))
+        doc["rev"] = i + 1
+        docs.append(doc)
+    return docs
+
+
+def load_ours(stack: Any, n: int) -> float:
+    t0 = time.monotonic()
+    docs = make_docs(n)
+    for i in range(0, n, 1000):
+        stack.db.tasks.insert_many(docs[i : i + 1000], ordered=False)
+    stack.db.counters.update_one({"_id": "rev"}, {"$set": {"value": n + 1}}, upsert=True)
+    return time.monotonic() - t0
+
+
+def load_flower(flower: Flower, n: int, rate: int) -> float:
+    t0 = time.monotonic()
+    base = flower.events_total()
+    window = 5000
+    pub = Publisher(flower.broker, rate, n, allowed=window, seed=n)
+    while not pub.done():
+        pub.allow(flower.events_total() - base + window)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while flower.events_total() - base < n and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return time.monotonic() - t0
+
+
+def cases(
+    n: int, counts: dict[str, int], sample_id: str
+) -> list[tuple[str, dict[str, Any], dict[str, Any], str]]:
+    """(label, our query, Flower query, Flower path) for each filter, page 1 and deep."""
+    out = []
+    filters = [
+        ("none", {}, {}, "total"),
+        ("status=FAILURE", {"status": "FAILURE"}, {"state": "FAILURE"}, "failure"),
+        ("task_type=ip_task", {"task_type": "ip_task"}, {"taskname": "controlplane.ip_task"}, "ip"),
+        (
+            "status+task_type",
+            {"status": "SUCCESS", "task_type": "ip_task"},
+            {"state": "SUCCESS", "taskname": "controlplane.ip_task"},
+            "success_ip",
+        ),
+    ]
+    for label, ours, theirs, key in filters:
+        matching = counts[key]
+        for page_label, page in (("page 1", 1), ("deep", max(1, matching // 2 // 10))):
+            out.append(
+                (
+                    f"{label}, {page_label}",
+                    {**ours, "page": page, "size": 10},
+                    {**theirs, "limit": 10, "offset": (page - 1) * 10, "sort_by": "-received"},
+                    "/api/tasks",
+                )
+            )
+    out.append(
+        ("celery_id", {"celery_id": sample_id, "page": 1, "size": 10}, {}, f"/api/task/info/{sample_id}")
+    )
+    return out
+
+
+def run_size(n: int, requests: int, load_rate: int) -> dict[str, Any]:
+    base = workdir()
+    mongo = Mongo(base)
+    stack = our_stack(base, mongo.url, OURS_DB)
+    start_ours(stack)
+    flower = Flower(base, FLOWER_DB, max_tasks=int(n * 1.2) + 1000)
+    result: dict[str, Any] = {"tasks": n}
+    try:
+        beat = Heartbeat(f"loading {n} tasks")
+        beat.start()
+        result["load_seconds"] = {
+            "ours": round(load_ours(stack, n), 1),
+            "flower": round(load_flower(flower, n, load_rate), 1),
+        }
+        beat.stop()
+        flower_count = flower.events_total()
+        counts = {
+            "total": stack.db.tasks.count_documents({}),
+            "failure": stack.db.tasks.count_documents({"status": "FAILURE"}),
+            "ip": stack.db.tasks.count_documents({"task_type": "ip_task"}),
+            "success_ip": stack.db.tasks.count_documents({"status": "SUCCESS", "task_type": "ip_task"}),
+        }
+        sample = stack.db.tasks.find_one({}, {"celery_id": 1}, skip=n // 3)
+        flower_http = Http(flower.port)
+        status, body = flower_http.get("/api/tasks?limit=1&offset=" + str(n // 3) + "&sort_by=-received")
+        flower_sample = next(iter(json.loads(body))) if status == 200 and body.strip() != b"{}" else ""
+        ours_http = Http(stack.port)
+        rows = []
+        for label, ours_q, flower_q, flower_path in cases(n, counts, sample["celery_id"]):
+            ours_lat = timed_gets(ours_http, "/api/celery_task/?" + query(ours_q), requests)
+            if flower_path.startswith("/api/task/info/"):
+                flower_path = f"/api/task/info/{flower_sample}"
+            f_lat = timed_gets(
+                flower_http, flower_path + ("?" + query(flower_q) if flower_q else ""), requests
+            )
+            rows.append(
+                {
+                    "case": label,
+                    "ours_p50_ms": round(pct(ours_lat, 50) * 1000, 2),
+                    "ours_p99_ms": round(pct(ours_lat, 99) * 1000, 2),
+                    "flower_p50_ms": round(pct(f_lat, 50) * 1000, 2),
+                    "flower_p99_ms": round(pct(f_lat, 99) * 1000, 2),
+                }
+            )
+            r = rows[-1]
+            r["p50_ratio"] = ratio(r["ours_p50_ms"], r["flower_p50_ms"], False)
+            print(
+                f"  {n:>8} {label:28} ours p50 {r['ours_p50_ms']:8.2f} p99 {r['ours_p99_ms']:8.2f} ms | "
+                f"Flower p50 {r['flower_p50_ms']:8.2f} p99 {r['flower_p99_ms']:8.2f} ms",
+                flush=True,
+            )
+        result["flower_tasks_seen"] = flower_count
+        result["counts"] = counts
+        result["cases"] = rows
+        result["memory_mb"] = {
+            "ours_api": rss_mb(stack.procs["serve"].pid),
+            "ours_consumer": rss_mb(stack.procs["ingest"].pid),
+            "ours_db_server": rss_mb(mongo.proc.pid),
+            "flower": rss_mb(flower.pid),
+        }
+        ours_http.close()
+        flower_http.close()
+    finally:
+        flower.close()
+        stack.close()
+        mongo.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k tasks, 20 requests per case")
+    parser.add_argument("--sizes", default=None, help="comma-separated task counts (default 10000,100000)")
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--load-rate", type=int, default=1000, help="tasks/s fed to Flower")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in (args.sizes or ("10000" if args.quick else "10000,100000")).split(",")]
+    requests = args.requests or (20 if args.quick else 100)
+    results = [run_size(n, requests, args.load_rate) for n in sizes]
+    rows = []
+    for res in results:
+        for c in res["cases"]:
+            rows.append(
+                [
+                    res["tasks"],
+                    c["case"],
+                    c["ours_p50_ms"],
+                    c["ours_p99_ms"],
+                    c["flower_p50_ms"],
+                    c["flower_p99_ms"],
+                    fmt_ratio(c["p50_ratio"]),
+                ]
+            )
+    print(
+        table(
+            ["tasks", "case", "ours p50 ms", "ours p99 ms", "Flower p50 ms", "Flower p99 ms", "p50 ×"], rows
+        )
+    )
+    mem_rows = [[r["tasks"], *r["memory_mb"].values()] for r in results]
+    print()
+    print(table(["tasks", "ours API MB", "ours consumer MB", "ours DB server MB", "Flower MB"], mem_rows))
+    payload = {"sizes": sizes, "requests_per_case": requests, "results": results}
+    print(f"wrote {write_result('list', payload)}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
