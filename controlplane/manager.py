@@ -98,7 +98,9 @@ class TaskManager:
             self._check_scope(clean)
         celery_id = celery_id or str(uuid.uuid4())
         if schedule_id is None and clean.get("schedule"):
-            schedule_id = await self.store.insert_schedule(task_type, dict(data), clean["schedule"], celery_id)
+            schedule_id = await self.store.insert_schedule(
+                task_type, dict(data), clean["schedule"], celery_id
+            )
         if schedule_id is not None:
             clean["schedule_id"] = schedule_id
         rev = await self.store.next_revisions(1)
