@@ -207,6 +207,7 @@ class MetricsConfig:
     """Prometheus metrics: ``/metrics`` on the API, and the consumer's own port."""
 
     enabled: bool = True
+    public: bool = False
     cache_seconds: float = 5.0
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 0

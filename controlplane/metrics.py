@@ -37,6 +37,7 @@ lease holder's counters move):
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import time
@@ -55,7 +56,9 @@ from prometheus_client import (
 )
 from pymongo.errors import PyMongoError
 
+from controlplane.auth import token_from_request
 from controlplane.config import Config
+from controlplane.errors import NotLogin
 from controlplane.merge import STATUSES
 from controlplane.store import TASKS, WORKERS
 
@@ -211,7 +214,12 @@ async def count_tasks(db: Any) -> dict[tuple[str, str], int]:
 
 
 class MetricsHandler(tornado.web.RequestHandler):
-    """``GET /metrics``: Prometheus text format; public, and counts only."""
+    """``GET /metrics``: Prometheus text format, counts only.
+
+    Task counts by type and status still say something about the work a team
+    runs, so a viewer token is needed (Prometheus sends it as a bearer token)
+    unless ``metrics.public`` is true.
+    """
 
     def initialize(self, **services: Any) -> None:
         self.services = services
@@ -225,6 +233,15 @@ class MetricsHandler(tornado.web.RequestHandler):
         metrics: ApiMetrics | None = self.settings.get("cp_metrics")
         if metrics is None:
             raise tornado.web.HTTPError(404)
+        if not self.settings["cp_config"].metrics.public:
+            try:
+                self.settings["cp_auth"].authenticate(token_from_request(self.request, allow_query=False))
+            except NotLogin:
+                self.set_status(401)
+                self.set_header("Content-Type", "application/json; charset=utf-8")
+                self.set_header("WWW-Authenticate", 'Bearer realm="controlplane"')
+                self.finish(json.dumps({"code": 401, "message": "NotLogin", "data": {}}))
+                return
         manager = self.services.get("manager")
         db = getattr(getattr(manager, "store", None), "db", None)
         await metrics.refresh(db, self.services.get("feed_hub"))

@@ -12,7 +12,7 @@ import pytest
 from controlplane import embedded
 from controlplane.metrics import IngestMetrics, outcome_name
 from tests.conftest import make_stack
-from tests.stack import Stack, wait_for
+from tests.stack import VIEWER_TOKEN, Stack, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,11 @@ def mstack(tmp_path_factory: pytest.TempPathFactory, mongo_server: str) -> Itera
         s.close()
 
 
-def scrape(url: str) -> tuple[str, str]:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def scrape(url: str, token: str | None = VIEWER_TOKEN) -> tuple[str, str]:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.headers["Content-Type"], resp.read().decode()
 
 
@@ -51,10 +54,29 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return total
 
 
-def test_metrics_is_public_prometheus_text_without_task_contents(mstack: Stack) -> None:
+def test_metrics_need_a_token_unless_public(mstack: Stack) -> None:
+    resp = mstack.request("GET", "/metrics", token=None)
+    assert resp.status == 401 and resp.json["message"] == "NotLogin"
+    assert "controlplane_tasks" not in resp.raw.decode()
+    assert mstack.request("GET", "/metrics", token="cp_0000000000000000_wrong").status == 401
+
+
+def test_public_metrics_need_no_token(tmp_path_factory: pytest.TempPathFactory, mongo_server: str) -> None:
+    public = make_stack(
+        tmp_path_factory.mktemp("public"), mongo_server, extra_config={"metrics": {"public": True}}
+    )
+    try:
+        public.start_api()
+        resp = public.request("GET", "/metrics", token=None)
+        assert resp.status == 200 and "controlplane_api_requests" in resp.raw.decode()
+    finally:
+        public.close()
+
+
+def test_metrics_are_prometheus_text_without_task_contents(mstack: Stack) -> None:
     cid = mstack.create("sleep_task", {"name": "metrics-secret-name", "seconds": 0})
     mstack.wait_status(cid, "SUCCESS")
-    resp = mstack.request("GET", "/metrics", token=None)
+    resp = mstack.request("GET", "/metrics", token=VIEWER_TOKEN)
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
     text = resp.raw.decode()
