@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 LEASE = "ingest"
+#: Seconds between scans of all running tasks even while every known worker looks healthy
+#: (catches tasks of workers this consumer never heard from).
+FULL_LIVENESS_SCAN = 15.0
 
 Changes = Callable[[list[dict[str, Any]]], None]
 
@@ -63,6 +66,7 @@ class WorkerTracker:
         self.started = time.time() if now is None else now
         self.seen: dict[str, dict[str, Any]] = {}
         self.dirty: dict[str, dict[str, Any]] = {}
+        self.restarted = False
 
     def load(self, stored: list[dict[str, Any]]) -> None:
         """Start from what an earlier consumer recorded, with a fresh grace period."""
@@ -95,11 +99,25 @@ class WorkerTracker:
             restarted = kind == "worker-online" or (info.get("pid") is not None and pid != info.get("pid"))
             if restarted and isinstance(stamp, int | float):
                 info["online_since"] = float(stamp)
+                self.restarted = True
             info["pid"] = pid
             info["active"] = event.get("active")
             info["processed"] = event.get("processed")
         self.seen[host] = info
         self.dirty[host] = info
+
+    def suspicious(self, now: float) -> bool:
+        """Whether any known worker is offline, silent too long, or restarted since the last call.
+
+        Lets the consumer skip the query for running tasks while every worker is
+        healthy (that query grows with the store on the embedded server).
+        """
+        restarted, self.restarted = self.restarted, False
+        for info in self.seen.values():
+            limit = max(self.timeout, 3 * float(info.get("freq") or 2.0))
+            if not info.get("online") or now - float(info.get("last_heartbeat") or 0.0) > limit:
+                return True
+        return restarted
 
     def verdict(self, host: str, start_time: float | None, now: float) -> str | None:
         """Why a task STARTED on ``host`` at ``start_time`` is lost, or None if it may be running."""
@@ -152,6 +170,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         except PyMongoError as exc:
             log.warning("could not load worker liveness: %s", exc)
         self.last_liveness = time.monotonic()
+        self.last_full_liveness = 0.0
         self.applied = 0
         self.reconciler = reconciler
         self.last_reconcile = 0.0
@@ -294,6 +313,11 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             if self.workers.dirty:
                 self.store.record_workers(self.workers.dirty)
                 self.workers.dirty = {}
+            full = time.monotonic() - self.last_full_liveness >= FULL_LIVENESS_SCAN
+            if not full and not self.workers.suspicious(now):
+                return
+            if full:
+                self.last_full_liveness = time.monotonic()
             events = []
             for task in self.store.started_on_any():
                 host = task.get("worker")

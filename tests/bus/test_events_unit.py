@@ -66,3 +66,17 @@ def test_task_sent_does_not_count_as_a_worker_sign_of_life() -> None:
     t = WorkerTracker(timeout=10, now=0)
     t.observe({"type": "task-sent", "hostname": "api@host", "timestamp": 5}, now=5)
     assert "api@host" not in t.seen
+
+
+def test_suspicious_only_when_a_worker_is_unhealthy_or_restarted() -> None:
+    t = WorkerTracker(timeout=10, now=0)
+    t.observe(beat("w1", 100, pid=1), now=100)
+    assert not t.suspicious(now=105)
+    assert t.suspicious(now=111), "silent past the timeout"
+    t.observe(beat("w1", 112, pid=1), now=112)
+    assert not t.suspicious(now=113)
+    t.observe(beat("w1", 114, pid=2, kind="worker-online"), now=114)
+    assert t.suspicious(now=115), "restarted since the last check"
+    assert not t.suspicious(now=116), "a restart is reported once"
+    t.observe(beat("w1", 117, kind="worker-offline"), now=117)
+    assert t.suspicious(now=117)
