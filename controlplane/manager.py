@@ -19,8 +19,15 @@ from typing import Any
 from controlplane import documents
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
-from controlplane.errors import ApiError, CeleryIdNotFound, InvalidParam, TaskIsDone, TaskIsRunning
-from controlplane.merge import PENDING, RETRY, STATUSES, TERMINAL
+from controlplane.errors import (
+    ApiError,
+    CeleryIdNotFound,
+    InvalidParam,
+    NotFoundTask,
+    TaskIsDone,
+    TaskIsRunning,
+)
+from controlplane.merge import PENDING, RETRY, STATUSES, SUCCESS, TERMINAL
 from controlplane.scope import ScopePolicy
 from controlplane.store import RESULT_KINDS, AsyncTaskStore, TaskFilter, TaskStore, new_task_document
 from controlplane.tasktypes import Registry
@@ -96,6 +103,8 @@ class TaskManager:
         clean = validate_task_data(task_type, data, limits, custom=not kind.builtin)
         if kind.builtin:
             self._check_scope(clean)
+        if task_type == "domain_task_sync_task":
+            await self._check_source_task(str(clean["task_id"]))
         celery_id = celery_id or str(uuid.uuid4())
         if schedule_id is None and clean.get("schedule"):
             schedule_id = await self.store.insert_schedule(
@@ -123,6 +132,19 @@ class TaskManager:
         if schedule_id is not None:
             reply["schedule_id"] = schedule_id
         return reply
+
+    async def _check_source_task(self, reference: str) -> None:
+        """The task a sync copies from: 103 if unknown, 104 while it runs, 400 unless it succeeded."""
+        source = await self.store.find_task(reference)
+        if source is None:
+            raise NotFoundTask({"task_id": reference})
+        status = source.get("status")
+        if status not in TERMINAL:
+            raise TaskIsRunning({"task_id": reference, "status": status})
+        if status != SUCCESS:
+            raise InvalidParam(
+                "data.task_id", f"the source task ended {status}; only a SUCCESS can be synced"
+            )
 
     def _check_scope(self, clean: dict[str, Any]) -> None:
         """Every target (and a webhook) must be inside ``scope``; else 400 naming the target."""

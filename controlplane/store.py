@@ -444,6 +444,12 @@ class AsyncTaskStore:
         """One task document, or None."""
         return await self.tasks.find_one({"celery_id": celery_id}, {"_m": 0})
 
+    async def find_task(self, reference: str) -> dict[str, Any] | None:
+        """A task by its celery_id or by its document id (``task_id``), or None."""
+        if ObjectId.is_valid(reference) and len(reference) == 24:
+            return await self.tasks.find_one({"_id": ObjectId(reference)}, {"_m": 0, "data": 0})
+        return await self.get(reference)
+
     async def get_many(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Documents by celery_id (missing ids are absent from the result)."""
         # One indexed lookup each: the embedded server scans the collection for ``$in``.

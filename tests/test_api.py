@@ -327,3 +327,32 @@ def test_task_sent_by_another_producer_appears(stack: Stack) -> None:
     assert resp.data["celery_id"] == cid
     done = stack.wait_status(cid, "SUCCESS")
     assert done["task_type"] == "sleep_task"
+
+
+def test_sync_task_checks_its_source_task_103_104(stack: Stack) -> None:
+    def sync(task_id: str) -> object:
+        body = {"task_type": "domain_task_sync_task", "data": {"task_id": task_id, "scope_id": "scope-a"}}
+        return stack.request("POST", "/api/celery_task/", body)
+
+    unknown = sync("0123456789abcdef01234567")
+    assert unknown.status == 404 and unknown.code == 103 and unknown.json["message"] == "NotFoundTask"
+    assert unknown.data == {"task_id": "0123456789abcdef01234567"}
+
+    running = stack.create("busy_task", {"name": "source", "seconds": 20})
+    stack.wait_status(running, "STARTED")
+    resp = sync(running)
+    assert resp.status == 409 and resp.code == 104 and resp.data["status"] == "STARTED"
+    stack.request("DELETE", f"/api/celery_task/{running}/")
+
+    failed = stack.create("fail_task", {"name": "source-failed"})
+    failed_doc = stack.wait_status(failed, "FAILURE")
+    resp = sync(failed_doc["task_id"])
+    assert resp.status == 400 and resp.data["field"] == "data.task_id"
+
+    good = stack.create("sleep_task", {"name": "source-ok", "seconds": 0})
+    stack.wait_status(good, "SUCCESS")
+    resp = sync(good)
+    assert resp.code == 200
+    done = stack.wait_status(resp.data["celery_id"], "SUCCESS", "FAILURE")
+    assert done["status"] == "SUCCESS", done
+    stack.wait_status(running, "REVOKED")
