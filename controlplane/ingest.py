@@ -89,7 +89,11 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
         current["consumer"] = consumer
         if stop_event.is_set():
             break
-        consumer.run_forever()
+        try:
+            consumer.run_forever()
+        except Exception:  # a bug must not end the deployment's only consumer
+            log.exception("event consumer failed; starting a new one")
+            stop_event.wait(1.0)
         current.pop("consumer", None)
         if metrics is not None:
             metrics.lease_held.set(0)

@@ -21,6 +21,7 @@ from typing import Any
 
 from celery.events.event import get_exchange
 from kombu import Connection, Queue
+from kombu.exceptions import MessageStateError
 from kombu.message import Message
 from kombu.mixins import ConsumerMixin
 from pymongo.errors import PyMongoError
@@ -295,7 +296,13 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             return False
         self.db_backoff = 0.0
         for message in self.messages:
-            message.ack()
+            try:
+                message.ack()
+            except (MessageStateError, *BROKER_ERRORS) as exc:
+                # Received on a channel that has since been lost: the broker takes care of it
+                # (redelivers it on RabbitMQ; nothing to ack on Redis pub/sub), and writing its
+                # events again is harmless.  It must not kill the consumer.
+                log.debug("ack of a message from a lost channel skipped: %s", exc)
         self.applied += len(self.buffer)
         if self.metrics is not None:
             self.metrics.on_batch(self.buffer)

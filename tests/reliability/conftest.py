@@ -110,14 +110,19 @@ def render_table() -> str:
         "| # | fault | load | outcome | lost tasks | broker | test |",
         "|---|---|---|---|---|---|---|",
     ]
+    rows: list[tuple[str, str]] = []
     for name, item in ROWS:
         row = _records[name]
-        lines.append(
-            f"| {item} | {row.fault} | {row.load} | {row.outcome} | **{row.lost}** | {row.broker} | "
-            f"`{name}` ({row.seconds:.0f} s) |"
+        rows.append(
+            (
+                item,
+                f"| {item} | {row.fault} | {row.load} | {row.outcome} | **{row.lost}** | {row.broker} | "
+                f"`{name}` ({row.seconds:.0f} s) |",
+            )
         )
     for item, fault, where in REFERENCED:
-        lines.append(f"| {item} | {fault} | — | see {where} | **0** | Redis | (main suite) |")
+        rows.append((item, f"| {item} | {fault} | — | see {where} | **0** | Redis | (main suite) |"))
+    lines.extend(line for _, line in sorted(rows, key=lambda r: r[0]))
     total = sum(r.lost for r in _records.values())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines.append("")

@@ -49,7 +49,7 @@ def test_hard_time_limit_kills_the_task_and_frees_its_slot(
         record(
             fault="a task past its hard time limit (soft 1 s / hard 2 s, from config)",
             load="1 worker slot, a stubborn task with a task queued behind it",
-            outcome=f'FAILURE "{done["exception"][:40]}" {killed_after:.0f} s after submission; '
+            outcome=f'FAILURE "{done["exception"][:60]}" {killed_after:.0f} s after submission; '
             "the queued task then ran (slot freed); a task past its soft limit ends "
             "FAILURE SoftTimeLimitExceeded",
             lost=0,
