@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 LEASE = "ingest"
+# Acking a message of a lost channel fails with one of these (see EventConsumer.flush).
+ACK_ERRORS: tuple[type[BaseException], ...] = (MessageStateError, *BROKER_ERRORS)
 #: Seconds between scans of all running tasks even while every known worker looks healthy
 #: (catches tasks of workers this consumer never heard from).
 FULL_LIVENESS_SCAN = 15.0
@@ -298,7 +300,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         for message in self.messages:
             try:
                 message.ack()
-            except (MessageStateError, *BROKER_ERRORS) as exc:
+            except ACK_ERRORS as exc:
                 # Received on a channel that has since been lost: the broker takes care of it
                 # (redelivers it on RabbitMQ; nothing to ack on Redis pub/sub), and writing its
                 # events again is harmless.  It must not kill the consumer.
