@@ -150,6 +150,16 @@ class TaskFeed:
             delay = min(delay * 2, self.max_backoff)
 
 
+def progress_bar(progress: dict[str, Any], width: int = 20) -> str:
+    """`` [#######.............]  35% port_scan 350/1000`` for a task that reports progress, else ``""``."""
+    done, total, stage = progress.get("done"), progress.get("total"), progress.get("stage") or ""
+    if not isinstance(done, int) or not isinstance(total, int) or isinstance(done, bool) or total <= 0:
+        return f" {stage}" if stage else ""
+    ratio = min(max(done / total, 0.0), 1.0)
+    filled = round(ratio * width)
+    return f" [{'#' * filled}{'.' * (width - filled)}] {ratio:4.0%} {stage} {done}/{total}"
+
+
 async def watch(feed: TaskFeed, *, as_json: bool = False, out: Any = None) -> None:
     """Print every change as a line (or as JSON) until cancelled (``controlplane watch``)."""
     import sys
@@ -160,10 +170,7 @@ async def watch(feed: TaskFeed, *, as_json: bool = False, out: Any = None) -> No
         if as_json:
             line = json.dumps({"type": change.kind, "rev": change.rev, "task": task}, ensure_ascii=False)
         else:
-            progress = task.get("progress") or {}
-            step = (
-                f" {progress.get('stage')} {progress.get('done')}/{progress.get('total')}" if progress else ""
-            )
+            step = progress_bar(task.get("progress") or {})
             line = (
                 f"{change.rev:>8} {task.get('status', ''):<8} {task.get('task_type', '')} "
                 f"{task.get('celery_id', '')}{step}"
