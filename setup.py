@@ -39,6 +39,7 @@ setup(
             "mypy>=1.10",
             "types-PyYAML",
             "types-redis",
+            "playwright>=1.45",
         ],
     },
     entry_points={"console_scripts": ["controlplane=controlplane.cli:main"]},

@@ -9,8 +9,9 @@ import tornado.web
 from controlplane.auth import Authenticator
 from controlplane.config import Config
 from controlplane.handlers.base import NotFoundHandler, log_request
+from controlplane.handlers.dashboard import dashboard_routes
 from controlplane.handlers.feed import FeedHandler
-from controlplane.handlers.meta import HealthHandler, OpenAPIHandler
+from controlplane.handlers.meta import HealthHandler, OpenAPIHandler, WhoAmIHandler
 from controlplane.handlers.tasks import (
     ActiveHandler,
     BatchRevokeHandler,
@@ -31,6 +32,7 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
     return [
         (r"/api/openapi\.json", OpenAPIHandler, services),
         (r"/api/health/?", HealthHandler, services),
+        (r"/api/whoami/?", WhoAmIHandler, services),
         (rf"{PREFIX}/types/?", TypesHandler, services),
         (rf"{PREFIX}/active/?", ActiveHandler, services),
         (rf"{PREFIX}/revoke/?", RevokeHandler, services),
@@ -45,8 +47,8 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
 def extra_routes(
     services: dict[str, Any],
 ) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
-    """Routes outside the JSON API (not in the OpenAPI document): Prometheus metrics."""
-    return [(r"/metrics", MetricsHandler, services)]
+    """Routes outside the JSON API (not in the OpenAPI document): Prometheus metrics, the dashboard."""
+    return [(r"/metrics", MetricsHandler, services), *dashboard_routes()]
 
 
 def make_app(

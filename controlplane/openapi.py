@@ -307,6 +307,25 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        "/api/whoami/": {
+            "get": {
+                "operationId": "whoami",
+                "summary": "The calling token's name and role (viewer or operator)",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["name", "role"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "role": {"type": "string", "enum": ["viewer", "operator"]},
+                            },
+                        }
+                    ),
+                    **_errors(),
+                },
+            }
+        },
         "/api/openapi.json": {
             "get": {
                 "operationId": "openapi",

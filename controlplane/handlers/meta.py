@@ -1,6 +1,6 @@
-"""Endpoints about the API itself: health and the OpenAPI document.
+"""Endpoints about the API itself: health, the OpenAPI document and who is calling.
 
-Both are public and reveal nothing about tasks.
+Health and the OpenAPI document are public and reveal nothing about tasks.
 """
 
 from __future__ import annotations
@@ -39,3 +39,12 @@ class OpenAPIHandler(APIHandler):
         manager = self.services.get("manager")
         task_types = list(manager.types()) if manager is not None else []
         return openapi.build(templates, task_types)
+
+
+class WhoAmIHandler(APIHandler):
+    """GET /api/whoami/: the calling token's name and role (any valid token; for UIs)."""
+
+    def get(self) -> None:
+        principal = self.principal
+        assert principal is not None
+        self.reply({"name": principal.name, "role": principal.role})
