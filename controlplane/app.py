@@ -9,9 +9,9 @@ import tornado.web
 from controlplane.auth import Authenticator
 from controlplane.config import Config
 from controlplane.handlers.base import NotFoundHandler, log_request
-from controlplane.handlers.dashboard import dashboard_routes
 from controlplane.handlers.feed import FeedHandler
 from controlplane.handlers.meta import HealthHandler, OpenAPIHandler, WhoAmIHandler
+from controlplane.handlers.pages import static_routes
 from controlplane.handlers.tasks import (
     ActiveHandler,
     BatchRevokeHandler,
@@ -47,8 +47,8 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
 def extra_routes(
     services: dict[str, Any],
 ) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
-    """Routes outside the JSON API (not in the OpenAPI document): Prometheus metrics, the dashboard."""
-    return [(r"/metrics", MetricsHandler, services), *dashboard_routes()]
+    """Routes outside the JSON API (not in the OpenAPI document): metrics, dashboard, API reference."""
+    return [(r"/metrics", MetricsHandler, services), *static_routes()]
 
 
 def make_app(

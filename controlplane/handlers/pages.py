@@ -1,10 +1,13 @@
-"""The live dashboard: static HTML, CSS and JavaScript served at ``/dashboard/``.
+"""Static pages served by the app: the live dashboard and the API reference.
 
-The files (``controlplane/static/dashboard/``) are public and hold no data: the
-page asks for an API token and then talks to the JSON API and the WebSocket feed
-like any other client, so every request it makes is authenticated and authorized
-as usual. The page gets its own Content-Security-Policy (its own scripts, styles
-and connections only; no inline code, no framing) instead of the API's deny-all one.
+``/dashboard/`` and ``/api/docs/`` (rendered in the browser from
+``/api/openapi.json``) are files under ``controlplane/static/<page>/``: public and
+holding no data.  The dashboard asks for an API token and then talks to the JSON
+API and the WebSocket feed like any other client, so every request it makes is
+authenticated and authorized as usual; the reference page reads only the public
+OpenAPI document.  The pages get their own Content-Security-Policy (their own
+scripts, styles and connections only; no inline code, no framing) instead of the
+API's deny-all one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import tornado.web
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "dashboard"
+STATIC_ROOT = Path(__file__).resolve().parent.parent / "static"
 
 CSP = "; ".join(
     [
@@ -38,8 +41,8 @@ HEADERS = {
 }
 
 
-class DashboardHandler(tornado.web.StaticFileHandler):
-    """The dashboard's files, with the page's security headers (revalidated on every load)."""
+class PageHandler(tornado.web.StaticFileHandler):
+    """A page's files, with the pages' security headers (revalidated on every load)."""
 
     def set_default_headers(self) -> None:
         self.set_header("Server", "controlplane")
@@ -55,13 +58,14 @@ class DashboardHandler(tornado.web.StaticFileHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
 
-def dashboard_routes() -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
-    """``/dashboard`` (redirects) and ``/dashboard/...`` (the files; ``index.html`` by default)."""
+def page_routes(url: str, folder: str) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
+    """``url`` (redirects to ``url/``) and ``url/...`` (the folder's files; ``index.html`` by default)."""
     return [
-        (r"/dashboard", tornado.web.RedirectHandler, {"url": "/dashboard/"}),
-        (
-            r"/dashboard/(.*)",
-            DashboardHandler,
-            {"path": str(STATIC_DIR), "default_filename": "index.html"},
-        ),
+        (url, tornado.web.RedirectHandler, {"url": f"{url}/"}),
+        (f"{url}/(.*)", PageHandler, {"path": str(STATIC_ROOT / folder), "default_filename": "index.html"}),
     ]
+
+
+def static_routes() -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
+    """The dashboard and the API reference page."""
+    return [*page_routes("/dashboard", "dashboard"), *page_routes("/api/docs", "apidocs")]
