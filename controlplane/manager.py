@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from pymongo.errors import ConnectionFailure, PyMongoError
+
 from controlplane import documents
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
@@ -70,6 +72,7 @@ class TaskManager:
         self.registry = registry
         self.scope = ScopePolicy.from_config(config)
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="store-write")
+        self._cleanups: set[asyncio.Future[None]] = set()  # deletions of unpublished tasks
         # Publishes written documents to the live feed (a blocking FeedPublisher); set by the server.
         self.feed: Callable[[list[dict[str, Any]]], Any] | None = None
 
@@ -121,13 +124,19 @@ class TaskManager:
             clean["source_task_id"] = clean.pop("task_id")
         clean["task_id"] = str(doc["_id"])
         doc["data"] = clean
-        await self.store.insert(doc)
+        try:
+            await self.store.insert(doc)
+        except ConnectionFailure:
+            # The server may have written it before the connection broke: it was never
+            # published, so it must not stay behind looking PENDING.
+            self._forget(celery_id)
+            raise
         try:
             await self.bus.run(self.bus.publish, kind, celery_id, clean)
-            await self._to_feed([doc])
         except ApiError:
-            await self.store.delete(celery_id)
+            self._forget(celery_id)
             raise
+        await self._to_feed([doc])
         reply = {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
         if schedule_id is not None:
             reply["schedule_id"] = schedule_id
@@ -231,6 +240,24 @@ class TaskManager:
         loop = asyncio.get_running_loop()
         changed = await loop.run_in_executor(self._db_pool, self.writer.apply_events, events)
         await self._to_feed(changed)
+
+    def _forget(self, celery_id: str) -> None:
+        """Delete the document of a task that was never published, retrying until the store answers."""
+
+        async def delete() -> None:
+            delay = 0.2
+            while True:
+                try:
+                    await self.store.delete(celery_id)
+                    return
+                except PyMongoError as exc:
+                    log.warning("unpublished task %s not deleted yet (%s); retrying", celery_id, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+
+        task = asyncio.ensure_future(delete())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _to_feed(self, docs: list[dict[str, Any]]) -> None:
         """Publish documents this process wrote to the live feed (after the write; never raises)."""

@@ -22,6 +22,7 @@ server treats missing fields differently from mongod there.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -49,8 +50,6 @@ SCHEDULES = "schedules"
 # Fields the API owns; the merge never writes them.
 _HIDDEN = {"_m"}
 _LIST_PROJECTION = {"_m": 0, "data": 0, "outcome": 0}
-# Most celery_id → _id pairs a TaskStore remembers (about 150 bytes each).
-_ID_CACHE = 50_000
 
 # Result collections the workers write, each document tagged with ``task_id``.
 RESULT_KINDS = ("domain", "ip", "site", "cert", "fileleak", "fofa", "vuln", "github", "wih", "monitor_new")
@@ -98,6 +97,17 @@ def _client_kwargs(config: MongoConfig) -> dict[str, Any]:
     }
 
 
+def task_oid(celery_id: str) -> ObjectId:
+    """The document id of a task, derived from its celery_id (12 bytes of BLAKE2b).
+
+    Anyone holding a celery_id can address the document by ``_id``: the consumer
+    reads a whole batch with one ``_id $in`` query, which the embedded server
+    answers from its primary key, whereas ``$in`` (or an update) on any other
+    field makes it scan the collection.
+    """
+    return ObjectId(hashlib.blake2b(celery_id.encode("utf-8"), digest_size=12).digest())
+
+
 def new_task_document(
     *,
     celery_id: str,
@@ -108,7 +118,7 @@ def new_task_document(
 ) -> dict[str, Any]:
     """A PENDING task document as written before its message is published."""
     return {
-        "_id": ObjectId(),
+        "_id": task_oid(celery_id),
         "celery_id": celery_id,
         "task_type": task_type,
         "name": data.get("name"),
@@ -134,7 +144,7 @@ def _foreign_document(celery_id: str, events: list[Mapping[str, Any]]) -> dict[s
         task_type = name.split(".", 1)[1]
     stamps = [float(e["timestamp"]) for e in events if isinstance(e.get("timestamp"), int | float)]
     return {
-        "_id": ObjectId(),
+        "_id": task_oid(celery_id),
         "celery_id": celery_id,
         "task_type": task_type,
         "name": name,
@@ -168,7 +178,6 @@ class TaskStore:
         self.client: MongoClient[Any] = client or MongoClient(config.url, **_client_kwargs(config))
         self.db = self.client[config.database]
         self.tasks = self.db[TASKS]
-        self._ids: dict[str, Any] = {}  # celery_id → _id of documents read or written
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -202,19 +211,19 @@ class TaskStore:
         """
         pending = _group(events)
         changed: list[dict[str, Any]] = []
-        for _ in range(attempts):
+        for attempt in range(attempts):
             if not pending:
                 break
-            pending, written = self._apply_once(pending)
+            pending, written = self._apply_once(pending, by_key_only=attempt == 0)
             changed.extend(written)
         if pending:
             raise RuntimeError(f"could not apply events for {len(pending)} tasks after {attempts} attempts")
         return changed
 
     def _apply_once(
-        self, by_id: dict[str, list[Mapping[str, Any]]]
+        self, by_id: dict[str, list[Mapping[str, Any]]], by_key_only: bool
     ) -> tuple[dict[str, list[Mapping[str, Any]]], list[dict[str, Any]]]:
-        current = self._read(list(by_id))
+        current = self._read(list(by_id), by_key_only)
         inserts: list[dict[str, Any]] = []
         updates: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
         for cid, evs in by_id.items():
@@ -240,8 +249,6 @@ class TaskStore:
             try:
                 self.tasks.insert_many(inserts, ordered=False)
                 written.extend(inserts)
-                for doc in inserts:
-                    self._remember(doc["celery_id"], doc["_id"])
             except BulkWriteError as exc:
                 failed = {inserts[e["index"]]["celery_id"] for e in exc.details.get("writeErrors", [])}
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
@@ -277,32 +284,23 @@ class TaskStore:
                         retry[cid] = by_id[cid]
         return retry, written
 
-    def _read(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Documents by celery_id: one ``_id $in`` query for ids seen before, else an indexed lookup each.
+    def _read(self, celery_ids: list[str], by_key_only: bool = True) -> dict[str, dict[str, Any]]:
+        """Documents by celery_id: one ``_id $in`` query on the derived ids (see :func:`task_oid`).
 
-        A single ``celery_id $in`` query would do, but the embedded server answers ``$in``
-        on any field but ``_id`` by scanning the collection (it cannot rule out array
-        values), which grows with the number of tasks.  ``_id`` never changes, so the
-        remembered ones are never stale (a deleted document is simply not found by it).
+        With ``by_key_only`` false, ids not found that way are also looked up by
+        ``celery_id`` (a document written with another ``_id``, e.g. by an older
+        version); the apply loop does that only after an insert met a duplicate.
         """
-        found: dict[str, dict[str, Any]] = {}
-        known = [self._ids[cid] for cid in celery_ids if cid in self._ids]
-        if known:
-            for doc in self.tasks.find({"_id": {"$in": known}}):
-                found[doc["celery_id"]] = doc
-        for cid in celery_ids:
-            if cid not in found:
-                doc = self.tasks.find_one({"celery_id": cid})
-                if doc is not None:
-                    found[cid] = doc
-                    self._remember(cid, doc["_id"])
+        found = {
+            d["celery_id"]: d for d in self.tasks.find({"_id": {"$in": [task_oid(c) for c in celery_ids]}})
+        }
+        if not by_key_only:
+            for cid in celery_ids:
+                if cid not in found:
+                    doc = self.tasks.find_one({"celery_id": cid})
+                    if doc is not None:
+                        found[cid] = doc
         return found
-
-    def _remember(self, celery_id: str, oid: Any) -> None:
-        """Keep ``celery_id → _id`` (bounded: the oldest entries go first)."""
-        self._ids[celery_id] = oid
-        if len(self._ids) > _ID_CACHE:
-            del self._ids[next(iter(self._ids))]
 
     def restamp(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Give already written documents fresh revisions (the live feed's ordering gate).

@@ -2,12 +2,15 @@
 
 A small kombu :class:`~kombu.mixins.ConsumerMixin`: messages are buffered and
 written in batches through :meth:`TaskStore.apply_events` (one read, one bulk
-write per batch), and acknowledged only after the write, so on RabbitMQ (a
-durable named queue) nothing is lost when the consumer or the database dies.
-Worker heartbeats are tracked so that a task whose worker vanished does not
-stay STARTED forever.  Connection errors are retried with capped backoff by
-the mixin; database errors keep the buffer (bounded by the prefetch window)
-and are retried with capped backoff too.
+write per batch).  On RabbitMQ (a durable named queue) messages are
+acknowledged only after the write, so nothing is lost when the consumer or the
+database dies, and the prefetch window bounds what is held.  On Redis, where
+events are pub/sub, nothing is acknowledged: what a dead consumer missed is
+reconciled from the result backend, and the buffer is bounded by
+``events.max_buffer`` while the database is down.  Worker heartbeats are
+tracked so that a task whose worker vanished does not stay STARTED forever.
+Connection errors are retried with capped backoff by the mixin; database
+errors keep the buffer and are retried with capped backoff too.
 """
 
 from __future__ import annotations
@@ -164,6 +167,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.buffer: list[dict[str, Any]] = []
         self.messages: list[Message] = []
+        self.no_ack = False
         self.last_flush = time.monotonic()
         self.db_backoff = 0.0
         self.db_retry_at = 0.0
@@ -192,8 +196,17 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             durable=ev.durable,
             auto_delete=False,
         )
+        # On Redis, Celery's events travel over pub/sub: an unacknowledged message is never
+        # redelivered in time to matter, so acks would only cost two Redis round trips per
+        # message; reconciliation covers what a dead consumer missed.  RabbitMQ keeps acks:
+        # its durable queue redelivers whatever was not written.
+        self.no_ack = self.connection.transport.driver_type == "redis"
         consumer = consumer_cls(
-            queues=[queue], callbacks=[self.on_message], accept=["json"], prefetch_count=ev.batch_size * 2
+            queues=[queue],
+            callbacks=[self.on_message],
+            accept=["json"],
+            prefetch_count=None if self.no_ack else ev.batch_size * 2,
+            no_ack=self.no_ack,
         )
         return [consumer]
 
@@ -224,12 +237,13 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             self.workers.observe(event, now)
             if event.get("type") in TASK_EVENT_TYPES:
                 self.buffer.append(event)
-        self.messages.append(message)
+        if not self.no_ack:
+            self.messages.append(message)
         if self.metrics is not None:
             self.metrics.on_received(len(self.buffer) - before, len(self.buffer))
         if len(self.buffer) > self.config.events.max_buffer:
             self._shed()
-        if len(self.messages) >= self.config.events.batch_size:
+        if max(len(self.messages), len(self.buffer)) >= self.config.events.batch_size:
             self.flush()
 
     def _shed(self) -> None:

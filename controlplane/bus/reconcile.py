@@ -115,9 +115,13 @@ class Reconciler:
         changed: list[dict[str, Any]] = []
         pending = self.store.non_terminal(older_than=now - self.min_age, limit=100_000)
         for start in range(0, len(pending), BATCH):
-            chunk = [t["celery_id"] for t in pending[start : start + BATCH]]
+            status = {t["celery_id"]: t.get("status") for t in pending[start : start + BATCH]}
             events: list[dict[str, Any]] = []
-            for cid, meta in self.metas(chunk).items():
+            for cid, meta in self.metas(list(status)).items():
+                if meta.get("status") == status.get(cid):
+                    # Already in that (non-terminal) state: a synthetic event stamped "now"
+                    # would only move the bookkeeping and rewrite the document every pass.
+                    continue
                 events.extend(events_from_meta(cid, meta, now))
             if events:
                 changed.extend(self.store.apply_events(events))
