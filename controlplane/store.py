@@ -339,12 +339,17 @@ class TaskStore:
 
     def get(self, celery_id: str) -> dict[str, Any] | None:
         """The whole document of one task, or None."""
-        return self.tasks.find_one({"celery_id": celery_id})
+        return self.tasks.find_one({"_id": task_oid(celery_id)}) or self.tasks.find_one(
+            {"celery_id": celery_id}
+        )
 
     def revoke_requested(self, celery_id: str) -> bool:
         """True when a revoke of this task has been persisted (checked by workers)."""
-        found = self.tasks.find_one({"celery_id": celery_id, "revoke.time": {"$gt": 0}}, {"_id": 1})
-        return found is not None
+        doc = self.tasks.find_one({"_id": task_oid(celery_id)}, {"revoke": 1}) or self.tasks.find_one(
+            {"celery_id": celery_id}, {"revoke": 1}
+        )
+        revoke = (doc or {}).get("revoke")
+        return isinstance(revoke, dict) and bool(revoke.get("time"))
 
     def revoked_ids(self, since: float, limit: int = 50_000) -> list[str]:
         """Ids of tasks whose revoke was requested after ``since`` (newest first)."""
@@ -439,8 +444,9 @@ class AsyncTaskStore:
         await self.tasks.insert_one(doc)
 
     async def get(self, celery_id: str) -> dict[str, Any] | None:
-        """One task document, or None."""
-        return await self.tasks.find_one({"celery_id": celery_id}, {"_m": 0})
+        """One task document, or None (by its derived ``_id``; by celery_id for older documents)."""
+        doc = await self.tasks.find_one({"_id": task_oid(celery_id)}, {"_m": 0})
+        return doc or await self.tasks.find_one({"celery_id": celery_id}, {"_m": 0})
 
     async def find_task(self, reference: str) -> dict[str, Any] | None:
         """A task by its celery_id or by its document id (``task_id``), or None."""
@@ -450,11 +456,16 @@ class AsyncTaskStore:
 
     async def get_many(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Documents by celery_id (missing ids are absent from the result)."""
-        # One indexed lookup each: the embedded server scans the collection for ``$in``.
+        # By derived ``_id`` (the embedded server scans the collection for ``$in`` on other fields),
+        # then one indexed lookup each for any not found that way (older documents).
+        cursor = self.tasks.find({"_id": {"$in": [task_oid(c) for c in celery_ids]}}, {"_m": 0, "data": 0})
+        found = {d["celery_id"]: d async for d in cursor}
+        missing = [cid for cid in celery_ids if cid not in found]
         docs = await asyncio.gather(
-            *(self.tasks.find_one({"celery_id": cid}, {"_m": 0, "data": 0}) for cid in celery_ids)
+            *(self.tasks.find_one({"celery_id": cid}, {"_m": 0, "data": 0}) for cid in missing)
         )
-        return {d["celery_id"]: d for d in docs if d is not None}
+        found.update({d["celery_id"]: d for d in docs if d is not None})
+        return found
 
     async def count(self, flt: TaskFilter) -> int:
         """Exact number of tasks matching the filter."""
