@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.config import LimitsConfig
+from controlplane.cron import FIELDS as CRON_FIELDS
 from controlplane.errors import InvalidParam
 from controlplane.targets import Limits, classify_target, parse_ports, parse_targets
 from controlplane.tasktypes import SPEC_TYPES
@@ -41,15 +42,6 @@ _CRON_NUMBER = re.compile(r"[0-9]{1,2}")
 _INT64 = 2**63
 _MAX_SHORT = 64
 _MAX_INTERVAL = 366 * 86400
-_MONTHS = {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}
-_DAYS = {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}
-_CRON_FIELDS: tuple[tuple[str, int, int, Mapping[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day-of-month", 1, 31, {}),
-    ("month", 1, 12, _MONTHS),
-    ("day-of-week", 0, 7, _DAYS),
-)
 
 
 def limits_for(config: LimitsConfig, task_type: str) -> Limits:
@@ -198,7 +190,7 @@ def _cron(value: object, field: str) -> str:
     parts = value.lower().split()
     if len(parts) != 5:
         raise InvalidParam(field, "must have 5 fields: minute hour day-of-month month day-of-week")
-    for part, (name, lo, hi, names) in zip(parts, _CRON_FIELDS, strict=True):
+    for part, (name, lo, hi, names) in zip(parts, CRON_FIELDS, strict=True):
         if not all(_cron_piece(piece, lo, hi, names) for piece in part.split(",")):
             raise InvalidParam(field, f"{part!r} is not a valid {name} field")
     return " ".join(parts)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import redis
@@ -52,6 +54,20 @@ def fresh_redis_url() -> str:
 
 def amqp_url() -> str | None:
     return os.environ.get("CP_TEST_AMQP_URL") or None
+
+
+def require_rabbitmq() -> str:
+    """RabbitMQ's URL: skip when CP_TEST_AMQP_URL is unset, fail when it is set but unreachable."""
+    url = amqp_url()
+    if not url:
+        pytest.skip("CP_TEST_AMQP_URL is not set")
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), timeout=3):
+            pass
+    except OSError as exc:
+        pytest.fail(f"CP_TEST_AMQP_URL={url} is set but unreachable: {exc}")
+    return url
 
 
 @pytest.fixture(scope="module")

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import pytest
 from celery import Celery
 
-from tests.conftest import amqp_url
+from tests.conftest import require_rabbitmq
 from tests.stack import Stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.amqp]
-
-
-def require_rabbitmq() -> str:
-    """RabbitMQ's URL: skip when CP_TEST_AMQP_URL is unset, fail when it is set but unreachable."""
-    url = amqp_url()
-    if not url:
-        pytest.skip("CP_TEST_AMQP_URL is not set")
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), timeout=3):
-            pass
-    except OSError as exc:
-        pytest.fail(f"CP_TEST_AMQP_URL={url} is set but unreachable: {exc}")
-    return url
 
 
 @pytest.fixture(scope="module")

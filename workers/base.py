@@ -92,6 +92,16 @@ class TaskContext:
             return False
         return self._stopped
 
+    def finish(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Record a pipeline's per-collection ``statistic`` (and whether it was cut short) on the
+        task document, then raise :class:`TaskRevoked` if the run was stopped by a revoke."""
+        statistic = {k: v for k, v in stats.items() if k != "partial"}
+        self.store.set_status_fields(
+            self.celery_id, {"statistic": statistic, "partial": bool(stats.get("partial"))}
+        )
+        self.check_stop()
+        return stats
+
     def check_stop(self) -> None:
         """Raise :class:`TaskRevoked` when :meth:`should_stop` is true."""
         if self.should_stop():

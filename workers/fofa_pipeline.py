@@ -24,16 +24,6 @@ SUCCESS = "SUCCESS"
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 
 
-def _record(ctx: TaskContext, stats: dict[str, Any]) -> dict[str, Any]:
-    """Store the statistic (and partial flag) on the task document, then honour a revoke."""
-    statistic = {k: v for k, v in stats.items() if k != "partial"}
-    ctx.store.set_status_fields(
-        ctx.celery_id, {"statistic": statistic, "partial": bool(stats.get("partial"))}
-    )
-    ctx.check_stop()
-    return stats
-
-
 def fofa_client(data: dict[str, Any], ctx: TaskContext) -> FofaClient:
     """A FOFA client with the key/email of the task's options, else of ``recon`` config."""
     options = data.get("options") or {}
@@ -88,7 +78,7 @@ def fofa_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         stats.update(run_ip_task(targets, options, recon))
     else:
         stats.update({**dict.fromkeys(UNIQUE_KEYS, 0), "partial": False})
-    return _record(ctx, stats)
+    return ctx.finish(stats)
 
 
 def find_source_task(ctx: TaskContext, reference: str) -> dict[str, Any]:
@@ -130,4 +120,4 @@ def domain_task_sync_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, A
     stats: dict[str, Any] = dict(sync_results(ctx.store.db, task_id, scope_id, result_tags=tags))
     ctx.progress("sync", 1, 1, force=True)
     stats["partial"] = False
-    return _record(ctx, stats)
+    return ctx.finish(stats)

@@ -46,27 +46,18 @@ def recon_context(ctx: TaskContext) -> ReconContext:
     )
 
 
-def _finish(ctx: TaskContext, stats: dict[str, Any]) -> dict[str, Any]:
-    statistic = {k: v for k, v in stats.items() if k != "partial"}
-    ctx.store.set_status_fields(
-        ctx.celery_id, {"statistic": statistic, "partial": bool(stats.get("partial"))}
-    )
-    ctx.check_stop()
-    return stats
-
-
 def domain_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Subdomain discovery, resolution, port scan, sites, certificates, file leaks for domains."""
     stats = run_domain_task(
         list(data.get("targets") or []), dict(data.get("options") or {}), recon_context(ctx)
     )
-    return _finish(ctx, stats)
+    return ctx.finish(stats)
 
 
 def ip_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Port scan, sites, certificates, file leaks for IPs, CIDRs and ranges."""
     stats = run_ip_task(list(data.get("targets") or []), dict(data.get("options") or {}), recon_context(ctx))
-    return _finish(ctx, stats)
+    return ctx.finish(stats)
 
 
 # Pipelines of the other task types; they use recon_context() above, so they are bound last.

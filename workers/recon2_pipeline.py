@@ -44,16 +44,6 @@ def _recon(ctx: TaskContext) -> ReconContext:
     return recon_context(ctx)
 
 
-def _finish(ctx: TaskContext, stats: dict[str, Any]) -> dict[str, Any]:
-    """Record the statistic (and whether the run was cut short) on the task; raise if it was revoked."""
-    statistic = {k: v for k, v in stats.items() if k != "partial"}
-    ctx.store.set_status_fields(
-        ctx.celery_id, {"statistic": statistic, "partial": bool(stats.get("partial"))}
-    )
-    ctx.check_stop()
-    return stats
-
-
 def _scope_id(data: dict[str, Any]) -> str:
     scope_id = str(data.get("scope_id") or (data.get("options") or {}).get("scope_id") or "")
     if not scope_id:
@@ -67,7 +57,7 @@ def run_risk_cruising(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
     options = dict(data.get("options") or {})
     stats = run_pocs(list(data.get("targets") or []), options, _recon(ctx), ctx.config.recon.poc_dirs)
-    return _finish(ctx, stats)
+    return ctx.finish(stats)
 
 
 def add_asset_site_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
@@ -75,21 +65,21 @@ def add_asset_site_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any
     from workers.recon2.sitetasks import add_site_targets
 
     stats = add_site_targets(list(data.get("targets") or []), _scope_id(data), _recon(ctx))
-    return _finish(ctx, stats)
+    return ctx.finish(stats)
 
 
 def asset_site_update(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Re-fetch every site of the scope; record changes in ``asset_site_change`` and update the assets."""
     from workers.recon2.sitetasks import update_scope_sites
 
-    return _finish(ctx, update_scope_sites(_scope_id(data), _recon(ctx)))
+    return ctx.finish(update_scope_sites(_scope_id(data), _recon(ctx)))
 
 
 def asset_wih_update(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Web Info Hunter over the scope's sites and their scripts; new in-scope hosts become site assets."""
     from workers.recon2.wihtask import hunt_scope
 
-    return _finish(ctx, hunt_scope(_scope_id(data), _recon(ctx)))
+    return ctx.finish(hunt_scope(_scope_id(data), _recon(ctx)))
 
 
 def _github_client(ctx: TaskContext) -> GithubClient:
@@ -104,7 +94,7 @@ def github_task_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     from workers.recon2.githubtask import run_search
 
     options = dict(data.get("options") or {})
-    return _finish(ctx, run_search(str(data["keyword"]), options, _recon(ctx), _github_client(ctx)))
+    return ctx.finish(run_search(str(data["keyword"]), options, _recon(ctx), _github_client(ctx)))
 
 
 def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
@@ -125,7 +115,7 @@ def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any
             "new": capped(new),
         }
         stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
-    return _finish(ctx, stats)
+    return ctx.finish(stats)
 
 
 def _exec_task(kind: str, data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
@@ -144,7 +134,7 @@ def _exec_task(kind: str, data: dict[str, Any], ctx: TaskContext) -> dict[str, A
             "new": capped(new),
         }
         stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
-    return _finish(ctx, stats)
+    return ctx.finish(stats)
 
 
 def domain_exec_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,13 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
 from controlplane import embedded
 from controlplane.merge import TERMINAL
-from tests.conftest import amqp_url
+from tests.conftest import require_rabbitmq
 from tests.stack import Stack, wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -194,16 +192,7 @@ def own_mongo(tmp_path: Path) -> Iterator[Server]:
 @pytest.fixture
 def rabbitmq() -> str:
     """RabbitMQ's URL: skip when CP_TEST_AMQP_URL is unset, fail when it is set but unreachable."""
-    url = amqp_url()
-    if not url:
-        pytest.skip("CP_TEST_AMQP_URL is not set")
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), timeout=3):
-            pass
-    except OSError as exc:
-        pytest.fail(f"CP_TEST_AMQP_URL={url} is set but unreachable: {exc}")
-    return url
+    return require_rabbitmq()
 
 
 # -- load and ground truth ------------------------------------------------------------------

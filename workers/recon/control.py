@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -123,3 +123,14 @@ async def _settle(task: Awaitable[Any]) -> None:
         pass
     except Exception:
         log.exception("step failed while being cancelled")
+
+
+async def run_pool(items: Iterable[Any], worker: Callable[[Any], Awaitable[None]], concurrency: int) -> None:
+    """Run ``worker`` over ``items`` with at most ``concurrency`` in flight."""
+    queue = iter(list(items))
+
+    async def drain() -> None:
+        for item in queue:
+            await worker(item)
+
+    await asyncio.gather(*(drain() for _ in range(max(1, concurrency))))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from workers.recon.certs import fetch_certificate_der, parse_certificate
-from workers.recon.control import ProgressReporter, StopSignal
+from workers.recon.control import ProgressReporter, StopSignal, run_pool
 from workers.recon.datafiles import load_leak_paths, load_wordlist, ports_for_preset
 from workers.recon.dns import DnsClient, DomainRecord, Wildcard, detect_wildcard, resolve_names
 from workers.recon.fileleak import LeakFinding, check_site
@@ -60,17 +60,6 @@ class ReconContext:
     connect_timeout: float = 1.0
     concurrency: int = 200
     http_timeout: float = 5.0
-
-
-async def _pool(items: Iterable[Any], worker: Callable[[Any], Awaitable[None]], concurrency: int) -> None:
-    """Run ``worker`` over ``items`` with at most ``concurrency`` in flight."""
-    queue = iter(list(items))
-
-    async def drain() -> None:
-        for item in queue:
-            await worker(item)
-
-    await asyncio.gather(*(drain() for _ in range(max(1, concurrency))))
 
 
 class ReconRun:
@@ -325,7 +314,7 @@ class ReconRun:
             done += 1
             report(done)
 
-        await self.guarded(_pool(targets, probe, self.ctx.concurrency))
+        await self.guarded(run_pool(targets, probe, self.ctx.concurrency))
 
     def save_ips(self, hosts: dict[str, list[str]]) -> None:
         """Store ``ip`` documents for newly scanned IPs; add newly seen host names to stored ones."""
@@ -411,7 +400,7 @@ class ReconRun:
             done += 1
             report(done)
 
-        await self.guarded(_pool(candidates.items(), probe, min(SITE_CONCURRENCY, self.ctx.concurrency)))
+        await self.guarded(run_pool(candidates.items(), probe, min(SITE_CONCURRENCY, self.ctx.concurrency)))
         fresh = [s for s in found if s.site not in self.sites]
         for site in fresh:
             self.sites[site.site] = site
@@ -454,7 +443,7 @@ class ReconRun:
             done += 1
             report(done)
 
-        await self.guarded(_pool(endpoints.items(), grab, min(SITE_CONCURRENCY, self.ctx.concurrency)))
+        await self.guarded(run_pool(endpoints.items(), grab, min(SITE_CONCURRENCY, self.ctx.concurrency)))
         self.cert_keys.update(endpoints)
         self.store.insert("cert", docs)
         return sorted(
@@ -482,7 +471,7 @@ class ReconRun:
             endpoint = Endpoint(site.scheme, site.hostname, site.ip, site.port)
             await check_site(endpoint, probes, found, timeout=self.ctx.http_timeout, on_probe=tick)
 
-        await self.guarded(_pool(sites, check, LEAK_SITE_CONCURRENCY))
+        await self.guarded(run_pool(sites, check, LEAK_SITE_CONCURRENCY))
         self.store.insert("fileleak", (f.to_doc() for f in found))
 
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from pymongo import ASCENDING
 
+from workers.recon.control import run_pool
 from workers.recon.pipeline import ReconContext
 from workers.recon2.github import CodeResult, GithubClient, GithubError, result_of
-from workers.recon2.runtime import Run, TaggedCollection, run_pool
+from workers.recon2.runtime import Run, TaggedCollection
 
 GITHUB_COLLECTION = "github"
 SEEN_COLLECTION = "github_seen"

@@ -73,17 +73,6 @@ class HostLocator:
             return self._cache[host]
 
 
-async def run_pool(items: Iterable[Any], worker: Callable[[Any], Awaitable[None]], concurrency: int) -> None:
-    """Run ``worker`` over ``items`` with at most ``concurrency`` in flight."""
-    queue = iter(list(items))
-
-    async def drain() -> None:
-        for item in queue:
-            await worker(item)
-
-    await asyncio.gather(*(drain() for _ in range(max(1, concurrency))))
-
-
 class Run:
     """One pipeline execution: a stop signal, a progress reporter, and ``partial`` bookkeeping.
 

@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from workers.recon.control import run_pool
 from workers.recon.fingerprints import Rule
 from workers.recon.http import origin_url
 from workers.recon.sites import Endpoint, SiteResult, identify_site
-from workers.recon2.runtime import HostLocator, run_pool
+from workers.recon2.runtime import HostLocator
 
 TLS_FIRST_PORTS = frozenset({443, 8443, 9443, 4443, 10443})
 

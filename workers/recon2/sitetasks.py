@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.recon.control import run_pool
 from workers.recon.fingerprints import load_rules
 from workers.recon.pipeline import ReconContext
 from workers.recon.sites import Endpoint, SiteResult, identify_site
 from workers.recon.storage import ResultStore
-from workers.recon2.runtime import HostLocator, Run, TaggedCollection, run_pool
+from workers.recon2.runtime import HostLocator, Run, TaggedCollection
 from workers.recon2.siteassets import CHANGE_COLLECTION, add_sites, apply_refresh, diff_site, known_sites
 from workers.recon2.sitefetch import fetch_sites, unique_candidates
 

@@ -19,13 +19,14 @@ from urllib.parse import urljoin
 from pymongo.database import Database
 
 from workers.recon.assets import scope_assets
+from workers.recon.control import run_pool
 from workers.recon.fingerprints import load_rules
 from workers.recon.http import HttpError, split_url
 from workers.recon.pipeline import ReconContext
 from workers.recon.sites import Endpoint, SiteResult, follow
 from workers.recon.storage import ResultStore
 from workers.recon.targets import is_ip
-from workers.recon2.runtime import HostLocator, Run, TaggedCollection, run_pool
+from workers.recon2.runtime import HostLocator, Run, TaggedCollection
 from workers.recon2.siteassets import add_sites, known_sites
 from workers.recon2.sitefetch import Candidate, candidates_for, fetch_sites
 from workers.recon2.wih import (
