@@ -16,15 +16,20 @@ from controlplane.config import Config
 from controlplane.tasktypes import Registry
 
 
-def make_celery(config: Config, *, register_tasks: bool = False) -> Celery:
-    """A Celery app for this deployment; workers pass ``register_tasks=True``."""
+def make_celery(config: Config, *, register_tasks: bool = False, producer_only: bool = False) -> Celery:
+    """A Celery app for this deployment; workers pass ``register_tasks=True``.
+
+    ``producer_only`` (the API) leaves the result backend out: the API never reads
+    results, and with a Redis backend Celery would subscribe to every task it sends
+    (blocking the publish while Redis is unreachable).
+    """
     app = Celery("controlplane", set_as_current=False)
     registry = Registry.from_config(config)
     queues = sorted({config.task_config(t.value).queue for t in registry} | set(config.worker.queues))
     routes = {t.celery_name: {"queue": config.task_config(t.value).queue} for t in registry}
     app.conf.update(
         broker_url=config.broker.url,
-        result_backend=config.result_backend or None,
+        result_backend=None if producer_only else (config.result_backend or None),
         result_extended=True,
         result_expires=7 * 24 * 3600,
         task_serializer="json",

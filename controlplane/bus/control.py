@@ -57,7 +57,7 @@ class ControlBus:
 
     def __init__(self, config: Config, app: Celery | None = None) -> None:
         self.config = config
-        self.app = app or make_celery(config)
+        self.app = app or make_celery(config, producer_only=True)
         self.executor = ThreadPoolExecutor(config.api.executor_threads, thread_name_prefix="control")
 
     def close(self) -> None:
