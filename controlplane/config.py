@@ -71,6 +71,7 @@ class EventsConfig:
     flush_interval: float = 0.2
     max_buffer: int = 100_000
     reconcile_interval: float = 30.0
+    lost_after: float = 60.0
     worker_timeout: float = 15.0
     lease_seconds: float = 10.0
     backoff_max: float = 10.0

@@ -22,6 +22,7 @@ from pymongo.errors import PyMongoError
 from controlplane.bus.events import LEASE, EventConsumer
 from controlplane.bus.feed import FeedPublisher
 from controlplane.bus.reconcile import Reconciler
+from controlplane.bus.redelivery import Redeliverer
 from controlplane.config import Config
 from controlplane.metrics import start_ingest_metrics
 from controlplane.store import TaskStore
@@ -63,7 +64,8 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    reconciler = Reconciler(make_celery(config), store)
+    app = make_celery(config)
+    reconciler = Reconciler(app, store, redeliverer=Redeliverer(app, store, config))
     publisher = FeedPublisher(config, store)  # every change written is published to the live feed
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     metrics = start_ingest_metrics(config)

@@ -368,6 +368,14 @@ class TaskStore:
         ).limit(limit)
         return list(cursor)
 
+    def unreceived(self, older_than: float, limit: int = 1000) -> list[dict[str, Any]]:
+        """PENDING tasks created before ``older_than`` that no worker has received yet."""
+        cursor = self.tasks.find(
+            {"status": PENDING, "created_time": {"$lt": older_than}},
+            {"celery_id": 1, "task_type": 1, "data": 1, "resent": 1, "received_time": 1},
+        ).limit(limit)
+        return [d for d in cursor if d.get("received_time") is None]
+
     def started_on_any(self) -> list[dict[str, Any]]:
         """Every task currently STARTED, with the worker running it."""
         return list(

@@ -19,6 +19,7 @@ from typing import Any
 
 from celery import Celery
 
+from controlplane.bus.redelivery import Redeliverer
 from controlplane.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,13 @@ def events_from_meta(celery_id: str, meta: dict[str, Any], now: float) -> list[d
 class Reconciler:
     """Looks up non-terminal tasks in the result backend and repairs their documents."""
 
-    def __init__(self, app: Celery, store: TaskStore, min_age: float = 2.0) -> None:
+    def __init__(
+        self, app: Celery, store: TaskStore, min_age: float = 2.0, redeliverer: Redeliverer | None = None
+    ) -> None:
         self.app = app
         self.store = store
         self.min_age = min_age
+        self.redeliverer = redeliverer
 
     def metas(self, celery_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Result-backend entries of the ids that have one (one round trip on Redis)."""
@@ -127,4 +131,6 @@ class Reconciler:
                 changed.extend(self.store.apply_events(events))
         if changed:
             log.info("reconciled %d task(s) from the result backend", len(changed))
+        if self.redeliverer is not None:
+            self.redeliverer.run_once(now)
         return changed

@@ -1,0 +1,146 @@
+"""Resend tasks whose message a Redis broker lost in transit.
+
+kombu's Redis transport pops a message (``BRPOP``) and only then records it as
+unacknowledged; a connection that breaks in between (a Redis restart under
+load) loses the message.  Its task would stay PENDING forever: nothing is
+queued, nothing runs, no event comes.  So, every reconciliation pass, a task
+that is still PENDING (never received by a worker) ``events.lost_after``
+seconds after it was created and has no result-backend entry is looked for in
+the broker: its queue's lists and the unacknowledged hash.  Found nowhere, it
+is published again with the same celery_id and arguments (at most
+``MAX_RESENDS`` times; then it fails with the reason).  The unacknowledged
+hash is read before and after the lists, so a message moving from a list to
+the hash during the search is still seen.
+
+Only the Redis transport needs this: RabbitMQ redelivers unacknowledged
+messages itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from controlplane.config import Config
+from controlplane.store import TaskStore
+from controlplane.tasktypes import Registry
+
+log = logging.getLogger(__name__)
+
+MAX_RESENDS = 3
+#: Queues longer than this are not searched (their tasks are presumably just waiting).
+MAX_SEARCH = 20_000
+
+
+def _message_id(raw: Any) -> str | None:
+    """The task id in a kombu message as the Redis transport stores it (JSON), or None."""
+    try:
+        payload = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(payload, list) and payload:  # unacked entries: [message, exchange, routing_key]
+        payload = payload[0]
+    if not isinstance(payload, dict):
+        return None
+    headers = payload.get("headers")
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return task_id if isinstance(task_id, str) else None
+
+
+class Redeliverer:
+    """Finds PENDING tasks whose message is nowhere in a Redis broker, and publishes them again."""
+
+    def __init__(self, app: Celery, store: TaskStore, config: Config) -> None:
+        self.app = app
+        self.store = store
+        self.config = config
+        self.registry = Registry.from_config(config)
+
+    def enabled(self) -> bool:
+        """Only for a Redis broker."""
+        return self.config.broker.url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+    def run_once(self, now: float | None = None) -> list[str]:
+        """One pass; returns the celery_ids it published again."""
+        if not self.enabled():
+            return []
+        now = time.time() if now is None else now
+        candidates = self.store.unreceived(older_than=now - self.config.events.lost_after)
+        if not candidates:
+            return []
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            present = self._present(channel, {self._queue(t) for t in candidates})
+        lost = [t for t in candidates if t["celery_id"] not in present and self._queue(t) in present.searched]
+        if not lost:
+            return []
+        backend = self._with_backend_entry([t["celery_id"] for t in lost])
+        resent = []
+        for task in lost:
+            if task["celery_id"] in backend:
+                continue
+            resent.append(self._resend(task, now))
+        return [cid for cid in resent if cid]
+
+    def _queue(self, task: dict[str, Any]) -> str:
+        return self.config.task_config(str(task.get("task_type"))).queue
+
+    def _present(self, channel: Any, queues: Iterable[str]) -> _Present:
+        client = channel.client
+        found = _Present()
+        found.update(self._unacked(client, channel))
+        for queue in queues:
+            names = [channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
+            if sum(int(client.llen(name)) for name in names) > MAX_SEARCH:
+                continue
+            for name in names:
+                found.update(i for i in map(_message_id, client.lrange(name, 0, -1)) if i)
+            found.searched.add(queue)
+        found.update(self._unacked(client, channel))
+        return found
+
+    @staticmethod
+    def _unacked(client: Any, channel: Any) -> set[str]:
+        return {i for i in map(_message_id, client.hvals(channel.unacked_key)) if i}
+
+    def _with_backend_entry(self, celery_ids: list[str]) -> set[str]:
+        backend = self.app.backend
+        client = getattr(backend, "client", None)
+        if client is None or not hasattr(backend, "get_key_for_task"):
+            return set()
+        values = client.mget([backend.get_key_for_task(cid) for cid in celery_ids])
+        return {cid for cid, raw in zip(celery_ids, values, strict=True) if raw}
+
+    def _resend(self, task: dict[str, Any], now: float) -> str | None:
+        cid = str(task["celery_id"])
+        times = int(task.get("resent") or 0)
+        if times >= MAX_RESENDS:
+            reason = f"the broker lost the task's message {times + 1} times"
+            self.store.apply_events([{"type": "task-lost", "uuid": cid, "timestamp": now, "reason": reason}])
+            log.error("task %s: %s; marked FAILURE", cid, reason)
+            return None
+        kind = self.registry.get(str(task.get("task_type")))
+        if kind is None or not task.get("data"):
+            return None  # not submitted through this API: its arguments are unknown
+        self.store.set_status_fields(cid, {"resent": times + 1})
+        self.app.send_task(
+            kind.celery_name,
+            kwargs={"options": {"celery_action": kind.value, "data": task.get("data") or {}}},
+            task_id=cid,
+            queue=self._queue(task),
+        )
+        log.warning("task %s: its message was nowhere in the broker; published it again", cid)
+        return cid
+
+
+class _Present(set[str]):
+    """Task ids found in the broker, and which queues were searched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.searched: set[str] = set()
