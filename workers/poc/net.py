@@ -15,9 +15,8 @@ from workers.recon.http import (
     USER_AGENT,
     HttpError,
     HttpResponse,
-    _read_body,
-    _read_headers,
     format_host,
+    read_response,
     shared_ssl_context,
 )
 
@@ -77,13 +76,7 @@ async def http_request(
             try:
                 writer.write(build_request(method, path, host, port, tls, headers, body))
                 await writer.drain()
-                while True:
-                    status, reason, response_headers = await _read_headers(reader)
-                    if not 100 <= status < 200 or status == 101:
-                        break
-                response = HttpResponse(status=status, reason=reason, headers=response_headers)
-                response.body, response.truncated = await _read_body(reader, response, method, max_body)
-                return response
+                return await read_response(reader, method, max_body)
             finally:
                 writer.close()
     except TimeoutError as exc:

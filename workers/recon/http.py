@@ -225,6 +225,17 @@ async def _read_body(
     return data[:limit], len(data) > limit
 
 
+async def read_response(reader: asyncio.StreamReader, method: str, max_body: int) -> HttpResponse:
+    """Read one response (skipping 1xx interim ones) with its body, bounded by ``max_body``."""
+    while True:
+        status, reason, headers = await _read_headers(reader)
+        if not 100 <= status < 200 or status == 101:
+            break
+    response = HttpResponse(status=status, reason=reason, headers=headers)
+    response.body, response.truncated = await _read_body(reader, response, method, max_body)
+    return response
+
+
 async def fetch(
     ip: str,
     port: int,
@@ -261,13 +272,7 @@ async def fetch(
                 )
                 writer.write(request.encode("latin-1", "replace"))
                 await writer.drain()
-                while True:
-                    status, reason, headers = await _read_headers(reader)
-                    if not 100 <= status < 200 or status == 101:
-                        break
-                response = HttpResponse(status=status, reason=reason, headers=headers)
-                response.body, response.truncated = await _read_body(reader, response, method, max_body)
-                return response
+                return await read_response(reader, method, max_body)
             finally:
                 writer.close()
     except TimeoutError as exc:
