@@ -114,6 +114,7 @@ class ReconConfig:
     github_url: str = "https://api.github.com"
     github_token: str = ""
     poc_dirs: list[str] = field(default_factory=list)
+    webhook_url: str = ""
 
 
 @dataclass

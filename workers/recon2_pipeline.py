@@ -106,7 +106,8 @@ def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any
     monitor_id = monitor_identity(keyword, str(data.get("scope_id") or ""), str(data.get("monitor_id") or ""))
     recon = _recon(ctx)
     stats = run_search(keyword, dict(data.get("options") or {}), recon, _github_client(ctx), monitor_id)
-    if data.get("webhook") and stats["github"]:
+    webhook = _webhook(data, ctx)
+    if webhook and stats["github"]:
         new = list(ctx.store.db["github"].find({"task_id": ctx.task_id}, {"_id": 0}))
         payload = {
             "task_id": ctx.task_id,
@@ -114,8 +115,13 @@ def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any
             "keyword": keyword,
             "new": capped(new),
         }
-        stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
+        stats["webhook"] = post_webhook(webhook, payload, recon)
     return ctx.finish(stats)
+
+
+def _webhook(data: dict[str, Any], ctx: TaskContext) -> str:
+    """Where a monitor posts its new findings: the task's ``webhook``, else ``recon.webhook_url``."""
+    return str(data.get("webhook") or ctx.config.recon.webhook_url or "")
 
 
 def _exec_task(kind: str, data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
@@ -126,14 +132,15 @@ def _exec_task(kind: str, data: dict[str, Any], ctx: TaskContext) -> dict[str, A
     options = {k: v for k, v in dict(data.get("options") or {}).items() if k != "scope_id"}
     recon = _recon(ctx)
     stats, new = monitor_pass(kind, list(data.get("targets") or []), options, scope_id, recon)
-    if data.get("webhook") and new:
+    webhook = _webhook(data, ctx)
+    if webhook and new:
         payload = {
             "task_id": ctx.task_id,
             "task_type": ctx.task_type,
             "scope_id": scope_id,
             "new": capped(new),
         }
-        stats["webhook"] = post_webhook(str(data["webhook"]), payload, recon)
+        stats["webhook"] = post_webhook(webhook, payload, recon)
     return ctx.finish(stats)
 
 

@@ -131,3 +131,21 @@ def test_stop_interrupts_a_rate_limit_wait(worker: Worker, github: FakeGithub) -
     with pytest.raises(TaskRevoked):
         github_task_task(data, ctx)
     assert time.monotonic() - started < 2.0
+
+
+def test_monitor_posts_to_the_configured_webhook_when_the_task_names_none(
+    worker: Worker, github: FakeGithub
+) -> None:
+    hook = RouteSite("127.88.2.3", {"/hook": Route(b"ok", 200, methods=("POST",))}).start()
+    try:
+        worker.config.recon.webhook_url = f"{hook.url}/hook"
+        _plant(github, 2, start=200)
+        data = validate_task_data("github_task_monitor", {"keyword": KEYWORD, "options": {}})
+        stats = github_task_monitor(dict(data), worker.start("github_task_monitor", dict(data)))
+        assert stats["webhook"] == "sent" and len(hook.bodies) == 1
+        assert {item["repo"] for item in json.loads(hook.bodies[-1])["new"]} == {
+            f"org{i % 7}/repo{i}" for i in (200, 201)
+        }
+    finally:
+        worker.config.recon.webhook_url = ""
+        hook.stop()
