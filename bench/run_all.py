@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_dbops, bench_ingest, bench_list, bench_submit
+from bench import bench_dbops, bench_ingest, bench_list, bench_revoke, bench_submit
 from bench.common import fmt_ratio, machine, table, write_result
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default=None, help="listing/memory sizes, e.g. 10000,100000,1000000")
-    parser.add_argument("--only", default="ingest,list,submit,dbops", help="comma-separated subset")
+    parser.add_argument("--only", default="ingest,list,submit,dbops,revoke", help="comma-separated subset")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
     wanted = args.only.split(",")
@@ -35,6 +35,7 @@ def main() -> None:
         "list": lambda: bench_list.main(quick + (["--sizes", args.sizes] if args.sizes else [])),
         "submit": lambda: bench_submit.main(quick),
         "dbops": lambda: bench_dbops.main(["--tasks", "500" if args.quick else "2000"]),
+        "revoke": lambda: bench_revoke.main(quick),
     }
     for name in wanted:
         print(f"\n=== {name} ===", flush=True)
