@@ -70,14 +70,15 @@ def main() -> None:
             )
     if out.get("submit"):
         s = out["submit"]
-        rows.append(
-            [
-                "submission, accepted/s",
-                s["ours"]["per_second"],
-                s["flower"]["per_second"],
-                fmt_ratio(s["ratio"]),
-            ]
-        )
+        for n, result in s["ours_by_processes"].items():
+            rows.append(
+                [
+                    f"submission, accepted/s ({n} API process{'es' if int(n) > 1 else ''})",
+                    result["per_second"],
+                    s["flower"]["per_second"],
+                    fmt_ratio(s["ratio_by_processes"][n]),
+                ]
+            )
     print("\n=== summary (ratio > 1: ours ahead) ===")
     print(table(["figure", "ours", "Flower", "ratio"], rows))
     print(machine())

@@ -105,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_up(config, args.config)
     if args.command == "serve":
+        if config.api.processes > 1:
+            from controlplane.processes import supervise
+
+            return supervise(config)
         from controlplane.server import serve
 
         asyncio.run(serve(config))

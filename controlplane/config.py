@@ -58,6 +58,7 @@ class ApiConfig:
     inspect_timeout: float = 1.0
     max_batch: int = 1000
     executor_threads: int = 8
+    processes: int = 1
     cors_origins: list[str] = field(default_factory=list)
 
 
@@ -394,6 +395,8 @@ def _check(config: Config) -> None:
         raise ConfigError("events.batch_size: must be at least 1")
     if config.api.max_batch < 1:
         raise ConfigError("api.max_batch: must be at least 1")
+    if config.api.processes < 1:
+        raise ConfigError("api.processes: must be at least 1")
     limit_keys = {f.name for f in dataclasses.fields(LimitsConfig)} - {"per_type"}
     for name, over in config.limits.per_type.items():
         for key, value in over.items():

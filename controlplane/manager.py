@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from controlplane import documents
 from controlplane.bus.control import ControlBus
@@ -32,6 +32,7 @@ from controlplane.errors import (
 from controlplane.merge import PENDING, RETRY, STATUSES, SUCCESS, TERMINAL
 from controlplane.scope import ScopePolicy
 from controlplane.store import RESULT_KINDS, AsyncTaskStore, TaskFilter, TaskStore, new_task_document
+from controlplane.submitter import Submission, Submitter
 from controlplane.tasktypes import Registry
 from controlplane.validate import limits_for, validate_task_data
 
@@ -75,9 +76,11 @@ class TaskManager:
         self._cleanups: set[asyncio.Future[None]] = set()  # deletions of unpublished tasks
         # Publishes written documents to the live feed (a blocking FeedPublisher); set by the server.
         self.feed: Callable[[list[dict[str, Any]]], Any] | None = None
+        self.submitter = Submitter(writer, bus, self._announce, self._forget)
 
     def close(self) -> None:
-        """Release the write pool."""
+        """Release the write pool and the create batcher."""
+        self.submitter.close()
         self._db_pool.shutdown(wait=False, cancel_futures=True)
 
     def types(self) -> dict[str, str]:
@@ -115,28 +118,17 @@ class TaskManager:
             )
         if schedule_id is not None:
             clean["schedule_id"] = schedule_id
-        rev = await self.store.next_revisions(1)
         doc = new_task_document(
-            celery_id=celery_id, task_type=task_type, data=clean, created_time=time.time(), rev=rev
+            celery_id=celery_id, task_type=task_type, data=clean, created_time=time.time(), rev=0
         )
         if "task_id" in clean:
             # The sync type names its source task ``task_id``; the message's task_id is ours (ARL's shape).
             clean["source_task_id"] = clean.pop("task_id")
         clean["task_id"] = str(doc["_id"])
         doc["data"] = clean
-        try:
-            await self.store.insert(doc)
-        except ConnectionFailure:
-            # The server may have written it before the connection broke: it was never
-            # published, so it must not stay behind looking PENDING.
-            self._forget(celery_id)
-            raise
-        try:
-            await self.bus.run(self.bus.publish, kind, celery_id, clean)
-        except ApiError:
-            self._forget(celery_id)
-            raise
-        await self._to_feed([doc])
+        # Stored (with its revision), published, then announced on the feed, batched with
+        # whatever other creates are waiting (see controlplane.submitter).
+        await self.submitter.submit(Submission(kind, doc, clean))
         reply = {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
         if schedule_id is not None:
             reply["schedule_id"] = schedule_id
@@ -258,6 +250,15 @@ class TaskManager:
         task = asyncio.ensure_future(delete())
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    def _announce(self, docs: list[dict[str, Any]]) -> None:
+        """Publish written documents to the live feed from a worker thread (never raises)."""
+        if self.feed is None or not docs:
+            return
+        try:
+            self.feed(docs)
+        except Exception as exc:  # noqa: BLE001 - the feed's orphan sweep republishes it
+            log.warning("feed publish failed: %s", exc)
 
     async def _to_feed(self, docs: list[dict[str, Any]]) -> None:
         """Publish documents this process wrote to the live feed (after the write; never raises)."""

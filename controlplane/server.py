@@ -58,8 +58,8 @@ class Services:
         await self.store.close()
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run the API on ``api.host:api.port`` until a stop signal."""
+async def serve(config: Config, ready: asyncio.Event | None = None, *, reuse_port: bool = False) -> None:
+    """Run the API on ``api.host:api.port`` until a stop signal (``reuse_port``: one of several)."""
     services = Services(config)
     stopping = threading.Event()
     indexing = asyncio.get_running_loop().run_in_executor(None, ensure_indexes, services.writer, stopping)
@@ -74,7 +74,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.api.max_body_bytes + 64 * 1024, xheaders=False
     )
-    server.listen(config.api.port, config.api.host)
+    server.listen(config.api.port, config.api.host, reuse_port=reuse_port)
     log.info("API listening on http://%s:%d", config.api.host, config.api.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

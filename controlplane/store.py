@@ -220,6 +220,26 @@ class TaskStore:
             raise RuntimeError(f"could not apply events for {len(pending)} tasks after {attempts} attempts")
         return changed
 
+    def insert_new(self, docs: list[dict[str, Any]]) -> dict[int, DuplicateKeyError]:
+        """Insert new task documents in one round trip; returns ``{index: error}`` of duplicates.
+
+        Any other write error raises (a duplicate celery_id is the one failure
+        that is the caller's, not the database's).
+        """
+        if not docs:
+            return {}
+        try:
+            self.tasks.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            return {
+                int(e["index"]): DuplicateKeyError(str(e.get("errmsg", "duplicate key")), 11000, e)
+                for e in errors
+            }
+        return {}
+
     def _apply_once(
         self, by_id: dict[str, list[Mapping[str, Any]]], by_key_only: bool
     ) -> tuple[dict[str, list[Mapping[str, Any]]], list[dict[str, Any]]]:
@@ -446,10 +466,6 @@ class AsyncTaskStore:
         if doc is None:
             raise RuntimeError("revision counter upsert returned nothing")
         return int(doc["value"]) - count + 1
-
-    async def insert(self, doc: dict[str, Any]) -> None:
-        """Write a new task document."""
-        await self.tasks.insert_one(doc)
 
     async def get(self, celery_id: str) -> dict[str, Any] | None:
         """One task document, or None (by its derived ``_id``; by celery_id for older documents)."""

@@ -37,7 +37,9 @@ def make_celery(config: Config, *, register_tasks: bool = False, producer_only: 
         event_serializer="json",
         accept_content=["json"],
         result_accept_content=["json"],
-        task_send_sent_event=True,
+        # The API stores a task's document before publishing it, so its task-sent event
+        # would tell the consumer nothing new; workers (retries) and other clients send it.
+        task_send_sent_event=not producer_only,
         worker_send_task_events=True,
         task_track_started=True,
         worker_prefetch_multiplier=1,
