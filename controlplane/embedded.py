@@ -130,7 +130,11 @@ def start_mongo(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     args = [
         sys.executable,
         "-c",
-        "import sys; from nx_27017.nx_27017 import main; sys.argv[0] = 'nx-27017'; sys.exit(main())",
+        # nx-27017 logs every command at INFO, twice (its file and stderr): the log grows
+        # without bound and the formatting costs more CPU than most commands themselves.
+        "import logging, sys; from nx_27017.nx_27017 import main; "
+        "logging.getLogger('nx_27017').setLevel(logging.WARNING); "
+        "sys.argv[0] = 'nx-27017'; sys.exit(main())",
         "--data-dir",
         str(data_dir),
         "--host",
