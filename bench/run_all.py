@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_dbops, bench_ingest, bench_list, bench_revoke, bench_submit
+from bench import bench_dbops, bench_ingest, bench_list, bench_memory, bench_revoke, bench_submit
 from bench.common import fmt_ratio, machine, table, write_result
 
 
@@ -25,7 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default=None, help="listing/memory sizes, e.g. 10000,100000,1000000")
-    parser.add_argument("--only", default="ingest,list,submit,dbops,revoke", help="comma-separated subset")
+    parser.add_argument(
+        "--only", default="ingest,list,submit,dbops,revoke,memory", help="comma-separated subset"
+    )
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
     wanted = args.only.split(",")
@@ -36,6 +38,7 @@ def main() -> None:
         "submit": lambda: bench_submit.main(quick),
         "dbops": lambda: bench_dbops.main(["--tasks", "500" if args.quick else "2000"]),
         "revoke": lambda: bench_revoke.main(quick),
+        "memory": lambda: bench_memory.main(quick),
     }
     for name in wanted:
         print(f"\n=== {name} ===", flush=True)
@@ -77,6 +80,16 @@ def main() -> None:
                     result["per_second"],
                     s["flower"]["per_second"],
                     fmt_ratio(s["ratio_by_processes"][n]),
+                ]
+            )
+    if out.get("memory"):
+        for row in out["memory"]["checkpoints"]:
+            rows.append(
+                [
+                    f"RSS after {row['tasks']} ingested tasks, MB (API+consumer / Flower)",
+                    round(row["ours_api_mb"] + row["ours_consumer_mb"], 1),
+                    row["flower_mb"],
+                    "—",
                 ]
             )
     print("\n=== summary (ratio > 1: ours ahead) ===")

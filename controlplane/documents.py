@@ -15,8 +15,8 @@ def iso(ts: Any) -> str | None:
     """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None."""
     if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
         return None
-    moment = dt.datetime.fromtimestamp(float(ts), tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat (C) truncates to milliseconds like ``microsecond // 1000``; "+00:00" → "Z".
+    return dt.datetime.fromtimestamp(float(ts), tz=dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _common(doc: Mapping[str, Any]) -> dict[str, Any]:

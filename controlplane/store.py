@@ -240,6 +240,11 @@ class TaskStore:
             }
         return {}
 
+    def delete_new(self, celery_ids: list[str]) -> None:
+        """Delete the documents of tasks that were stored but never published (by ``_id``)."""
+        if celery_ids:
+            self.tasks.delete_many({"_id": {"$in": [task_oid(c) for c in celery_ids]}})
+
     def _apply_once(
         self, by_id: dict[str, list[Mapping[str, Any]]], by_key_only: bool
     ) -> tuple[dict[str, list[Mapping[str, Any]]], list[dict[str, Any]]]:

@@ -16,9 +16,10 @@ load a batch is one task (no added latency) and under heavy load the database
 and feed round trips are shared by many.
 
 Failures are per task where they can be: a duplicate celery_id fails that task
-alone; a broker that refuses a message fails that task and every later one in
-the batch (the broker is down: trying each would make the batch wait once per
-task), and their documents, never published, are deleted again by the caller.
+alone; a broker that refuses the batch's messages fails every task of the batch
+(the caller cannot know which messages got through before the error), and
+their documents, never published, are deleted before the requests are answered
+(or, if the database is failing too, by the caller's retrying clean-up).
 """
 
 from __future__ import annotations
@@ -190,6 +191,14 @@ class Submitter:
             else:
                 log.exception("publishing %d task(s) failed", len(ready))
             for item in ready:
-                item.error, item.unpublished = error, True
+                item.error = error
+            # Deleted before the requests are answered, so no caller sees them; if the
+            # database fails too, the caller's retrying clean-up takes over.
+            try:
+                self.writer.delete_new([item.celery_id for item in ready])
+            except PyMongoError as db_exc:
+                log.warning("unpublished tasks not deleted yet (%s); retrying in the background", db_exc)
+                for item in ready:
+                    item.unpublished = True
             return
         self.announce([item.doc for item in ready])

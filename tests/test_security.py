@@ -29,7 +29,7 @@ from controlplane.auth import (
 from controlplane.config import ConfigError, load_config
 from controlplane.handlers.base import SECURITY_HEADERS
 from tests.conftest import fresh_redis_url
-from tests.stack import OPERATOR_TOKEN, TEST_AUTH, VIEWER_TOKEN, Response, Stack
+from tests.stack import OPERATOR_TOKEN, TEST_AUTH, VIEWER_TOKEN, Response, Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -366,7 +366,8 @@ def test_auth_can_be_disabled_only_explicitly_and_then_warns(
         resp = stack.request("POST", f"{API}/", SLEEP, token=None)
         assert resp.code == 200
         assert "AUTHENTICATION IS DISABLED" in stack.log("serve")
-        assert "audit: anonymous (operator) POST" in stack.log("serve")
+        # Written after the response went out: wait for it rather than race it.
+        wait_for(lambda s=stack: "audit: anonymous (operator) POST" in s.log("serve"), 5, what="audit line")
 
 
 # -- non-UUID ids never reach the database or broker -----------------------------------

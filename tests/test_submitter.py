@@ -118,14 +118,15 @@ def test_a_duplicate_celery_id_fails_alone(deployment: Deployment) -> None:
     assert dep.forgotten == []  # the original stays
 
 
-def test_a_broker_that_refuses_fails_the_batch_and_deletes_its_documents(mongo_server: str) -> None:
+def test_a_broker_that_refuses_fails_the_batch_and_deletes_its_documents_first(mongo_server: str) -> None:
     dep = Deployment(mongo_server, "redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
         items = [dep.submission() for _ in range(4)]
         results = asyncio.run(_submit_all(dep, items))
         assert all(isinstance(r, BrokerUnavailable) for r in results), results
-        assert sorted(dep.forgotten) == sorted(i.celery_id for i in items)
+        # Gone by the time the callers hear of the failure, without the background clean-up.
         assert dep.store.tasks.count_documents({}) == 0
+        assert dep.forgotten == []
     finally:
         dep.close()
 

@@ -11,6 +11,13 @@ reconciled from the result backend, and the buffer is bounded by
 tracked so that a task whose worker vanished does not stay STARTED forever.
 Connection errors are retried with capped backoff by the mixin; database
 errors keep the buffer and are retried with capped backoff too.
+
+Writing is pipelined: a batch is written on a writer thread (and then
+published to the live feed) while the consume loop goes on receiving and
+buffering the next one, so receiving never waits for the database round
+trips.  One batch is written at a time; a full buffer waits for it
+(backpressure).  Acks, buffers and retries stay on the consume thread: the
+writer only reports back.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery.events.event import get_exchange
@@ -183,6 +191,9 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.last_reconcile = 0.0
         self.dropped = 0
         self.catch_up_in = 0  # iterations until the start-up reconciliation (see on_consume_ready)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="event-writer")
+        # The batch being written: its events, its messages and the writer's future.
+        self._writing: tuple[list[dict[str, Any]], list[Message], Future[None]] | None = None
 
     # -- kombu hooks -----------------------------------------------------------
 
@@ -244,7 +255,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         if len(self.buffer) > self.config.events.max_buffer:
             self._shed()
         if max(len(self.messages), len(self.buffer)) >= self.config.events.batch_size:
-            self.flush()
+            self.flush(wait=False)
 
     def _shed(self) -> None:
         """Over the buffer bound (database down for long): drop the oldest, reconcile later."""
@@ -261,8 +272,9 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             self.catch_up_in -= 1
             if not self.catch_up_in:
                 self.reconcile()
-        if time.monotonic() - self.last_flush >= self.config.events.flush_interval:
-            self.flush()
+        self._settle(block=False)
+        if time.monotonic() - self.last_flush >= self.config.events.flush_interval and self._writing is None:
+            self.flush(wait=False)
         if time.monotonic() - self.last_liveness >= min(2.0, self.config.events.worker_timeout / 3):
             self.check_workers()
         if time.monotonic() - self.last_reconcile >= self.config.events.reconcile_interval:
@@ -289,18 +301,51 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
 
     # -- writing ---------------------------------------------------------------
 
-    def flush(self) -> bool:
-        """Write buffered events, then ack their messages; False if the database failed."""
+    def flush(self, wait: bool = True) -> bool:
+        """Hand the buffered events to the writer; False if the database failed.
+
+        ``wait=False`` (the consume loop) returns once the batch is handed over,
+        waiting only for the batch before it; ``wait=True`` returns once it is
+        written and its messages are acknowledged.
+        """
         self.last_flush = time.monotonic()
+        if not self._settle(block=True):
+            return False
         if not self.messages and not self.buffer:
             return True
         if time.monotonic() < self.db_retry_at:
             return False
+        events, messages = self.buffer, self.messages
+        self.buffer, self.messages = [], []
+        self._writing = (events, messages, self._writer.submit(self._write, events))
+        return self._settle(block=True) if wait else True
+
+    def _write(self, events: list[dict[str, Any]]) -> None:
+        """On the writer thread: fold the events into their documents, then tell the feed."""
+        changed = self.store.apply_events(events)
+        if changed and self.on_changes is not None:
+            self.on_changes(changed)
+
+    def _settle(self, block: bool) -> bool:
+        """Finish the batch being written, if it is done (or ``block``): ack it, or take it back.
+
+        False when it failed: its events go back in front of the buffer (the
+        merge does not care about order or repeats) and the next write waits
+        for the capped backoff.
+        """
+        if self._writing is None:
+            return True
+        events, messages, future = self._writing
+        if not block and not future.done():
+            return True
+        self._writing = None
         try:
-            changed = self.store.apply_events(self.buffer)
+            future.result()
         except PyMongoError as exc:
             if self.metrics is not None:
                 self.metrics.on_db_error()
+            self.buffer[:0] = events
+            self.messages[:0] = messages
             self.db_backoff = min(self.config.events.backoff_max, max(0.2, self.db_backoff * 2))
             self.db_retry_at = time.monotonic() + self.db_backoff
             log.warning(
@@ -311,7 +356,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             )
             return False
         self.db_backoff = 0.0
-        for message in self.messages:
+        for message in messages:
             try:
                 message.ack()
             except ACK_ERRORS as exc:
@@ -319,13 +364,9 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
                 # (redelivers it on RabbitMQ; nothing to ack on Redis pub/sub), and writing its
                 # events again is harmless.  It must not kill the consumer.
                 log.debug("ack of a message from a lost channel skipped: %s", exc)
-        self.applied += len(self.buffer)
+        self.applied += len(events)
         if self.metrics is not None:
-            self.metrics.on_batch(self.buffer)
-        self.buffer.clear()
-        self.messages.clear()
-        if changed and self.on_changes is not None:
-            self.on_changes(changed)
+            self.metrics.on_batch(events)
         return True
 
     def check_workers(self) -> None:
@@ -372,8 +413,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         try:
             self.run()
         finally:
-            if self.buffer or self.messages:
-                try:
-                    self.flush()
-                except Exception as exc:  # noqa: BLE001 - shutting down; unacked messages are redelivered
-                    log.warning("final flush failed: %s", exc)
+            try:
+                self.flush()
+            except Exception as exc:  # noqa: BLE001 - shutting down; unacked messages are redelivered
+                log.warning("final flush failed: %s", exc)
+            self._writer.shutdown(wait=False)

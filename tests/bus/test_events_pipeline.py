@@ -1,0 +1,124 @@
+"""The consumer's pipelined writes against the real MongoDB-wire server.
+
+The store here is the real :class:`TaskStore`; :class:`GatedStore` only holds a
+write back until the test lets it go (or makes one attempt fail as a dropped
+connection would), so that what the consume thread does meanwhile can be seen.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from controlplane.bus.events import EventConsumer
+from controlplane.config import Config, MongoConfig
+from controlplane.store import TaskStore
+
+
+class GatedStore(TaskStore):
+    """The real store, whose writes wait for ``gate`` and can be made to fail once."""
+
+    def __init__(self, config: MongoConfig) -> None:
+        super().__init__(config)
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.fail_next = False
+        self.writes = 0
+
+    def apply_events(self, events: Any, attempts: int = 8) -> list[dict[str, Any]]:
+        self.started.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        self.writes += 1
+        if self.fail_next:
+            self.fail_next = False
+            raise AutoReconnect("connection closed")
+        return super().apply_events(events, attempts)
+
+
+class Message:
+    """What the consumer needs of a kombu message: an ack to count."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+
+    def ack(self) -> None:
+        self.acked += 1
+
+
+def event(cid: str, kind: str = "task-succeeded", ts: float = 1.0) -> dict[str, Any]:
+    return {"type": kind, "uuid": cid, "timestamp": ts, "hostname": "w@h", "result": "1"}
+
+
+@pytest.fixture()
+def store(mongo_server: str) -> Iterator[GatedStore]:
+    s = GatedStore(MongoConfig(url=mongo_server, database=f"p_{uuid.uuid4().hex[:8]}"))
+    yield s
+    s.gate.set()
+    s.close()
+
+
+def consumer_for(store: TaskStore, changes: list[list[dict[str, Any]]]) -> EventConsumer:
+    c = EventConsumer(Config(), store, connection=object(), on_changes=changes.append)  # type: ignore[arg-type]
+    c.no_ack = False  # as on RabbitMQ: acks after the write
+    return c
+
+
+def test_receiving_goes_on_while_a_batch_is_written(store: GatedStore) -> None:
+    changes: list[list[dict[str, Any]]] = []
+    consumer = consumer_for(store, changes)
+    first, second = Message(), Message()
+    consumer.on_message(event("a"), first)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    assert consumer.flush(wait=False) is True
+    assert time.monotonic() - t0 < 1.0 and store.started.wait(5)  # handed over, not written
+    consumer.on_message(event("b"), second)  # type: ignore[arg-type]
+    consumer.on_iteration()  # the write is still going: b stays buffered
+    assert [e["uuid"] for e in consumer.buffer] == ["b"] and first.acked == 0
+    store.gate.set()
+    assert consumer.flush() is True  # finishes a, then writes b
+    assert first.acked == 1 and second.acked == 1
+    assert {d["celery_id"] for d in store.tasks.find({})} == {"a", "b"}
+    assert [d["celery_id"] for batch in changes for d in batch] == ["a", "b"]  # fed after each write
+    assert consumer.applied == 2 and store.writes == 2
+
+
+def test_a_failed_write_is_taken_back_and_retried_after_the_backoff(store: GatedStore) -> None:
+    changes: list[list[dict[str, Any]]] = []
+    consumer = consumer_for(store, changes)
+    store.fail_next = True
+    store.gate.set()
+    message, later = Message(), Message()
+    consumer.on_message(event("a", "task-started", 1.0), message)  # type: ignore[arg-type]
+    assert consumer.flush() is False
+    assert [e["uuid"] for e in consumer.buffer] == ["a"] and message.acked == 0
+    assert consumer.db_retry_at > time.monotonic()  # backing off
+    consumer.on_message(event("a", "task-succeeded", 2.0), later)  # type: ignore[arg-type]
+    assert consumer.flush() is False  # still inside the backoff: nothing written
+    assert store.writes == 1
+    time.sleep(consumer.db_backoff + 0.05)
+    assert consumer.flush() is True
+    assert message.acked == 1 and later.acked == 1
+    doc = store.tasks.find_one({"celery_id": "a"})
+    assert doc is not None and doc["status"] == "SUCCESS"
+
+
+def test_a_full_buffer_waits_for_the_write_in_progress(store: GatedStore) -> None:
+    consumer = consumer_for(store, [])
+    consumer.config.events.batch_size = 2
+    consumer.on_message(event("a"), Message())  # type: ignore[arg-type]
+    consumer.on_message(event("b"), Message())  # type: ignore[arg-type]  # full: handed to the writer
+    assert store.started.wait(5) and not consumer.buffer
+    opened = threading.Timer(0.3, store.gate.set)
+    opened.start()
+    t0 = time.monotonic()
+    consumer.on_message(event("c"), Message())  # type: ignore[arg-type]
+    consumer.on_message(event("d"), Message())  # type: ignore[arg-type]  # full again: waits for a, b
+    assert time.monotonic() - t0 >= 0.25
+    assert consumer.flush() is True
+    assert {d["celery_id"] for d in store.tasks.find({})} == {"a", "b", "c", "d"}
