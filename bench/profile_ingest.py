@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
+
 from bench.common import FLOWER_VENV, RESULTS, Mongo, our_stack, start_ours, workdir
 from bench.publisher import Publisher
 
@@ -58,6 +60,13 @@ def main() -> None:
         time.sleep(3)
         outs = {"ingest": RESULTS / "profile-ingest.txt", "mongo": RESULTS / "profile-nx27017.txt"}
         pids = {"ingest": stack.procs["ingest"].pid, "mongo": mongo.proc.pid}
+        procs = {
+            "consumer": psutil.Process(stack.procs["ingest"].pid),
+            "db server": psutil.Process(mongo.proc.pid),
+            "publisher": psutil.Process(pub.proc.pid),
+        }
+        before = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+        t0 = time.monotonic()
         spies = [
             subprocess.Popen(
                 [
@@ -82,7 +91,10 @@ def main() -> None:
         ]
         for s in spies:
             s.wait()
+        elapsed = time.monotonic() - t0
+        busy = {k: (sum(p.cpu_times()[:2]) - before[k]) / elapsed for k, p in procs.items()}
         pub.stop()
+        print("CPU, cores busy: " + ", ".join(f"{k} {v:.2f}" for k, v in busy.items()))
         for path in outs.values():
             if path.exists():
                 print(summarize(path))
