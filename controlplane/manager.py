@@ -172,7 +172,7 @@ class TaskManager:
             raise InvalidParam("status", f"must be one of {', '.join(STATUSES)}")
         if flt.task_type is not None and flt.task_type not in self.registry and flt.task_type != "external":
             raise InvalidParam("task_type", f"unknown task type; valid: {', '.join(self.registry.values())}")
-        total, docs = await asyncio.gather(self.store.count(flt), self.store.page(flt, page, size))
+        total, docs = await self.store.listing(flt, page, size)
         return {"total": total, "page": page, "size": size, "items": [documents.list_item(d) for d in docs]}
 
     async def results(self, celery_id: str, kind: str, page: int, size: int) -> dict[str, Any]:

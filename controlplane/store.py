@@ -496,6 +496,23 @@ class AsyncTaskStore:
         found.update({d["celery_id"]: d for d in docs if d is not None})
         return found
 
+    async def listing(self, flt: TaskFilter, page: int, size: int) -> tuple[int, list[dict[str, Any]]]:
+        """The exact total for the filter and one page of it, newest first.
+
+        A celery_id filter matches at most one task: one lookup by its derived
+        ``_id`` answers both (the other filters are checked on that document).
+        """
+        if flt.celery_id is None:
+            total, docs = await asyncio.gather(self.count(flt), self.page(flt, page, size))
+            return total, docs
+        doc = await self.tasks.find_one({"_id": task_oid(flt.celery_id)}, _LIST_PROJECTION)
+        if doc is None:  # a document written with another _id (older versions)
+            doc = await self.tasks.find_one({"celery_id": flt.celery_id}, _LIST_PROJECTION)
+        wanted = flt.query()
+        if doc is None or any(doc.get(k) != v for k, v in wanted.items()):
+            return 0, []
+        return 1, [doc] if page == 1 else []
+
     async def count(self, flt: TaskFilter) -> int:
         """Exact number of tasks matching the filter."""
         cursor = await self.tasks.aggregate([{"$match": flt.query()}, {"$count": "n"}])

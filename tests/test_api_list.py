@@ -95,6 +95,17 @@ def test_celery_id_filter(stack: Stack, populated: dict) -> None:
     assert list_(stack, f"?celery_id={cid}&status=SUCCESS")["total"] == 0
     upper = list_(stack, f"?celery_id={cid.upper()}")
     assert upper["total"] == 1
+    both = list_(stack, f"?celery_id={cid}&status=FAILURE&task_type=fail_task")
+    assert both["total"] == 1 and [i["celery_id"] for i in both["items"]] == [cid]
+    assert list_(stack, f"?celery_id={cid}&task_type=sleep_task") == {
+        "total": 0,
+        "page": 1,
+        "size": 10,
+        "items": [],
+    }
+    second = list_(stack, f"?celery_id={cid}&page=2")
+    assert second["total"] == 1 and second["items"] == []
+    assert list_(stack, "?celery_id=00000000-0000-4000-8000-000000000000")["total"] == 0
 
 
 def test_operator_shaped_values_are_plain_strings(stack: Stack, populated: dict) -> None:
