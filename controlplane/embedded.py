@@ -129,12 +129,8 @@ def start_mongo(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [
         sys.executable,
-        "-c",
-        # nx-27017 logs every command at INFO, twice (its file and stderr): the log grows
-        # without bound and the formatting costs more CPU than most commands themselves.
-        "import logging, sys; from nx_27017.nx_27017 import main; "
-        "logging.getLogger('nx_27017').setLevel(logging.WARNING); "
-        "sys.argv[0] = 'nx-27017'; sys.exit(main())",
+        "-m",
+        "controlplane.nx_server",  # nx-27017 with quiet logs and grouped commits (see there)
         "--data-dir",
         str(data_dir),
         "--host",

@@ -1,0 +1,105 @@
+"""The embedded MongoDB-wire server: nx-27017, run with two changes of ours.
+
+``python -m controlplane.nx_server <nx-27017 arguments>`` is what
+:func:`controlplane.embedded.start_mongo` runs.  It is nx-27017 as published,
+except:
+
+* **Quiet logs.**  nx-27017 logs every generic command at INFO, twice (its log
+  file and stderr): the files grow without bound and formatting the lines costs
+  more CPU than many commands.  Its logger is set to WARNING.
+* **One SQLite transaction per write command.**  nx-27017 runs its SQLite
+  connection in autocommit mode and writes a multi-document ``insert``,
+  ``update`` or ``delete`` one statement, hence one commit, at a time; a commit
+  costs far more than the statement (measured on this machine: 103 µs per
+  insert in autocommit, 15 µs inside one transaction).  Each write command now
+  runs inside one ``BEGIN … COMMIT``, under nx-27017's own per-database lock.
+  What a client sees does not change: a statement that fails (a duplicate key)
+  is rolled back alone, exactly as before, and the others commit together; a
+  command that raises rolls back what it wrote, and nx-27017 answers it with an
+  error as before.  A client's own transaction (a session with
+  ``startTransaction``) is left alone.
+
+If the installed nx-27017 lacks the internals the second change relies on, it
+runs unchanged (with a warning): slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("controlplane.nx_server")
+
+WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
+
+
+def command_name(msg: Any) -> str | None:
+    """The command of an OP_MSG (the first key of its body section), or None."""
+    if not isinstance(msg, dict):
+        return None
+    for section_type, doc in msg.get("sections") or ():
+        if section_type == "body" and isinstance(doc, dict) and doc:
+            return str(next(iter(doc)))
+    return None
+
+
+def _in_one_transaction(
+    original: Callable[..., Any], db_name_of: Callable[[Any], str], only_writes: bool
+) -> Callable[..., Any]:
+    def handle(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        if only_writes and command_name(msg) not in WRITE_COMMANDS:
+            return original(self, msg, *args, **kwargs)
+        db_name = db_name_of(msg)
+        with self._lock_for(db_name):
+            conn: sqlite3.Connection = self.get_database(db_name).db
+            if conn.in_transaction:  # a client transaction: not ours to group
+                return original(self, msg, *args, **kwargs)
+            conn.execute("BEGIN")
+            try:
+                result = original(self, msg, *args, **kwargs)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            return result
+
+    return handle
+
+
+def patch_handler() -> bool:
+    """Group each write command into one SQLite transaction; False if nx-27017's internals differ."""
+    try:
+        from nx_27017 import handler as nx_handler
+    except ImportError:
+        return False
+    cls = getattr(nx_handler, "NeoSQLiteHandler", None)
+    db_name_of = getattr(nx_handler, "_msg_db_name", None)
+    needed = ("handle_insert", "handle_command", "_lock_for", "get_database")
+    if cls is None or db_name_of is None or not all(hasattr(cls, name) for name in needed):
+        log.warning("nx-27017 internals changed: write commands run without grouped commits")
+        return False
+    if getattr(cls, "_controlplane_patched", False):
+        return True
+    cls.handle_insert = _in_one_transaction(cls.handle_insert, db_name_of, only_writes=False)
+    cls.handle_command = _in_one_transaction(cls.handle_command, db_name_of, only_writes=True)
+    cls._controlplane_patched = True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run nx-27017 with ``argv`` (its own command line), changed as the module says."""
+    from nx_27017.nx_27017 import main as nx_main
+
+    logging.getLogger("nx_27017").setLevel(logging.WARNING)
+    patch_handler()
+    sys.argv = ["nx-27017", *(sys.argv[1:] if argv is None else argv)]
+    return int(nx_main() or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

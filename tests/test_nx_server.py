@@ -1,0 +1,108 @@
+"""The embedded server as we run it: nx-27017 with quiet logs and one commit per write command."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from controlplane import embedded
+from controlplane.nx_server import command_name, patch_handler
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[MongoClient, Path, int]]:
+    port = embedded.free_port()
+    proc = embedded.start_mongo(port, tmp_path)
+    client: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=5000)
+    try:
+        yield client, tmp_path, port
+    finally:
+        client.close()
+        embedded.stop(proc)
+
+
+def test_the_installed_nx_27017_takes_the_patch() -> None:
+    # If nx-27017 changed the internals the grouped commits rely on, this fails loudly
+    # (the server itself would run unpatched, slower).
+    assert patch_handler() is True
+
+
+def test_command_name_reads_the_body_section() -> None:
+    msg = {"sections": [("payload", {"documents": []}), ("body", {"update": "tasks", "$db": "x"})]}
+    assert command_name(msg) == "update"
+    assert command_name({"sections": []}) is None and command_name("junk") is None
+
+
+def test_an_unordered_insert_keeps_every_document_but_the_duplicate(
+    server: tuple[MongoClient, Path, int],
+) -> None:
+    client, _, _ = server
+    tasks = client.t.tasks
+    tasks.create_index("k", unique=True)
+    tasks.insert_one({"k": 2})
+    with pytest.raises(BulkWriteError) as err:
+        tasks.insert_many([{"k": 1}, {"k": 2}, {"k": 3}], ordered=False)
+    assert [e["index"] for e in err.value.details["writeErrors"]] == [1]
+    assert sorted(d["k"] for d in tasks.find({}, {"k": 1})) == [1, 2, 3]
+
+
+def test_an_ordered_insert_stops_at_the_duplicate_and_keeps_what_came_before(
+    server: tuple[MongoClient, Path, int],
+) -> None:
+    client, _, _ = server
+    tasks = client.t.tasks
+    tasks.create_index("k", unique=True)
+    tasks.insert_one({"k": 2})
+    with pytest.raises(BulkWriteError):
+        tasks.insert_many([{"k": 1}, {"k": 2}, {"k": 3}], ordered=True)
+    assert sorted(d["k"] for d in tasks.find({}, {"k": 1})) == [1, 2]
+
+
+def test_a_bulk_update_applies_every_statement_that_matches(server: tuple[MongoClient, Path, int]) -> None:
+    client, _, _ = server
+    tasks = client.t.tasks
+    tasks.insert_many([{"_id": i, "rev": 1} for i in range(50)])
+    ops = [UpdateOne({"_id": i, "rev": 1 if i % 5 else 99}, {"$set": {"rev": 2}}) for i in range(50)]
+    result = tasks.bulk_write(ops, ordered=False)
+    assert result.matched_count == 40 and result.modified_count == 40
+    assert tasks.count_documents({"rev": 2}) == 40 and tasks.count_documents({"rev": 1}) == 10
+
+
+def test_written_documents_survive_a_restart(tmp_path: Path) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+    port = embedded.free_port()
+    proc = embedded.start_mongo(port, tmp_path)
+    client: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=5000)
+    try:
+        client.t.tasks.insert_many([{"_id": i} for i in ids])
+        client.t.tasks.update_many({}, {"$set": {"done": True}})
+        client.t.counters.find_one_and_update({"_id": "rev"}, {"$inc": {"value": 5}}, upsert=True)
+    finally:
+        client.close()
+        embedded.stop(proc)
+    port = embedded.free_port()
+    proc = embedded.start_mongo(port, tmp_path)  # the same files, a new server
+    again: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=5000)
+    try:
+        assert sorted(d["_id"] for d in again.t.tasks.find({"done": True})) == sorted(ids)
+        counter = again.t.counters.find_one({"_id": "rev"})
+        assert counter is not None and counter["value"] == 5
+    finally:
+        again.close()
+        embedded.stop(proc)
+
+
+def test_commands_are_not_logged_one_by_one(server: tuple[MongoClient, Path, int]) -> None:
+    client, data_dir, _ = server
+    log = data_dir / "nx-27017.log"
+    before = log.stat().st_size if log.exists() else 0
+    for _ in range(200):
+        client.t.counters.find_one_and_update({"_id": "rev"}, {"$inc": {"value": 1}}, upsert=True)
+        client.admin.command("ping")
+    after = log.stat().st_size if log.exists() else 0
+    assert after - before < 2000, f"the log grew by {after - before} bytes for 400 commands"
