@@ -167,58 +167,59 @@ def run_size(n: int, requests: int, load_rate: int) -> dict[str, Any]:
             "flower": round(load_flower(flower, n, load_rate), 1),
         }
         beat.stop()
-        flower_count = flower.events_total()
-        counts = {
-            "total": count(stack, {}),
-            "failure": count(stack, {"status": "FAILURE"}),
-            "ip": count(stack, {"task_type": "ip_task"}),
-            "success_ip": count(stack, {"status": "SUCCESS", "task_type": "ip_task"}),
-        }
-        sample = stack.db.tasks.find_one({}, {"celery_id": 1}, skip=n // 3)
-        flower_http = Http(flower.port)
-        status, body = flower_http.get("/api/tasks?limit=1&offset=" + str(n // 3) + "&sort_by=-received")
-        flower_sample = next(iter(json.loads(body))) if status == 200 and body.strip() != b"{}" else ""
-        ours_http = Http(stack.port)
-        rows = []
-        for label, ours_q, flower_q, flower_path in cases(n, counts, sample["celery_id"]):
-            ours_lat = timed_gets(ours_http, "/api/celery_task/?" + query(ours_q), requests)
-            if flower_path.startswith("/api/task/info/"):
-                flower_path = f"/api/task/info/{flower_sample}"
-            f_lat = timed_gets(
-                flower_http, flower_path + ("?" + query(flower_q) if flower_q else ""), requests
-            )
-            rows.append(
-                {
-                    "case": label,
-                    "ours_p50_ms": round(pct(ours_lat, 50) * 1000, 2),
-                    "ours_p99_ms": round(pct(ours_lat, 99) * 1000, 2),
-                    "flower_p50_ms": round(pct(f_lat, 50) * 1000, 2),
-                    "flower_p99_ms": round(pct(f_lat, 99) * 1000, 2),
-                }
-            )
-            r = rows[-1]
-            r["p50_ratio"] = ratio(r["ours_p50_ms"], r["flower_p50_ms"], False)
-            print(
-                f"  {n:>8} {label:28} ours p50 {r['ours_p50_ms']:8.2f} p99 {r['ours_p99_ms']:8.2f} ms | "
-                f"Flower p50 {r['flower_p50_ms']:8.2f} p99 {r['flower_p99_ms']:8.2f} ms",
-                flush=True,
-            )
-        result["flower_tasks_seen"] = flower_count
-        result["counts"] = counts
-        result["cases"] = rows
+        result.update(compare_listing(stack, flower, n, requests))
         result["memory_mb"] = {
             "ours_api": rss_mb(stack.procs["serve"].pid),
             "ours_consumer": rss_mb(stack.procs["ingest"].pid),
             "ours_db_server": rss_mb(mongo.proc.pid),
             "flower": rss_mb(flower.pid),
         }
-        ours_http.close()
-        flower_http.close()
     finally:
         flower.close()
         stack.close()
         mongo.close()
     return result
+
+
+def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[str, Any]:
+    """Every listing case against both systems holding ``n`` tasks: p50/p99 of ``requests`` GETs."""
+    flower_count = flower.events_total()
+    counts = {
+        "total": count(stack, {}),
+        "failure": count(stack, {"status": "FAILURE"}),
+        "ip": count(stack, {"task_type": "ip_task"}),
+        "success_ip": count(stack, {"status": "SUCCESS", "task_type": "ip_task"}),
+    }
+    sample = stack.db.tasks.find_one({}, {"celery_id": 1}, skip=n // 3)
+    flower_http = Http(flower.port)
+    status, body = flower_http.get("/api/tasks?limit=1&offset=" + str(n // 3) + "&sort_by=-received")
+    flower_sample = next(iter(json.loads(body))) if status == 200 and body.strip() != b"{}" else ""
+    ours_http = Http(stack.port)
+    rows = []
+    for label, ours_q, flower_q, flower_path in cases(n, counts, sample["celery_id"]):
+        ours_lat = timed_gets(ours_http, "/api/celery_task/?" + query(ours_q), requests)
+        if flower_path.startswith("/api/task/info/"):
+            flower_path = f"/api/task/info/{flower_sample}"
+        f_lat = timed_gets(flower_http, flower_path + ("?" + query(flower_q) if flower_q else ""), requests)
+        rows.append(
+            {
+                "case": label,
+                "ours_p50_ms": round(pct(ours_lat, 50) * 1000, 2),
+                "ours_p99_ms": round(pct(ours_lat, 99) * 1000, 2),
+                "flower_p50_ms": round(pct(f_lat, 50) * 1000, 2),
+                "flower_p99_ms": round(pct(f_lat, 99) * 1000, 2),
+            }
+        )
+        r = rows[-1]
+        r["p50_ratio"] = ratio(r["ours_p50_ms"], r["flower_p50_ms"], False)
+        print(
+            f"  {n:>8} {label:28} ours p50 {r['ours_p50_ms']:8.2f} p99 {r['ours_p99_ms']:8.2f} ms | "
+            f"Flower p50 {r['flower_p50_ms']:8.2f} p99 {r['flower_p99_ms']:8.2f} ms",
+            flush=True,
+        )
+    ours_http.close()
+    flower_http.close()
+    return {"flower_tasks_seen": flower_count, "counts": counts, "cases": rows}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -8,9 +8,13 @@ API, consumer, database server; Flower: its one process, ``max_tasks`` above N s
 them all).  At each checkpoint the API also serves a page of the list and a task, so its
 memory is that of a process that has answered queries over N tasks.
 
-Run: ``.venv/bin/python bench/bench_memory.py [--tasks 100000,1000000] [--rate 1000]``.
+With ``--list``, the listing cases of ``bench_list.py`` are also run at the last checkpoint,
+on documents the consumer wrote (how the 1M listing figures are taken: loading Flower with 1M
+tasks takes most of the run, so it is done once for both figures).
+
+Run: ``.venv/bin/python bench/bench_memory.py [--tasks 100000,1000000] [--rate 1000] [--list]``.
 Both systems are fed at once (each from its own publisher), so the run takes about
-N / rate seconds.
+N / rate seconds, or longer when a system keeps up with less.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_list import compare_listing
 from bench.common import (
     Flower,
     Heartbeat,
     Http,
     Mongo,
+    fmt_ratio,
     our_stack,
     rss_mb,
     start_ours,
@@ -58,6 +64,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tasks", default="100000,1000000", help="checkpoints (tasks handled)")
     parser.add_argument("--rate", type=int, default=1000, help="tasks/s offered to each system")
     parser.add_argument("--quick", action="store_true", help="checkpoints 10000,30000")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="at the last checkpoint, compare listing too (bench_list)",
+    )
+    parser.add_argument("--requests", type=int, default=20, help="GETs per listing case (with --list)")
     args = parser.parse_args(argv)
     checkpoints = [10_000, 30_000] if args.quick else [int(x) for x in args.tasks.split(",")]
     total = max(checkpoints)
@@ -68,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start_ours(stack)
     flower = Flower(base, FLOWER_DB, max_tasks=int(total * 1.2) + 1000)
     rows: list[dict[str, Any]] = []
+    listing: dict[str, Any] | None = None
     beat = Heartbeat(f"feeding {total} tasks to each system")
     beat.start()
     try:
@@ -98,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "flower_mb": rss_mb(flower.pid),
             }
             rows.append(row)
+            if args.list and checkpoint == total:
+                listing = compare_listing(stack, flower, checkpoint, args.requests)
             print(
                 f"  {checkpoint:>8} tasks: API {row['ours_api_mb']} MB, "
                 f"consumer {row['ours_consumer_mb']} MB, DB server {row['ours_db_server_mb']} MB "
@@ -121,7 +136,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ],
         )
     )
-    payload = {"rate": args.rate, "checkpoints": rows}
+    if listing is not None:
+        print(
+            table(
+                ["case", "ours p50 ms", "ours p99 ms", "Flower p50 ms", "Flower p99 ms", "p50 ×"],
+                [
+                    [
+                        c["case"],
+                        c["ours_p50_ms"],
+                        c["ours_p99_ms"],
+                        c["flower_p50_ms"],
+                        c["flower_p99_ms"],
+                        fmt_ratio(c["p50_ratio"]),
+                    ]
+                    for c in listing["cases"]
+                ],
+            )
+        )
+    payload = {"rate": args.rate, "checkpoints": rows, "listing": listing}
     print(f"wrote {write_result('memory', payload)}")
     return payload
 
