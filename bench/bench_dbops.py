@@ -101,17 +101,39 @@ async def api_commands(url: str, database: str, listener: Commands) -> dict[str,
     store.tasks = store.db["tasks"]
     out: dict[str, Counter[str]] = {}
     listener.take()
-    cid = str(uuid.uuid4())
-    rev = await store.next_revisions(1)
-    await store.insert(
-        new_task_document(celery_id=cid, task_type="ip_task", data={}, created_time=time.time(), rev=rev)
+    # Creates are stored by the API's submitter (controlplane/submitter.py) on a blocking
+    # store, one revision reservation and one insert_many per batch of concurrent creates.
+    writer = TaskStore(
+        MongoConfig(url=url, database=database), client=MongoClient(url, event_listeners=[listener])
     )
-    out["POST /api/celery_task/ (store part)"] = listener.take()
+    cid = str(uuid.uuid4())
+    rev = writer.next_revisions(1)
+    writer.insert_new(
+        [new_task_document(celery_id=cid, task_type="ip_task", data={}, created_time=time.time(), rev=rev)]
+    )
+    out["POST /api/celery_task/ (store part), a create alone"] = listener.take()
+    rev = writer.next_revisions(32)
+    writer.insert_new(
+        [
+            new_task_document(
+                celery_id=str(uuid.uuid4()),
+                task_type="ip_task",
+                data={},
+                created_time=time.time(),
+                rev=rev + i,
+            )
+            for i in range(32)
+        ]
+    )
+    out["POST ×32 concurrent (store part, one batch)"] = listener.take()
+    writer.close()
     await store.get(cid)
     out["GET /api/celery_task/{id}/"] = listener.take()
     flt = TaskFilter(status="SUCCESS")
-    await asyncio.gather(store.count(flt), store.page(flt, 3, 10))
+    await store.listing(flt, 3, 10)
     out["GET /api/celery_task/?status=…&page=3"] = listener.take()
+    await store.listing(TaskFilter(celery_id=cid), 1, 10)
+    out["GET /api/celery_task/?celery_id=…"] = listener.take()
     await store.get_many([cid])
     await store.request_revoke([cid], True)
     out["DELETE /api/celery_task/{id}/ (store part)"] = listener.take()

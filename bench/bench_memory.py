@@ -48,7 +48,7 @@ from controlplane import embedded
 
 OURS_DB, FLOWER_DB = 14, 15
 EVENTS_PER_TASK = 4
-WINDOW = 20_000  # tasks published ahead of what a system has processed
+WINDOW = 5_000  # tasks published ahead of what a system has processed
 
 
 def ours_applied(port: int) -> int:

@@ -108,6 +108,10 @@ def run(
         now = time.time()
         if stop.is_set():
             break
+        if i >= min(count, allowed.value):
+            # Held back by flow control: keep the pace from now on instead of sending the
+            # time spent waiting in one burst (a burst overflows a Redis pub/sub client).
+            t0 = now - i / rate
         due = int((now - t0) * rate) + 1
         limit = min(due, count, allowed.value)
         while i < limit:
