@@ -81,6 +81,21 @@ def test_filters_alone_and_combined(
     assert {i["status"] for i in data["items"]} == {status}
 
 
+@pytest.mark.parametrize("query", ["?status=SUCCESS", "?task_type=sleep_task&status=SUCCESS"])
+def test_filtered_pages_cover_the_matching_tasks_once_newest_first(
+    stack: Stack, populated: dict, query: str
+) -> None:
+    # Filtered pages past the first take the aggregation path (see AsyncTaskStore.page).
+    seen = []
+    for page in (1, 2, 3, 4, 5):
+        data = list_(stack, f"{query}&page={page}&size=3")
+        assert data["total"] == len(populated["sleep_task"]) == 14
+        seen.extend(i["celery_id"] for i in data["items"])
+        assert all("data" not in i and "_m" not in i and i["status"] == "SUCCESS" for i in data["items"])
+    assert seen == populated["sleep_task"][::-1]
+    assert list_(stack, f"{query}&page=6&size=3")["items"] == []
+
+
 def test_filters_that_match_nothing(stack: Stack, populated: dict) -> None:
     data = list_(stack, "?status=SUCCESS&task_type=fail_task")
     assert data["total"] == 0 and data["items"] == []
