@@ -385,27 +385,40 @@ class TaskStore:
         )
         return [d["celery_id"] for d in cursor]
 
+    # The periodic queries below run in the consumer's loop.  They are asked as aggregations:
+    # the embedded server answers a filtered ``find`` in Python over every document, an
+    # aggregation as one indexed SQL query (at 280k tasks: STARTED tasks 2.0 s as a find,
+    # 0.1 s as an aggregation; unreceived 2.0 s vs 0.2 s).  Both are plain MongoDB.
+
+    def _match(
+        self, query: dict[str, Any], projection: dict[str, Any], limit: int = 0
+    ) -> list[dict[str, Any]]:
+        pipeline: list[dict[str, Any]] = [{"$match": query}]
+        if limit:
+            pipeline.append({"$limit": limit})
+        pipeline.append({"$project": projection})
+        return list(self.tasks.aggregate(pipeline))
+
     def non_terminal(self, older_than: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Tasks not in a terminal status, created before ``older_than``."""
-        cursor = self.tasks.find(
+        return self._match(
             {"status": {"$nin": sorted(TERMINAL)}, "created_time": {"$lt": older_than}},
             {"celery_id": 1, "status": 1, "worker": 1, "task_type": 1, "created_time": 1, "revoke": 1},
-        ).limit(limit)
-        return list(cursor)
+            limit,
+        )
 
     def unreceived(self, older_than: float, limit: int = 1000) -> list[dict[str, Any]]:
         """PENDING tasks created before ``older_than`` that no worker has received yet."""
-        cursor = self.tasks.find(
+        found = self._match(
             {"status": PENDING, "created_time": {"$lt": older_than}},
             {"celery_id": 1, "task_type": 1, "data": 1, "resent": 1, "received_time": 1},
-        ).limit(limit)
-        return [d for d in cursor if d.get("received_time") is None]
+            limit,
+        )
+        return [d for d in found if d.get("received_time") is None]
 
     def started_on_any(self) -> list[dict[str, Any]]:
         """Every task currently STARTED, with the worker running it."""
-        return list(
-            self.tasks.find({"status": STARTED}, {"celery_id": 1, "worker": 1, "status": 1, "start_time": 1})
-        )
+        return self._match({"status": STARTED}, {"celery_id": 1, "worker": 1, "status": 1, "start_time": 1})
 
     def record_workers(self, seen: Mapping[str, Mapping[str, Any]]) -> None:
         """Upsert worker liveness (hostname → {last_heartbeat, online, ...})."""

@@ -53,6 +53,8 @@ ACK_ERRORS: tuple[type[BaseException], ...] = (MessageStateError, *BROKER_ERRORS
 #: Seconds between scans of all running tasks even while every known worker looks healthy
 #: (catches tasks of workers this consumer never heard from).
 FULL_LIVENESS_SCAN = 15.0
+# A consume loop that did not come back for this long was not listening (see on_iteration).
+DEAF_AFTER = 2.0
 
 Changes = Callable[[list[dict[str, Any]]], None]
 
@@ -192,6 +194,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.dropped = 0
         self.catch_up_in = 0  # iterations until the start-up reconciliation (see on_consume_ready)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="event-writer")
+        self.last_iteration = time.monotonic()
         # The batch being written: its events, its messages and the writer's future.
         self._writing: tuple[list[dict[str, Any]], list[Message], Future[None]] | None = None
 
@@ -268,6 +271,12 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         log.warning("event buffer full: dropped %d oldest events; they will be reconciled", excess)
 
     def on_iteration(self) -> None:
+        now = time.monotonic()
+        if now - self.last_iteration > DEAF_AFTER:
+            # The loop was held (a slow query, a database that would not answer): heartbeats
+            # that arrived meanwhile are still unread, and that silence proves nothing.
+            self.workers.grace(time.time())
+        self.last_iteration = now
         if self.catch_up_in:
             self.catch_up_in -= 1
             if not self.catch_up_in:
@@ -397,7 +406,12 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
                         }
                     )
             if events:
-                log.warning("marking %d task(s) FAILURE: their worker is gone", len(events))
+                reasons = sorted({e["reason"] for e in events})
+                log.warning(
+                    "marking %d task(s) FAILURE: their worker is gone (%s)",
+                    len(events),
+                    "; ".join(reasons[:3]) + ("; …" if len(reasons) > 3 else ""),
+                )
                 changed = self.store.apply_events(events)
                 if changed and self.on_changes is not None:
                     self.on_changes(changed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kombu.exceptions import MessageStateError
@@ -30,6 +31,12 @@ class FakeStore:
         self.applied.extend(events)
         return []
 
+    def record_workers(self, seen: Any) -> None:
+        pass
+
+    def started_on_any(self) -> list[dict[str, Any]]:
+        return []
+
 
 def test_flush_survives_messages_of_a_lost_channel() -> None:
     store = FakeStore()
@@ -46,3 +53,17 @@ def test_silence_while_the_consumer_was_disconnected_is_forgiven() -> None:
     t.grace(now=130)
     assert t.verdict("w1", 95, now=135) is None
     assert t.verdict("w1", 95, now=141) is not None
+
+
+def test_a_held_consume_loop_does_not_count_as_worker_silence() -> None:
+    consumer = EventConsumer(Config(), FakeStore(), connection=object())  # type: ignore[arg-type]
+    now = time.time()
+    consumer.workers.observe(
+        {"type": "worker-heartbeat", "hostname": "w1", "timestamp": now, "pid": 1}, now - 30
+    )
+    assert consumer.workers.verdict("w1", now - 40, now) is not None  # 30 s of silence, as heard
+    consumer.on_iteration()  # a loop that just came round: nothing forgiven
+    assert consumer.workers.verdict("w1", now - 40, time.time()) is not None
+    consumer.last_iteration = time.monotonic() - 10  # the loop was held for 10 s
+    consumer.on_iteration()
+    assert consumer.workers.verdict("w1", now - 40, time.time()) is None
