@@ -38,7 +38,8 @@ def main() -> None:
         "submit": lambda: bench_submit.main(quick),
         "dbops": lambda: bench_dbops.main(["--tasks", "500" if args.quick else "2000"]),
         "revoke": lambda: bench_revoke.main(quick),
-        "memory": lambda: bench_memory.main(quick),
+        # Without --quick: 1M tasks through the real consumer, then the 1M listing comparison.
+        "memory": lambda: bench_memory.main(quick or ["--list"]),
     }
     for name in wanted:
         print(f"\n=== {name} ===", flush=True)
@@ -83,6 +84,17 @@ def main() -> None:
                 ]
             )
     if out.get("memory"):
+        listing = out["memory"].get("listing") or {}
+        last = out["memory"]["checkpoints"][-1]["tasks"] if out["memory"]["checkpoints"] else 0
+        for c in listing.get("cases", []):
+            rows.append(
+                [
+                    f"list {last}: {c['case']} p50 ms",
+                    c["ours_p50_ms"],
+                    c["flower_p50_ms"],
+                    fmt_ratio(c["p50_ratio"]),
+                ]
+            )
         for row in out["memory"]["checkpoints"]:
             rows.append(
                 [
