@@ -84,11 +84,11 @@ def run(
     runtime: tuple[float, float] = (0.02, 0.3),
 ) -> None:
     """Publish ``count`` task lifecycles at ``rate`` tasks/s (process entry point)."""
-    from controlplane.embedded import _die_with_parent
+    from controlplane.embedded import die_with_parent
 
     # A benchmark killed outright must not leave its publishers sending heartbeats into
     # the next run (a consumer would take them for the same workers restarting).
-    _die_with_parent()
+    die_with_parent()
     from celery import Celery
     from celery.events import EventDispatcher
 

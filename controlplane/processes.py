@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -31,23 +30,18 @@ from collections.abc import Callable
 from types import FrameType
 
 from controlplane.config import Config
+from controlplane.embedded import die_with_parent
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 HEALTHY_AFTER = 60.0  # seconds a child must live for its restart delay to reset
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _child(config: Config) -> int:
     from controlplane.server import serve
 
-    _die_with_parent()
+    die_with_parent()
     asyncio.run(serve(config, reuse_port=True))
     return 0
 
