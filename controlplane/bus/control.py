@@ -85,12 +85,8 @@ class ControlBus:
         except BROKER_ERRORS as exc:
             raise BrokerUnavailable(type(exc).__name__) from None
 
-    def publish(self, task_type: TaskType, celery_id: str, data: dict[str, Any]) -> None:
-        """Send one task message (blocking) in ARL's shape."""
-        self.publish_many([(task_type, celery_id, data)])
-
     def publish_many(self, messages: list[tuple[TaskType, str, dict[str, Any]]]) -> None:
-        """Send task messages (blocking) on one producer, batched where the transport can.
+        """Send task messages (blocking) in ARL's shape, on one producer, batched where the transport can.
 
         On Redis, kombu's publish batch sends them all in one pipeline (one round
         trip); other transports publish one by one.  Raises on the first failure:
@@ -103,7 +99,7 @@ class ControlBus:
                 queue = self._queues.get(task_type.value)
                 if queue is None:
                     queue = self._queues[task_type.value] = self.config.task_config(task_type.value).queue
-                kwargs = {"options": {"celery_action": task_type.value, "data": data}}
+                kwargs = task_kwargs(task_type, data)
                 self.app.send_task(
                     task_type.celery_name,
                     kwargs=kwargs,
@@ -142,6 +138,11 @@ class ControlBus:
                 for entry in entries or []:
                     tasks.append(_flatten(entry, worker, state))
         return tasks
+
+
+def task_kwargs(task_type: TaskType, data: dict[str, Any]) -> dict[str, Any]:
+    """A task message's kwargs in ARL's shape: ``{"options": {"celery_action", "data"}}``."""
+    return {"options": {"celery_action": task_type.value, "data": data}}
 
 
 def _short_json(value: Any, limit: int = 1024) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 from celery import Celery
 
+from controlplane.bus.control import task_kwargs
 from controlplane.config import Config
 from controlplane.store import TaskStore
 from controlplane.tasktypes import Registry
@@ -130,7 +131,7 @@ class Redeliverer:
         self.store.set_status_fields(cid, {"resent": times + 1})
         self.app.send_task(
             kind.celery_name,
-            kwargs={"options": {"celery_action": kind.value, "data": task.get("data") or {}}},
+            kwargs=task_kwargs(kind, task.get("data") or {}),
             task_id=cid,
             queue=self._queue(task),
         )
