@@ -270,19 +270,12 @@ class TaskStore:
         for doc in inserts:
             doc["rev"] = rev
             rev += 1
-        if inserts:
-            try:
-                self.tasks.insert_many(inserts, ordered=False)
-                written.extend(inserts)
-            except BulkWriteError as exc:
-                failed = {inserts[e["index"]]["celery_id"] for e in exc.details.get("writeErrors", [])}
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
-                for doc in inserts:
-                    if doc["celery_id"] in failed:
-                        retry[doc["celery_id"]] = by_id[doc["celery_id"]]
-                    else:
-                        written.append(doc)
+        duplicates = self.insert_new(inserts)  # written meanwhile by someone else: merge again
+        for i, doc in enumerate(inserts):
+            if i in duplicates:
+                retry[doc["celery_id"]] = by_id[doc["celery_id"]]
+            else:
+                written.append(doc)
         if updates:
             ops = []
             for _cid, old_rev, diff, merged in updates:
