@@ -355,17 +355,19 @@ class TaskStore:
         doc = self.tasks.find_one({"rev": {"$gt": 0}}, {"rev": 1}, sort=[("rev", DESCENDING)])
         return int(doc["rev"]) if doc else 0
 
+    def _find(self, celery_id: str, projection: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """One task's document by its derived ``_id``, else by ``celery_id`` (older documents)."""
+        return self.tasks.find_one({"_id": task_oid(celery_id)}, projection) or self.tasks.find_one(
+            {"celery_id": celery_id}, projection
+        )
+
     def get(self, celery_id: str) -> dict[str, Any] | None:
         """The whole document of one task, or None."""
-        return self.tasks.find_one({"_id": task_oid(celery_id)}) or self.tasks.find_one(
-            {"celery_id": celery_id}
-        )
+        return self._find(celery_id)
 
     def revoke_requested(self, celery_id: str) -> bool:
         """True when a revoke of this task has been persisted (checked by workers)."""
-        doc = self.tasks.find_one({"_id": task_oid(celery_id)}, {"revoke": 1}) or self.tasks.find_one(
-            {"celery_id": celery_id}, {"revoke": 1}
-        )
+        doc = self._find(celery_id, {"revoke": 1})
         revoke = (doc or {}).get("revoke")
         return isinstance(revoke, dict) and bool(revoke.get("time"))
 
@@ -428,7 +430,7 @@ class TaskStore:
 
     def set_status_fields(self, celery_id: str, fields: Mapping[str, Any]) -> None:
         """Set API-owned fields (never the merged ones) on one task."""
-        found = self.tasks.find_one({"celery_id": celery_id}, {"_id": 1})  # indexed; update by _id
+        found = self._find(celery_id, {"_id": 1})  # then update by _id
         if found is not None:
             self.tasks.update_one({"_id": found["_id"]}, {"$set": dict(fields)})
 
@@ -478,10 +480,14 @@ class AsyncTaskStore:
             raise RuntimeError("revision counter upsert returned nothing")
         return int(doc["value"]) - count + 1
 
+    async def _find(self, celery_id: str, projection: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One task's document by its derived ``_id``, else by ``celery_id`` (older documents)."""
+        doc = await self.tasks.find_one({"_id": task_oid(celery_id)}, projection)
+        return doc or await self.tasks.find_one({"celery_id": celery_id}, projection)
+
     async def get(self, celery_id: str) -> dict[str, Any] | None:
-        """One task document, or None (by its derived ``_id``; by celery_id for older documents)."""
-        doc = await self.tasks.find_one({"_id": task_oid(celery_id)}, {"_m": 0})
-        return doc or await self.tasks.find_one({"celery_id": celery_id}, {"_m": 0})
+        """One task document, or None."""
+        return await self._find(celery_id, {"_m": 0})
 
     async def find_task(self, reference: str) -> dict[str, Any] | None:
         """A task by its celery_id or by its document id (``task_id``), or None."""
@@ -511,9 +517,7 @@ class AsyncTaskStore:
         if flt.celery_id is None:
             total, docs = await asyncio.gather(self.count(flt), self.page(flt, page, size))
             return total, docs
-        doc = await self.tasks.find_one({"_id": task_oid(flt.celery_id)}, _LIST_PROJECTION)
-        if doc is None:  # a document written with another _id (older versions)
-            doc = await self.tasks.find_one({"celery_id": flt.celery_id}, _LIST_PROJECTION)
+        doc = await self._find(flt.celery_id, _LIST_PROJECTION)
         wanted = flt.query()
         if doc is None or any(doc.get(k) != v for k, v in wanted.items()):
             return 0, []
@@ -651,7 +655,7 @@ class AsyncTaskStore:
 
     async def delete(self, celery_id: str) -> None:
         """Remove a task document (only for a submission that never reached the broker)."""
-        found = await self.tasks.find_one({"celery_id": celery_id}, {"_id": 1})
+        found = await self._find(celery_id, {"_id": 1})
         if found is not None:
             await self.tasks.delete_one({"_id": found["_id"]})
 
