@@ -262,12 +262,8 @@ class TaskManager:
 
     async def _to_feed(self, docs: list[dict[str, Any]]) -> None:
         """Publish documents this process wrote to the live feed (after the write; never raises)."""
-        if self.feed is None or not docs:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._db_pool, self.feed, docs)
-        except Exception as exc:  # noqa: BLE001 - the feed's orphan sweep republishes it
-            log.warning("feed publish failed: %s", exc)
+        if self.feed is not None and docs:
+            await asyncio.get_running_loop().run_in_executor(self._db_pool, self._announce, docs)
 
     async def active(self) -> list[dict[str, Any]]:
         """Merged inspect replies; no workers is an empty list."""
