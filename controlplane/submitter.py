@@ -88,8 +88,7 @@ class Submitter:
         self._runner: asyncio.Task[None] | None = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="submit-store")
         self._publish_thread = ThreadPoolExecutor(1, thread_name_prefix="submit-publish")
-        self.batches = 0
-        self.submitted = 0
+        self.batches = 0  # batches committed (how many round trips the creates shared)
 
     def close(self) -> None:
         """Stop the batch loop and its threads (queued creates fail with BrokerUnavailable)."""
@@ -147,7 +146,6 @@ class Submitter:
                 self.forget(item.celery_id)
             if item.future is not None and not item.future.done():
                 if item.error is None:
-                    self.submitted += 1
                     item.future.set_result(None)
                 else:
                     item.future.set_exception(item.error)
