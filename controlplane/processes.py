@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from types import FrameType
 
 from controlplane.config import Config
@@ -46,7 +45,7 @@ def _child(config: Config) -> int:
     return 0
 
 
-def supervise(config: Config, run_child: Callable[[Config], int] = _child) -> int:
+def supervise(config: Config) -> int:
     """Fork ``config.api.processes`` API processes and keep them running until told to stop."""
     children: dict[int, float] = {}  # pid -> start time
     stopping = False
@@ -69,7 +68,7 @@ def supervise(config: Config, run_child: Callable[[Config], int] = _child) -> in
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             code = 1
             try:
-                code = run_child(config)
+                code = _child(config)
             except BaseException:  # a child reports and exits, never returns to the parent
                 log.exception("API process failed")
             finally:
