@@ -11,6 +11,7 @@ Run: ``.venv/bin/python bench/bench_submit.py [--quick] [--clients 32] [--second
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from bench.common import (
     Mongo,
     fmt_ratio,
     load_post,
+    load_post_wrk,
     our_stack,
     ratio,
     start_ours,
@@ -45,13 +47,15 @@ def data(i: int) -> dict[str, Any]:
     }
 
 
-def _ours(base: Any, mongo_url: str, processes: int, clients: int, seconds: float) -> dict[str, Any]:
+def _ours(
+    base: Any, mongo_url: str, processes: int, clients: int, seconds: float, load: Any
+) -> dict[str, Any]:
     stack = our_stack(
         base, mongo_url, OURS_DB, extra={"api": {"processes": processes}}, name=f"ours{processes}"
     )
     start_ours(stack)
     try:
-        result = load_post(
+        result = load(
             stack.port,
             "/api/celery_task/",
             lambda i: {"task_type": "domain_task", "data": data(i)},
@@ -72,7 +76,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--processes", default="1,2", help="api.processes values to run ours with")
+    parser.add_argument(
+        "--generator",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (default when installed) or the asyncio client",
+    )
     args = parser.parse_args(argv)
+    load = load_post_wrk if args.generator == "wrk" else load_post
     seconds = args.seconds or (5.0 if args.quick else 20.0)
     counts = [int(p) for p in str(args.processes).split(",") if p.strip()]
     base = workdir()
@@ -80,10 +91,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ours: dict[int, dict[str, Any]] = {}
     try:
         for processes in counts:
-            ours[processes] = _ours(base, mongo.url, processes, args.clients, seconds)
+            ours[processes] = _ours(base, mongo.url, processes, args.clients, seconds, load)
         flower = Flower(base, FLOWER_DB)
         try:
-            theirs = load_post(
+            theirs = load(
                 flower.port,
                 "/api/task/async-apply/controlplane.domain_task",
                 lambda i: {"kwargs": {"options": {"celery_action": "domain_task", "data": data(i)}}},
@@ -115,12 +126,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratios = {n: ratio(r["per_second"], theirs["per_second"], True) for n, r in ours.items()}
     for n, rr in ratios.items():
         print(
-            f"ours ({n} API process(es))/Flower {fmt_ratio(rr)} ({args.clients} clients, {seconds:g} s each)"
+            f"ours ({n} API process(es))/Flower {fmt_ratio(rr)} "
+            f"({args.clients} clients, {seconds:g} s each, load from {args.generator})"
         )
     best = max(ours, key=lambda n: ours[n]["per_second"])
     payload = {
         "clients": args.clients,
         "seconds": seconds,
+        "generator": args.generator,
         "ours": ours[best],
         "ours_by_processes": {str(n): r for n, r in ours.items()},
         "flower": theirs,
