@@ -1,7 +1,7 @@
 """Profile the consumer and the embedded MongoDB-wire server under a steady event load (py-spy).
 
-Run: ``.venv/bin/python bench/profile_ingest.py [--rate 500] [--seconds 15]`` (needs py-spy in
-bench/.flower-venv: ``bench/.flower-venv/bin/pip install py-spy``).  Prints the functions where
+Run: ``.venv/bin/python bench/profile_ingest.py [--rate 500] [--seconds 15]`` (needs py-spy:
+``.venv/bin/pip install py-spy``).  Prints the functions where
 each process spends its samples (self and inclusive) and keeps the collapsed stacks in
 bench/results/.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
-from bench.common import FLOWER_VENV, RESULTS, Mongo, our_stack, start_ours, workdir
+from bench.common import FLOWER_VENV, RESULTS, ROOT, Mongo, our_stack, start_ours, workdir
 from bench.publisher import Publisher
 
 
@@ -53,7 +54,12 @@ def main() -> None:
     mongo = Mongo(base)
     stack = our_stack(base, mongo.url, 12)
     start_ours(stack, serve=False)
-    spy = str(FLOWER_VENV / "bin" / "py-spy")
+    spy = next(
+        (str(p) for p in (ROOT / ".venv/bin/py-spy", FLOWER_VENV / "bin/py-spy") if p.exists()),
+        shutil.which("py-spy"),
+    )
+    if spy is None:
+        raise SystemExit("py-spy not found: .venv/bin/pip install py-spy")
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
         pub = Publisher(stack.broker_url, args.rate, args.rate * (args.seconds + 5))
@@ -79,6 +85,8 @@ def main() -> None:
                     "--format",
                     "raw",
                     "-t",
+                    "--gil",  # samples where the thread holds the GIL: where the CPU goes
+                    "--nonblocking",  # without pausing the process (which would slow it)
                     "-o",
                     str(outs[k]),
                     "-p",

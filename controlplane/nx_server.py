@@ -1,4 +1,4 @@
-"""The embedded MongoDB-wire server: nx-27017, run with two changes of ours.
+"""The embedded MongoDB-wire server: nx-27017, run with three changes of ours.
 
 ``python -m controlplane.nx_server <nx-27017 arguments>`` is what
 :func:`controlplane.embedded.start_mongo` runs.  It is nx-27017 as published,
@@ -18,6 +18,11 @@ except:
   command that raises rolls back what it wrote, and nx-27017 answers it with an
   error as before.  A client's own transaction (a session with
   ``startTransaction``) is left alone.
+* **No formatting of unlogged debug lines.**  ``handle_insert`` builds a debug
+  line from the whole message (every document's ``repr``) before the logger
+  drops it; that was about 7% of the server's time under event load.  The
+  message's sections now format as a short placeholder; nothing else reads
+  their text.
 
 If the installed nx-27017 lacks the internals the second change relies on, it
 runs unchanged (with a warning): slower, never wrong.
@@ -44,6 +49,27 @@ def command_name(msg: Any) -> str | None:
         if section_type == "body" and isinstance(doc, dict) and doc:
             return str(next(iter(doc)))
     return None
+
+
+class QuietSections(list):  # type: ignore[type-arg]
+    """A message's sections that format (``str``, ``repr``, f-strings) as a placeholder."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} sections>"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+
+def _quiet_sections(original: Callable[..., Any]) -> Callable[..., Any]:
+    def handle(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(msg, dict) and type(msg.get("sections")) is list:
+            msg["sections"] = QuietSections(msg["sections"])
+        return original(self, msg, *args, **kwargs)
+
+    return handle
 
 
 def _in_one_transaction(
@@ -85,7 +111,7 @@ def patch_handler() -> bool:
         return False
     if getattr(cls, "_controlplane_patched", False):
         return True
-    cls.handle_insert = _in_one_transaction(cls.handle_insert, db_name_of, only_writes=False)
+    cls.handle_insert = _quiet_sections(_in_one_transaction(cls.handle_insert, db_name_of, only_writes=False))
     cls.handle_command = _in_one_transaction(cls.handle_command, db_name_of, only_writes=True)
     cls._controlplane_patched = True
     return True

@@ -11,7 +11,7 @@ from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from controlplane import embedded
-from controlplane.nx_server import command_name, patch_handler
+from controlplane.nx_server import QuietSections, _quiet_sections, command_name, patch_handler
 
 
 @pytest.fixture()
@@ -30,6 +30,20 @@ def test_the_installed_nx_27017_takes_the_patch() -> None:
     # If nx-27017 changed the internals the grouped commits rely on, this fails loudly
     # (the server itself would run unpatched, slower).
     assert patch_handler() is True
+
+
+def test_inserts_reach_nx_27017_with_sections_that_format_as_a_placeholder() -> None:
+    from nx_27017.handler import NeoSQLiteHandler
+
+    assert patch_handler() is True
+    assert "_quiet_sections" in NeoSQLiteHandler.handle_insert.__qualname__
+    seen: list[object] = []
+    docs = [{"k": i, "pad": "x" * 1000} for i in range(50)]
+    msg = {"sections": [("body", {"insert": "t", "$db": "x"}), ("payload_docs", docs)]}
+    _quiet_sections(lambda self, m: seen.append(m["sections"]))(None, msg)
+    sections = seen[0]
+    assert isinstance(sections, QuietSections) and list(sections) == msg["sections"]
+    assert f"{sections}" == str(sections) == repr(sections) == "<2 sections>"
 
 
 def test_command_name_reads_the_body_section() -> None:
