@@ -6,7 +6,8 @@ Flower: its in-memory state; lag is publish → visible in ``/api/task/info``.  
 event stream from :mod:`bench.publisher` (4 events per task, worker events batched in
 ``task.multi``), one system at a time, interleaved rate by rate.  A step passes when every task
 published reached its terminal state in the system, the lag p99 is under 1 s, and the publisher
-kept up with the rate (≥ 95 %).
+kept up with the rate (≥ 95 %).  Rates climb ×1.2 a step; a failed step is run once more
+(``--retries``) before that system stops, since one hiccup of a shared machine can fail a step.
 
 Run: ``.venv/bin/python bench/bench_ingest.py [--quick] [--duration 60] [--rates 250,500,...]``.
 """
@@ -105,7 +106,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 s steps")
     parser.add_argument("--duration", type=float, default=None, help="seconds per rate step (default 60)")
-    parser.add_argument("--rates", default="250,500,1000,1500,2000,3000,4000", help="tasks/s steps")
+    parser.add_argument(
+        "--rates",
+        default="250,300,360,430,520,620,750,900,1080,1300,1560,1870,2240,2700,3240,3890",
+        help="tasks/s steps (default: ×1.2 apart, so the ratio is not an artefact of coarse steps)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="times a failed step is run again before that system stops (the machine is shared and noisy)",
+    )
     parser.add_argument("--drain", type=float, default=10.0, help="seconds without progress before giving up")
     args = parser.parse_args(argv)
     duration = args.duration or (5.0 if args.quick else 60.0)
@@ -131,15 +142,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ):
                 if not alive[name]:
                     continue
-                result = step(name, broker, obs, rate, duration, args.drain)
-                steps.append(result)
-                print(
-                    f"  {name:6} {rate:5d}/s: achieved {result['achieved_rate']:7.1f}/s "
-                    f"lost {result['lost']:6d} lag p50 {result['lag_p50_ms']:7.1f} ms "
-                    f"p99 {result['lag_p99_ms']:7.1f} ms "
-                    f"{'PASS' if result['pass'] else 'FAIL'}",
-                    flush=True,
-                )
+                for attempt in range(args.retries + 1):
+                    result = step(name, broker, obs, rate, duration, args.drain)
+                    result["attempt"] = attempt + 1
+                    steps.append(result)
+                    print(
+                        f"  {name:6} {rate:5d}/s: achieved {result['achieved_rate']:7.1f}/s "
+                        f"lost {result['lost']:6d} lag p50 {result['lag_p50_ms']:7.1f} ms "
+                        f"p99 {result['lag_p99_ms']:7.1f} ms "
+                        f"{'PASS' if result['pass'] else 'FAIL'}"
+                        f"{f' (attempt {attempt + 1})' if attempt else ''}",
+                        flush=True,
+                    )
+                    if result["pass"]:
+                        break
+                    time.sleep(2.0)
                 if not result["pass"]:
                     alive[name] = False
                     if name == "ours":
@@ -171,10 +188,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             s["lag_p50_ms"],
             s["lag_p99_ms"],
             "pass" if s["pass"] else "FAIL",
+            s["attempt"],
         ]
         for s in steps
     ]
-    print(table(["system", "rate/s", "achieved/s", "lost", "lag p50 ms", "lag p99 ms", ""], rows))
+    print(table(["system", "rate/s", "achieved/s", "lost", "lag p50 ms", "lag p99 ms", "", "attempt"], rows))
     r = ratio(ours_best, flower_best, True)
     top_o = " (top of the ramp)" if capped["ours"] else ""
     top_f = " (top of the ramp)" if capped["flower"] else ""
@@ -182,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     payload = {
         "duration_s": duration,
         "rates": rates,
+        "retries": args.retries,
         "steps": steps,
         "sustained": {"ours": ours_best, "flower": flower_best, "ratio": r, "top_of_ramp": capped},
         "notes": "lag: ours publish→MongoDB document (via the live feed, every task); "
