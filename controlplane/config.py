@@ -76,6 +76,7 @@ class EventsConfig:
     worker_timeout: float = 15.0
     lease_seconds: float = 10.0
     backoff_max: float = 10.0
+    cache_tasks: int = 5000
 
 
 @dataclass
@@ -393,6 +394,8 @@ def _check(config: Config) -> None:
         raise ConfigError("metrics.ingest_port: must be 0 (off) or 1..65535")
     if config.events.batch_size < 1:
         raise ConfigError("events.batch_size: must be at least 1")
+    if config.events.cache_tasks < 0:
+        raise ConfigError("events.cache_tasks: must be 0 (off) or more")
     if config.api.max_batch < 1:
         raise ConfigError("api.max_batch: must be at least 1")
     if config.api.processes < 1:

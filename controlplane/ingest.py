@@ -25,6 +25,7 @@ from controlplane.bus.reconcile import Reconciler
 from controlplane.bus.redelivery import Redeliverer
 from controlplane.config import Config
 from controlplane.metrics import start_ingest_metrics
+from controlplane.recent import RecentTasks
 from controlplane.store import TaskStore
 from workers.app import make_celery
 
@@ -52,7 +53,7 @@ class LeasedConsumer(EventConsumer):
 def run_ingest(config: Config, stop_event: threading.Event | None = None) -> None:
     """Stand by for the lease, consume while holding it, until SIGTERM/SIGINT."""
     stop_event = stop_event or threading.Event()
-    store = TaskStore(config.mongo)
+    store = TaskStore(config.mongo, recent=RecentTasks(config.events.cache_tasks))
     current: dict[str, Any] = {}
 
     def on_signal(sig: int, frame: FrameType | None) -> None:

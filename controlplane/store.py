@@ -32,17 +32,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, ReturnDocument, UpdateOne
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    AsyncMongoClient,
+    MongoClient,
+    ReplaceOne,
+    ReturnDocument,
+    UpdateOne,
+)
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from controlplane.config import MongoConfig
 from controlplane.cron import next_fire
 from controlplane.merge import PENDING, STARTED, TASK_EVENT_TYPES, TERMINAL, fold, status_of
+from controlplane.recent import RecentTasks
 
 log = logging.getLogger(__name__)
 
 TASKS = "tasks"
 COUNTERS = "counters"
+_REV = {"_id": "rev"}  # the revision counter's document
 WORKERS = "workers"
 LEASES = "leases"
 SCHEDULES = "schedules"
@@ -173,11 +183,18 @@ def _group(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, A
 class TaskStore:
     """Blocking access to the task collections (consumer, workers, executor writes)."""
 
-    def __init__(self, config: MongoConfig, client: MongoClient[Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: MongoConfig,
+        client: MongoClient[Any] | None = None,
+        recent: RecentTasks | None = None,
+    ) -> None:
         self.config = config
         self.client: MongoClient[Any] = client or MongoClient(config.url, **_client_kwargs(config))
         self.db = self.client[config.database]
         self.tasks = self.db[TASKS]
+        # The consumer's memory of what it wrote last (off unless given; see controlplane.recent).
+        self.recent = recent if recent is not None else RecentTasks(0)
 
     def close(self) -> None:
         """Close the client's connections."""
@@ -194,10 +211,16 @@ class TaskStore:
         self.db[WORKERS].create_index("hostname", unique=True)
 
     def next_revisions(self, count: int) -> int:
-        """Reserve ``count`` revisions; returns the first (revisions are global and monotonic)."""
-        doc = self.db[COUNTERS].find_one_and_update(
-            {"_id": "rev"}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
-        )
+        """Reserve ``count`` revisions; returns the first (revisions are global and monotonic).
+
+        The counter is created by the first reservation; after that the update
+        goes without ``upsert``, which the embedded server answers faster.
+        """
+        counters = self.db[COUNTERS]
+        inc = {"$inc": {"value": count}}
+        doc = counters.find_one_and_update(_REV, inc, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            doc = counters.find_one_and_update(_REV, inc, upsert=True, return_document=ReturnDocument.AFTER)
         if doc is None:
             raise RuntimeError("revision counter upsert returned nothing")
         return int(doc["value"]) - count + 1
@@ -242,13 +265,18 @@ class TaskStore:
 
     def delete_new(self, celery_ids: list[str]) -> None:
         """Delete the documents of tasks that were stored but never published (by ``_id``)."""
+        self.recent.forget(celery_ids)
         if celery_ids:
             self.tasks.delete_many({"_id": {"$in": [task_oid(c) for c in celery_ids]}})
 
     def _apply_once(
         self, by_id: dict[str, list[Mapping[str, Any]]], by_key_only: bool
     ) -> tuple[dict[str, list[Mapping[str, Any]]], list[dict[str, Any]]]:
-        current = self._read(list(by_id), by_key_only)
+        # First attempt: start from what this store wrote last where it remembers it (a
+        # stale guess fails the conditional write below and is read on the next attempt).
+        current = self.recent.take(by_id) if by_key_only else {}
+        if len(current) < len(by_id):
+            current.update(self._read([c for c in by_id if c not in current], by_key_only))
         inserts: list[dict[str, Any]] = []
         updates: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
         for cid, evs in by_id.items():
@@ -282,8 +310,11 @@ class TaskStore:
                 diff["rev"] = rev
                 merged["rev"] = rev
                 rev += 1
-                # By _id: the embedded server scans the collection for any other filter on update.
-                ops.append(UpdateOne({"_id": merged["_id"], "rev": old_rev}, {"$set": diff}))
+                # The whole document, conditioned on the revision it was merged from: every
+                # writer of a task document gives it a new revision, so a match means nothing
+                # else changed it meanwhile.  By _id: the embedded server scans the collection
+                # for any other filter on update, and it replaces faster than it applies $set.
+                ops.append(ReplaceOne({"_id": merged["_id"], "rev": old_rev}, merged))
             result = self.tasks.bulk_write(ops, ordered=False)
             if result.matched_count == len(ops):
                 written.extend(u[3] for u in updates)
@@ -300,6 +331,8 @@ class TaskStore:
                         written.append(merged)
                     else:
                         retry[cid] = by_id[cid]
+        self.recent.forget(retry)
+        self.recent.remember(written)
         return retry, written
 
     def _read(self, celery_ids: list[str], by_key_only: bool = True) -> dict[str, dict[str, Any]]:
@@ -330,6 +363,7 @@ class TaskStore:
         """
         if not docs:
             return []
+        self.recent.forget(d["celery_id"] for d in docs)  # their revisions change here
         first = self.next_revisions(len(docs))
         wanted: dict[str, tuple[int, dict[str, Any]]] = {}
         ops = []
@@ -428,11 +462,28 @@ class TaskStore:
         """Every worker ever seen, with its last heartbeat."""
         return list(self.db[WORKERS].find({}, {"_id": 0}))
 
-    def set_status_fields(self, celery_id: str, fields: Mapping[str, Any]) -> None:
-        """Set API-owned fields (never the merged ones) on one task."""
+    def set_status_fields(self, celery_id: str, fields: Mapping[str, Any], attempts: int = 5) -> bool:
+        """Set API-owned fields (never the merged ones) on one task; False if there is no such task.
+
+        Like every write of a task document it gives the document a new revision
+        (never a lower one than it has), which is how the consumer's conditional
+        writes notice that the document changed.  The new revision reaches the
+        live feed with the task's next change, or the feed's orphan sweep.
+        """
+        self.recent.forget([celery_id])
         found = self._find(celery_id, {"_id": 1})  # then update by _id
-        if found is not None:
-            self.tasks.update_one({"_id": found["_id"]}, {"$set": dict(fields)})
+        if found is None:
+            return False
+        for _ in range(attempts):
+            rev = self.next_revisions(1)
+            result = self.tasks.update_one(
+                {"_id": found["_id"], "rev": {"$lt": rev}}, {"$set": {**fields, "rev": rev}}
+            )
+            if result.matched_count:
+                return True
+            if self.tasks.find_one({"_id": found["_id"]}, {"_id": 1}) is None:
+                return False
+        raise RuntimeError(f"task {celery_id}: fields not set after {attempts} attempts")
 
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Take or renew the named lease; True when ``owner`` holds it now."""
@@ -473,9 +524,13 @@ class AsyncTaskStore:
 
     async def next_revisions(self, count: int) -> int:
         """Reserve ``count`` revisions (see :meth:`TaskStore.next_revisions`)."""
-        doc = await self.db[COUNTERS].find_one_and_update(
-            {"_id": "rev"}, {"$inc": {"value": count}}, upsert=True, return_document=ReturnDocument.AFTER
-        )
+        counters = self.db[COUNTERS]
+        inc = {"$inc": {"value": count}}
+        doc = await counters.find_one_and_update(_REV, inc, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            doc = await counters.find_one_and_update(
+                _REV, inc, upsert=True, return_document=ReturnDocument.AFTER
+            )
         if doc is None:
             raise RuntimeError("revision counter upsert returned nothing")
         return int(doc["value"]) - count + 1

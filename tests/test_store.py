@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
+import pytest
 from bson import ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.config import MongoConfig
-from controlplane.store import TaskStore, new_task_document, task_oid
+from controlplane.recent import RecentTasks
+from controlplane.store import AsyncTaskStore, TaskStore, new_task_document, task_oid
 
 
 @settings(max_examples=200, deadline=None)
@@ -44,5 +48,126 @@ def test_events_for_a_document_stored_under_another_id_update_it(mongo_server: s
         assert [d["_id"] for d in changed] == [old["_id"]]
         docs = list(store.tasks.find({"celery_id": cid}))
         assert len(docs) == 1 and docs[0]["_id"] == old["_id"] and docs[0]["status"] == "SUCCESS"
+    finally:
+        store.close()
+
+
+def test_revisions_are_reserved_in_blocks_from_a_counter_the_first_reservation_creates(
+    mongo_server: str,
+) -> None:
+    config = MongoConfig(url=mongo_server, database=f"s_{uuid.uuid4().hex[:8]}")
+
+    async def reserve_async(count: int) -> int:
+        async_store = AsyncTaskStore(config)
+        try:
+            return await async_store.next_revisions(count)
+        finally:
+            await async_store.close()
+
+    store = TaskStore(config)
+    try:
+        assert store.db["counters"].find_one({"_id": "rev"}) is None
+        assert store.next_revisions(3) == 1  # creates the counter: 1, 2, 3
+        assert asyncio.run(reserve_async(2)) == 4  # 4, 5
+        assert store.next_revisions(1) == 6
+        assert store.db["counters"].find_one({"_id": "rev"}) == {"_id": "rev", "value": 6}
+    finally:
+        store.close()
+
+
+class CountingStore(TaskStore):
+    """The real store, counting the documents it had to read back."""
+
+    def __init__(self, config: MongoConfig, recent: RecentTasks | None = None) -> None:
+        super().__init__(config, recent=recent)
+        self.read_ids: list[str] = []
+
+    def _read(self, celery_ids: list[str], by_key_only: bool = True) -> dict[str, dict[str, Any]]:
+        self.read_ids.extend(celery_ids)
+        return super()._read(celery_ids, by_key_only)
+
+
+def ev(cid: str, kind: str, ts: float, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "uuid": cid, "timestamp": ts, "hostname": "w@h", **fields}
+
+
+@pytest.fixture()
+def mongo_config(mongo_server: str) -> MongoConfig:
+    return MongoConfig(url=mongo_server, database=f"s_{uuid.uuid4().hex[:8]}")
+
+
+def test_the_next_batch_starts_from_the_remembered_document(mongo_config: MongoConfig) -> None:
+    store = CountingStore(mongo_config, RecentTasks(100))
+    try:
+        cid = str(uuid.uuid4())
+        store.apply_events([ev(cid, "task-received", 1.0), ev(cid, "task-started", 2.0)])
+        assert store.read_ids == [cid]  # not known yet: read, then inserted
+        changed = store.apply_events([ev(cid, "task-succeeded", 3.0, result="1", runtime=1.0)])
+        assert store.read_ids == [cid]  # no second read
+        stored = store.tasks.find_one({"celery_id": cid})
+        assert stored is not None and stored["status"] == "SUCCESS" and stored["start_time"] == 2.0
+        assert changed == [stored]
+        assert len(store.recent) == 0  # finished: not kept
+    finally:
+        store.close()
+
+
+def test_a_document_changed_by_another_writer_is_read_again_and_merged(mongo_config: MongoConfig) -> None:
+    consumer = CountingStore(mongo_config, RecentTasks(100))
+    worker = TaskStore(mongo_config)  # another process: a worker recording its statistics
+    try:
+        cid = str(uuid.uuid4())
+        consumer.apply_events([ev(cid, "task-started", 2.0)])
+        first = consumer.tasks.find_one({"celery_id": cid})
+        assert first is not None
+        assert worker.set_status_fields(cid, {"statistic": {"site": 3}, "partial": False}) is True
+        after_worker = consumer.tasks.find_one({"celery_id": cid})
+        assert after_worker is not None and after_worker["rev"] > first["rev"]  # a new revision
+        changed = consumer.apply_events([ev(cid, "task-succeeded", 3.0, result="1", runtime=1.0)])
+        stored = consumer.tasks.find_one({"celery_id": cid})
+        assert stored is not None and stored["status"] == "SUCCESS"
+        # Not overwritten (nx-27017 stores a boolean set by $set as 0/1; the API's output coerces).
+        assert stored["statistic"] == {"site": 3} and "partial" in stored and not stored["partial"]
+        assert changed == [stored]  # and the feed gets the document with them
+        assert consumer.read_ids.count(cid) == 2  # the remembered version failed; read again
+    finally:
+        consumer.close()
+        worker.close()
+
+
+def test_a_revoke_flag_set_by_the_api_survives_the_next_write(mongo_config: MongoConfig) -> None:
+    consumer = TaskStore(mongo_config, recent=RecentTasks(100))
+    try:
+        cid = str(uuid.uuid4())
+        consumer.apply_events([ev(cid, "task-started", 2.0)])
+
+        async def revoke() -> None:
+            api = AsyncTaskStore(mongo_config)
+            try:
+                await api.request_revoke([cid], terminate=True)
+            finally:
+                await api.close()
+
+        asyncio.run(revoke())
+        consumer.apply_events([ev(cid, "task-revoked", 3.0, terminated=True)])
+        stored = consumer.tasks.find_one({"celery_id": cid})
+        assert stored is not None and stored["status"] == "REVOKED" and stored["revoke"]["terminate"]
+    finally:
+        consumer.close()
+
+
+def test_status_fields_take_a_new_revision_and_need_a_task(mongo_config: MongoConfig) -> None:
+    store = TaskStore(mongo_config)
+    try:
+        cid = str(uuid.uuid4())
+        store.apply_events([ev(cid, "task-started", 2.0)])
+        before = store.tasks.find_one({"celery_id": cid})
+        assert before is not None
+        store.next_revisions(10)  # others reserved revisions meanwhile
+        assert store.set_status_fields(cid, {"resent": 1}) is True
+        after = store.tasks.find_one({"celery_id": cid})
+        assert after is not None and after["resent"] == 1 and after["rev"] > before["rev"] + 10
+        assert after["status"] == before["status"] == "STARTED"
+        assert store.set_status_fields(str(uuid.uuid4()), {"resent": 1}) is False
     finally:
         store.close()

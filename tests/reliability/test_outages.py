@@ -147,7 +147,6 @@ def test_database_outage_under_load(
         listing = stack.request("GET", "/api/celery_task/?size=1", timeout=15)
         assert listing.status == 503 and listing.code == 503 and listing.data["service"] == "database"
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))
-        kept = "events kept" in stack.log("ingest")
         own_mongo.start()
         up_at = time.monotonic()
         accepted_at = len(load.accepted)
@@ -162,7 +161,12 @@ def test_database_outage_under_load(
         seen = wait_final(stack, expected, timeout=120)
         missing = lost(expected, seen)
         assert not missing, f"{len(missing)} task(s) not in their true state, e.g. {missing[:5]}"
-        assert kept, "the consumer kept its events while the database was down"
+        # Read after the restart: on a loaded machine the consume loop can spend the outage's
+        # first seconds in other queries' timeouts and log its failed write only at its end.
+        # The line is written only when a write fails, so it still proves the events were kept.
+        assert "events kept" in stack.log("ingest"), (
+            "the consumer kept its events while the database was down"
+        )
         wait_for(lambda: not _every_document_terminal(stack), timeout=30, what="no task left non-terminal")
         record(
             fault=f"stop the database server (nx-27017) for {OUTAGE:.0f} s under load, start it again",
