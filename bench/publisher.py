@@ -4,9 +4,11 @@ Each task produces what a client and a prefork worker would send: ``task-sent`` 
 client, one message), then ``task-received``, ``task-started`` and ``task-succeeded`` or
 ``task-failed`` from one of two workers, spread over the task's run time and, like a prefork
 worker's dispatcher, buffered into ``task.multi`` messages (``buffer_group=['task']``, up to
-24 events or 0.1 s).  Workers also send ``worker-heartbeat`` every 2 s.  Events go through
-Celery's own :class:`~celery.events.EventDispatcher` to the ``celeryev`` exchange (a fanout
-exchange on Redis), so any consumer sees exactly what real workers would send.
+24 events or 0.1 s).  Workers also send ``worker-heartbeat`` every 2 s (through Celery's own
+:class:`~celery.events.EventDispatcher`).  Task events go to the ``celeryev`` exchange (a
+fanout exchange on Redis) in the envelope kombu gives them, captured from the dispatcher (see
+:class:`Wire`), so any consumer sees what real workers would send, while the load generator
+leaves the CPU to the systems under test.
 
 Run in its own process (:func:`start`): the rate is a schedule (task ``i`` is due at
 ``t0 + i / rate``), and ``allowed`` (a shared counter) lets the caller hold the publisher back
@@ -16,8 +18,9 @@ to ``samples`` (for systems whose state can only be polled).
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import heapq
+import json
 import multiprocessing as mp
 import os
 import random
@@ -71,16 +74,83 @@ def _kwargs_repr(task_type: str, i: int, task_id: str) -> str:
     return repr({"options": {"celery_action": task_type, "data": data}})
 
 
-def _reuse_one_client(channel: Any) -> None:
-    """Make a kombu Redis channel publish through one redis-py client instead of a new one each time.
+class Wire:
+    """Puts one dispatcher's events on Redis exactly as kombu would, for a fraction of the CPU.
 
-    kombu builds a new ``redis.Redis`` object for every fanout publish (about 0.2 ms of CPU
-    here, most of the publisher's time).  Real clients and workers pay that on their own
-    machines; on the benchmark's two cores it would be taken from the systems under test.
-    The messages are unchanged: kombu still prepares, routes and encodes every one.
+    Celery's :class:`~celery.events.EventDispatcher` costs about a millisecond of CPU per
+    message on this machine (kombu prepares, routes and encodes each one, and its Redis
+    transport builds a new client per fanout publish).  Real clients and workers pay that on
+    their own machines; here it would come out of the two cores the systems under test
+    share.  So the envelope is captured once from the dispatcher itself (what kombu hands its
+    Redis channel: headers, properties, body encoding, and the pub/sub topic), and each
+    message is that envelope with a new body and delivery tag.  The events themselves are
+    built like Celery's (``hostname``, ``utcoffset``, ``pid``, the dispatcher's Lamport clock,
+    the fields, ``timestamp``, ``type``); worker events are buffered into ``task.multi``
+    messages like a prefork worker's dispatcher (up to ``buffer_limit`` events or each flush).
     """
-    shared = channel._create_client()
-    channel._create_client = lambda asynchronous=False: shared
+
+    def __init__(self, dispatcher: Any, buffer_limit: int = 24) -> None:
+        from celery.utils.time import utcoffset
+
+        self.hostname = dispatcher.hostname
+        self.pid = dispatcher.pid
+        self.clock = dispatcher.clock
+        self.utcoffset = utcoffset()
+        self.buffer_limit = buffer_limit
+        self.buffer: list[dict[str, Any]] = []
+        channel = dispatcher.producer.channel
+        captured: list[tuple[str, dict[str, Any]]] = []
+        original = channel._put_fanout
+        channel._put_fanout = lambda exchange, message, routing_key, **kw: captured.append(
+            (exchange, message)
+        )
+        try:
+            dispatcher._publish({"type": "probe"}, dispatcher.producer, "task.probe")
+        finally:
+            channel._put_fanout = original
+        self.exchange, envelope = captured[0]
+        self.properties = {k: v for k, v in envelope["properties"].items() if k != "delivery_tag"}
+        self.envelope = {k: v for k, v in envelope.items() if k not in ("body", "properties")}
+        assert envelope["properties"].get("body_encoding") == "base64", envelope["properties"]
+        self.topics = {
+            rk: channel._get_publish_topics(self.exchange, rk) for rk in ("task.sent", "task.multi")
+        }
+
+    def event(self, type: str, **fields: Any) -> dict[str, Any]:
+        """An event as Celery's dispatcher builds it (the clock moves forward)."""
+        return {
+            "hostname": self.hostname,
+            "utcoffset": self.utcoffset,
+            "pid": self.pid,
+            "clock": self.clock.forward(),
+            **fields,
+            "timestamp": time.time(),
+            "type": type,
+        }
+
+    def send(self, pipe: Any, body: Any, routing_key: str) -> None:
+        """Queue one message (an event, or a list of them) on the Redis pipeline ``pipe``."""
+        envelope = dict(self.envelope)
+        envelope["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+        envelope["properties"] = {
+            **self.properties,
+            "delivery_info": {"exchange": self.exchange, "routing_key": routing_key},
+            "delivery_tag": str(uuid.uuid4()),
+        }
+        payload = json.dumps(envelope)
+        for topic in self.topics[routing_key]:
+            pipe.publish(topic, payload)
+
+    def buffered(self, pipe: Any, type: str, **fields: Any) -> None:
+        """Buffer a task event; a full buffer goes out as one ``task.multi`` message."""
+        self.buffer.append(self.event(type, **fields))
+        if len(self.buffer) >= self.buffer_limit:
+            self.flush(pipe)
+
+    def flush(self, pipe: Any) -> None:
+        if self.buffer:
+            self.send(pipe, self.buffer, "task.multi")
+            self.buffer = []
 
 
 def run(
@@ -102,6 +172,7 @@ def run(
     # A benchmark killed outright must not leave its publishers sending heartbeats into
     # the next run (a consumer would take them for the same workers restarting).
     die_with_parent()
+    import redis
     from celery import Celery
     from celery.events import EventDispatcher
 
@@ -109,14 +180,12 @@ def run(
     rng = random.Random(seed)
     conn = app.connection_for_write()
     conn.ensure_connection(max_retries=3)
-    client = EventDispatcher(conn, hostname=f"api@{socket.gethostname()}", app=app)
+    client = Wire(EventDispatcher(conn, hostname=f"api@{socket.gethostname()}", app=app))
     conn2 = app.connection_for_write()
-    workers = [
-        EventDispatcher(conn2, hostname=f"celery@bench-w{n}", app=app, buffer_group=["task"], buffer_limit=24)
-        for n in range(2)
-    ]
-    for dispatcher in (client, *workers):
-        _reuse_one_client(dispatcher.producer.channel)
+    dispatchers = [EventDispatcher(conn2, hostname=f"celery@bench-w{n}", app=app) for n in range(2)]
+    workers = [Wire(d) for d in dispatchers]
+    r = redis.Redis.from_url(broker_url)
+    pipe = r.pipeline(transaction=False)  # what one pass sends, in one round trip
     pending: list[tuple[float, int, int, str, str, int]] = []  # (due, seq, worker, kind, uuid, i)
     info: dict[str, tuple[str, str]] = {}
     t0 = time.time()
@@ -134,48 +203,48 @@ def run(
             t0 = now - i / rate
         due = int((now - t0) * rate) + 1
         limit = min(due, count, allowed.value)
-        # The task-sent messages of one burst go out in one Redis pipeline (kombu's batch).
-        with client.producer.batch() if i < limit else contextlib.nullcontext():
-            while i < limit:
-                task_id = str(uuid.uuid4())
-                task_type = _task_type(rng)
-                name = f"controlplane.{task_type}"
-                kwargs = _kwargs_repr(task_type, i, str(uuid.uuid4().hex[:24]))
-                info[task_id] = (name, kwargs)
-                client.send(
-                    "task-sent",
-                    uuid=task_id,
-                    root_id=task_id,
-                    parent_id=None,
-                    name=name,
-                    args="()",
-                    kwargs=kwargs,
-                    retries=0,
-                    eta=None,
-                    expires=None,
-                    queue="recon",
-                    exchange="",
-                    routing_key="recon",
-                )
-                w = i % 2
-                start_at = now + rng.uniform(0.002, 0.02)
-                end_at = start_at + rng.uniform(*runtime)
-                for when, kind in ((start_at - 0.001, "received"), (start_at, "started"), (end_at, "end")):
-                    seq += 1
-                    heapq.heappush(pending, (when, seq, w, kind, task_id, i))
-                i += 1
-                published.value = i
-                if span is not None:
-                    if i == 1:
-                        span[0] = time.time()
-                    span[1] = time.time()
+        while i < limit:
+            task_id = str(uuid.uuid4())
+            task_type = _task_type(rng)
+            name = f"controlplane.{task_type}"
+            kwargs = _kwargs_repr(task_type, i, str(uuid.uuid4().hex[:24]))
+            info[task_id] = (name, kwargs)
+            sent = client.event(
+                "task-sent",
+                uuid=task_id,
+                root_id=task_id,
+                parent_id=None,
+                name=name,
+                args="()",
+                kwargs=kwargs,
+                retries=0,
+                eta=None,
+                expires=None,
+                queue="recon",
+                exchange="",
+                routing_key="recon",
+            )
+            client.send(pipe, sent, "task.sent")
+            w = i % 2
+            start_at = now + rng.uniform(0.002, 0.02)
+            end_at = start_at + rng.uniform(*runtime)
+            for when, kind in ((start_at - 0.001, "received"), (start_at, "started"), (end_at, "end")):
+                seq += 1
+                heapq.heappush(pending, (when, seq, w, kind, task_id, i))
+            i += 1
+            published.value = i
+            if span is not None:
+                if i == 1:
+                    span[0] = time.time()
+                span[1] = time.time()
         now = time.time()
         while pending and pending[0][0] <= now:
             _, _, w, kind, task_id, n = heapq.heappop(pending)
-            d = workers[w]
+            wire = workers[w]
             name, kwargs = info[task_id]
             if kind == "received":
-                d.send(
+                wire.buffered(
+                    pipe,
                     "task-received",
                     uuid=task_id,
                     name=name,
@@ -188,19 +257,21 @@ def run(
                     expires=None,
                 )
             elif kind == "started":
-                d.send("task-started", uuid=task_id)
+                wire.buffered(pipe, "task-started", uuid=task_id)
             else:
                 del info[task_id]
                 processed[w] += 1
                 if rng.random() < FAIL_RATIO:
-                    d.send(
+                    wire.buffered(
+                        pipe,
                         "task-failed",
                         uuid=task_id,
                         exception="ConnectionError('scan of 203.0.113.7 failed: host unreachable')",
                         traceback=TRACEBACK,
                     )
                 else:
-                    d.send(
+                    wire.buffered(
+                        pipe,
                         "task-succeeded",
                         uuid=task_id,
                         result="{'statistic': {'domain': 12, 'ip': 4, 'site': 3}}",
@@ -210,11 +281,13 @@ def run(
                     samples.put((task_id, time.time()))
         if now - last_flush >= 0.1:
             last_flush = now
-            for d in workers:
-                d.flush()
+            for wire in workers:
+                wire.flush(pipe)
+        if len(pipe):
+            pipe.execute()
         if now - last_beat >= 2.0:
             last_beat = now
-            for n, d in enumerate(workers):
+            for n, d in enumerate(dispatchers):
                 d.send(
                     "worker-heartbeat",
                     freq=2.0,
@@ -225,18 +298,21 @@ def run(
                     sw_ver="5.7.0",
                     sw_sys="Linux",
                 )
-                d.flush()
         if i >= count and not pending:
             break
-        next_task = t0 + i / rate if i < min(count, allowed.value) else now + 0.005
-        next_event = pending[0][0] if pending else now + 0.005
-        pause = min(next_task, next_event, last_flush + 0.1) - time.time()
+        # Passes at most every 10 ms: each costs a round trip, and a message 10 ms late
+        # is still well inside the 0.1 s a worker's dispatcher buffers its events.
+        next_task = t0 + i / rate if i < min(count, allowed.value) else now + 0.01
+        next_event = pending[0][0] if pending else now + 0.01
+        pause = max(min(next_task, next_event, last_flush + 0.1), now + 0.01) - time.time()
         if pause > 0:
-            time.sleep(min(pause, 0.005))
-    for d in workers:
-        d.flush()
-    client.close()
-    for d in workers:
+            time.sleep(min(pause, 0.01))
+    for wire in workers:
+        wire.flush(pipe)
+    if len(pipe):
+        pipe.execute()
+    r.close()
+    for d in dispatchers:
         d.close()
     conn.release()
     conn2.release()
