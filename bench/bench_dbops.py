@@ -4,9 +4,10 @@ Counted with pymongo's command monitoring on the real store code, against the em
 nx-27017 server.  The consumer side feeds real captured Celery event sequences
 (``tests/fixtures/events/succeed.json`` and ``fail.json``, one uuid per task) through
 :meth:`TaskStore.apply_events` in the batches the consumer forms: every event of every
-task in arrival order, cut into batches of ``events.batch_size`` (500), once for tasks the
+task in arrival order, cut into batches of ``events.batch_size``, once for tasks the
 API created (their documents exist) and once for tasks another producer sent.  The API side
-runs the store calls each endpoint makes.
+runs the store calls each endpoint makes.  The consumer's store remembers what it wrote
+(``events.cache_tasks``), as in ``controlplane ingest``.
 
 Run: ``.venv/bin/python bench/bench_dbops.py [--tasks 2000]``.
 """
@@ -29,11 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from bench.common import Mongo, table, workdir, write_result
-from controlplane.config import MongoConfig
+from controlplane.config import EventsConfig, MongoConfig
+from controlplane.recent import RecentTasks
 from controlplane.store import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "events"
-BATCH = 500
+EVENTS = EventsConfig()  # the consumer's defaults: its batch size and its memory of written tasks
+BATCH = EVENTS.batch_size
 
 
 class Commands(monitoring.CommandListener):
@@ -150,7 +153,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         database = f"dbops_{uuid.uuid4().hex[:8]}"
         client: MongoClient[Any] = MongoClient(mongo.url, event_listeners=[listener])
-        store = TaskStore(MongoConfig(url=mongo.url, database=database), client=client)
+        store = TaskStore(
+            MongoConfig(url=mongo.url, database=database),
+            client=client,
+            recent=RecentTasks(EVENTS.cache_tasks),
+        )
         store.ensure_indexes()
         rows, result = [], {}
         for label, api_created in (("consumer, API-created tasks", True), ("consumer, foreign tasks", False)):

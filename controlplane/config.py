@@ -68,7 +68,7 @@ class EventsConfig:
 
     queue: str = "controlplane.events"
     durable: bool = True
-    batch_size: int = 500
+    batch_size: int = 2000
     flush_interval: float = 0.2
     max_buffer: int = 100_000
     reconcile_interval: float = 30.0

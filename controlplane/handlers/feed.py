@@ -47,6 +47,7 @@ from controlplane import documents
 from controlplane.config import Config
 from controlplane.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
 from controlplane.feedhub import FeedClient, FeedFilter, FeedHub, change_message
+from controlplane.handlers.base import MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,20 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         self.finish(
             json.dumps({"code": error.code, "message": error.message, "data": error.data}, default=str)
         )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Another method than the upgrade's GET (or a request Tornado refused): the API's envelope.
+
+        Without this, Tornado answers such requests with its own HTML page.
+        """
+        self.clear()
+        if status_code == 405:
+            error: ApiError = MethodNotAllowed({"method": self.request.method})
+        elif 400 <= status_code < 500:
+            error = InvalidParam("request", self._reason or "bad request")
+        else:
+            error = ApiError({}, "Error")
+        self._refuse(error)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self.hub is None:

@@ -63,6 +63,20 @@ async def test_unknown_route_and_method_use_the_envelope(http_client: Any, base_
 
 
 @pytest.mark.gen_test
+async def test_the_feed_route_answers_other_methods_with_the_envelope(
+    http_client: Any, base_url: str
+) -> None:
+    # The live feed is a WebSocket handler; found by schemathesis: DELETE got Tornado's HTML 405.
+    headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    for method, body in (("DELETE", None), ("POST", "{}"), ("PUT", "{}")):
+        resp = await http_client.fetch(
+            f"{base_url}/api/celery_task/ws/", method=method, body=body, headers=headers, raise_error=False
+        )
+        assert resp.code == 405 and resp.headers["Content-Type"].startswith("application/json")
+        assert _body(resp) == {"code": 405, "message": "MethodNotAllowed", "data": {"method": method}}
+
+
+@pytest.mark.gen_test
 async def test_no_token_is_401_and_viewer_cannot_create(http_client: Any, base_url: str) -> None:
     resp = await http_client.fetch(f"{base_url}/api/celery_task/", raise_error=False)
     assert resp.code == 401 and _body(resp)["message"] == "NotLogin"
