@@ -36,8 +36,6 @@ class RecentTasks:
         self.capacity = max(0, capacity)
         self._docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -51,9 +49,7 @@ class RecentTasks:
             for cid in celery_ids:
                 doc = self._docs.get(cid)
                 if doc is None:
-                    self.misses += 1
                     continue
-                self.hits += 1
                 self._docs.move_to_end(cid)
                 found[cid] = dict(doc)
         return found

@@ -16,7 +16,6 @@ def test_remembers_unfinished_tasks_and_hands_out_copies() -> None:
     recent.remember([doc("a"), doc("b", rev=4)])
     got = recent.take(["a", "b", "c"])
     assert set(got) == {"a", "b"} and got["b"]["rev"] == 4
-    assert (recent.hits, recent.misses) == (2, 1)
     got["a"]["status"] = "CHANGED"
     assert recent.take(["a"])["a"]["status"] == "STARTED"  # the caller's copy, not ours
 
