@@ -1,4 +1,4 @@
-"""The embedded MongoDB-wire server: nx-27017, run with three changes of ours.
+"""The embedded MongoDB-wire server: nx-27017, run with four changes of ours.
 
 ``python -m controlplane.nx_server <nx-27017 arguments>`` is what
 :func:`controlplane.embedded.start_mongo` runs.  It is nx-27017 as published,
@@ -23,6 +23,12 @@ except:
   drops it; that was about 7% of the server's time under event load.  The
   message's sections now format as a short placeholder; nothing else reads
   their text.
+* **A quicker walk for ObjectId conversion.**  Every written document and
+  every update's query and change go through nx-27017's recursive conversion
+  of BSON ObjectIds to its own (16% of its time under event load, most of it
+  type checks on plain strings and numbers).  :func:`convert_objectids` gives
+  the same result, handing anything but plain dicts, lists and scalars to
+  nx-27017's own function.
 
 If the installed nx-27017 lacks the internals the second change relies on, it
 runs unchanged (with a warning): slower, never wrong.
@@ -72,6 +78,26 @@ def _quiet_sections(original: Callable[..., Any]) -> Callable[..., Any]:
     return handle
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def convert_objectids(doc: Any, convert: Callable[[Any], Any]) -> Any:
+    """``convert(doc)`` (nx-27017's ObjectId conversion), skipping its checks on plain values.
+
+    Exact dicts and lists are rebuilt here and plain scalars kept as they are;
+    every other value (ObjectIds, subclasses such as ``Int64``, decimals) is
+    passed to ``convert``, so the result is the one ``convert`` would give.
+    """
+    kind = type(doc)
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN else convert_objectids(v, convert) for k, v in doc.items()}
+    if kind is list:
+        return [v if type(v) in _PLAIN else convert_objectids(v, convert) for v in doc]
+    if kind in _PLAIN:
+        return doc
+    return convert(doc)
+
+
 def _in_one_transaction(
     original: Callable[..., Any], db_name_of: Callable[[Any], str], only_writes: bool
 ) -> Callable[..., Any]:
@@ -113,6 +139,13 @@ def patch_handler() -> bool:
         return True
     cls.handle_insert = _quiet_sections(_in_one_transaction(cls.handle_insert, db_name_of, only_writes=False))
     cls.handle_command = _in_one_transaction(cls.handle_command, db_name_of, only_writes=True)
+    try:
+        from nx_27017.utils import convert_bson_to_neo_objectids
+    except ImportError:
+        convert_bson_to_neo_objectids = None
+    if convert_bson_to_neo_objectids is not None and hasattr(cls, "_convert_objectids"):
+        nx_convert = convert_bson_to_neo_objectids
+        cls._convert_objectids = lambda self, doc: convert_objectids(doc, nx_convert)
     cls._controlplane_patched = True
     return True
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bson import SON, Int64, ObjectId
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from controlplane import embedded
-from controlplane.nx_server import QuietSections, _quiet_sections, command_name, patch_handler
+from controlplane.nx_server import (
+    QuietSections,
+    _quiet_sections,
+    command_name,
+    convert_objectids,
+    patch_handler,
+)
 
 
 @pytest.fixture()
@@ -120,3 +130,49 @@ def test_commands_are_not_logged_one_by_one(server: tuple[MongoClient, Path, int
         client.admin.command("ping")
     after = log.stat().st_size if log.exists() else 0
     assert after - before < 2000, f"the log grew by {after - before} bytes for 400 commands"
+
+
+def _typed(value: object) -> object:
+    """A value with every container and scalar tagged by its exact type (for exact comparison)."""
+    if isinstance(value, dict):
+        return (type(value).__name__, {k: _typed(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return (type(value).__name__, [_typed(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.binary(max_size=4),
+    st.builds(ObjectId),
+    st.builds(Int64, st.integers(-(2**63), 2**63 - 1)),
+    st.builds(lambda i: SON([("k", i)]), st.integers()),
+)
+_docs = st.recursive(
+    _leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _docs, max_size=5))
+def test_the_quicker_objectid_walk_gives_what_nx_27017_gives(doc: dict[str, object]) -> None:
+    from nx_27017.utils import convert_bson_to_neo_objectids
+
+    ours = convert_objectids(copy.deepcopy(doc), convert_bson_to_neo_objectids)
+    assert _typed(ours) == _typed(convert_bson_to_neo_objectids(copy.deepcopy(doc)))
+
+
+def test_the_handler_converts_with_the_quicker_walk() -> None:
+    from neosqlite.objectid import ObjectId as NeoObjectId
+    from nx_27017.handler import NeoSQLiteHandler
+
+    assert patch_handler() is True
+    oid = ObjectId()
+    out = NeoSQLiteHandler._convert_objectids(None, {"_id": oid, "a": [oid, {"b": 1}]})  # type: ignore[arg-type]
+    assert type(out["_id"]) is NeoObjectId and type(out["a"][0]) is NeoObjectId and out["a"][1] == {"b": 1}
+    assert "convert_objectids" in NeoSQLiteHandler._convert_objectids.__code__.co_names
