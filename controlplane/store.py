@@ -278,7 +278,7 @@ class TaskStore:
         if len(current) < len(by_id):
             current.update(self._read([c for c in by_id if c not in current], by_key_only))
         inserts: list[dict[str, Any]] = []
-        updates: list[tuple[str, int, dict[str, Any], dict[str, Any]]] = []
+        updates: list[tuple[str, int, dict[str, Any]]] = []  # (celery_id, revision read, merged)
         for cid, evs in by_id.items():
             old = current.get(cid)
             if old is None:
@@ -286,9 +286,8 @@ class TaskStore:
                 inserts.append(merged)
                 continue
             merged = fold(evs, old)
-            diff = {k: v for k, v in merged.items() if k != "_id" and old.get(k) != v}
-            if diff:
-                updates.append((cid, int(old.get("rev") or 0), diff, merged))
+            if any(k != "_id" and old.get(k) != v for k, v in merged.items()):
+                updates.append((cid, int(old.get("rev") or 0), merged))
         total = len(inserts) + len(updates)
         if total == 0:
             return {}, []
@@ -306,8 +305,7 @@ class TaskStore:
                 written.append(doc)
         if updates:
             ops = []
-            for _cid, old_rev, diff, merged in updates:
-                diff["rev"] = rev
+            for _cid, old_rev, merged in updates:
                 merged["rev"] = rev
                 rev += 1
                 # The whole document, conditioned on the revision it was merged from: every
@@ -317,16 +315,16 @@ class TaskStore:
                 ops.append(ReplaceOne({"_id": merged["_id"], "rev": old_rev}, merged))
             result = self.tasks.bulk_write(ops, ordered=False)
             if result.matched_count == len(ops):
-                written.extend(u[3] for u in updates)
+                written.extend(merged for _, _, merged in updates)
             else:
-                wanted = {cid: diff["rev"] for cid, _, diff, _ in updates}
-                ids = [merged["_id"] for _, _, _, merged in updates]
+                wanted = {cid: merged["rev"] for cid, _, merged in updates}
+                ids = [merged["_id"] for _, _, merged in updates]
                 landed = {
                     d["celery_id"]
                     for d in self.tasks.find({"_id": {"$in": ids}}, {"celery_id": 1, "rev": 1})
                     if d.get("rev") == wanted[d["celery_id"]]
                 }
-                for cid, _, _, merged in updates:
+                for cid, _, merged in updates:
                     if cid in landed:
                         written.append(merged)
                     else:
