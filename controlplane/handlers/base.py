@@ -88,6 +88,17 @@ class MethodNotAllowed(ApiError):
     code, message, http_status = 405, "MethodNotAllowed", 405
 
 
+def status_error(handler: tornado.web.RequestHandler, status_code: int) -> ApiError:
+    """The envelope's error for an HTTP status Tornado raised itself (no domain error behind it)."""
+    if status_code == 405:
+        return MethodNotAllowed({"method": handler.request.method})
+    if status_code == 404:
+        return NotFound({"path": handler.request.path})
+    if 400 <= status_code < 500:
+        return InvalidParam("request", handler._reason or "bad request")
+    return ApiError({}, "Error")
+
+
 @tornado.web.stream_request_body
 class APIHandler(tornado.web.RequestHandler):
     """Base of every JSON endpoint: authenticates, authorizes, rate-limits and bounds the body.
@@ -251,12 +262,8 @@ class APIHandler(tornado.web.RequestHandler):
         elif isinstance(exc, ConnectionFailure):
             log.warning("database error on %s %s: %s", self.request.method, self.request.path, exc)
             self.send_api_error(ServiceUnavailable("database", type(exc).__name__))
-        elif status_code == 405:
-            self.send_api_error(MethodNotAllowed({"method": self.request.method}))
-        elif status_code == 404:
-            self.send_api_error(NotFound({"path": self.request.path}))
-        elif 400 <= status_code < 500:
-            self.send_api_error(InvalidParam("request", self._reason or "bad request"))
+        elif status_code < 500:
+            self.send_api_error(status_error(self, status_code))
         else:
             if isinstance(exc, PyMongoError):
                 log.error("database error on %s %s: %s", self.request.method, self.request.path, exc)

@@ -47,7 +47,7 @@ from controlplane import documents
 from controlplane.config import Config
 from controlplane.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
 from controlplane.feedhub import FeedClient, FeedFilter, FeedHub, change_message
-from controlplane.handlers.base import MethodNotAllowed
+from controlplane.handlers.base import status_error
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         Without this, Tornado answers such requests with its own HTML page.
         """
         self.clear()
-        if status_code == 405:
-            error: ApiError = MethodNotAllowed({"method": self.request.method})
-        elif 400 <= status_code < 500:
-            error = InvalidParam("request", self._reason or "bad request")
-        else:
-            error = ApiError({}, "Error")
-        self._refuse(error)
+        self._refuse(status_error(self, status_code))
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self.hub is None:
