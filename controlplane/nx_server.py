@@ -30,8 +30,8 @@ except:
   the same result, handing anything but plain dicts, lists and scalars to
   nx-27017's own function.
 
-If the installed nx-27017 lacks the internals the second change relies on, it
-runs unchanged (with a warning): slower, never wrong.
+If the installed nx-27017 lacks the internals these changes rely on, it runs
+without them (the grouped commits with a warning): slower, never wrong.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def _in_one_transaction(
 
 
 def patch_handler() -> bool:
-    """Group each write command into one SQLite transaction; False if nx-27017's internals differ."""
+    """Apply this module's changes to nx-27017's handler; False if its internals differ."""
     try:
         from nx_27017 import handler as nx_handler
     except ImportError:
@@ -139,12 +139,10 @@ def patch_handler() -> bool:
         return True
     cls.handle_insert = _quiet_sections(_in_one_transaction(cls.handle_insert, db_name_of, only_writes=False))
     cls.handle_command = _in_one_transaction(cls.handle_command, db_name_of, only_writes=True)
-    try:
-        from nx_27017.utils import convert_bson_to_neo_objectids
-    except ImportError:
-        convert_bson_to_neo_objectids = None
-    if convert_bson_to_neo_objectids is not None and hasattr(cls, "_convert_objectids"):
-        nx_convert = convert_bson_to_neo_objectids
+    from nx_27017 import utils as nx_utils
+
+    nx_convert = getattr(nx_utils, "convert_bson_to_neo_objectids", None)
+    if nx_convert is not None and hasattr(cls, "_convert_objectids"):
         cls._convert_objectids = lambda self, doc: convert_objectids(doc, nx_convert)
     cls._controlplane_patched = True
     return True
