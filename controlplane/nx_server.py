@@ -1,4 +1,4 @@
-"""The embedded MongoDB-wire server: nx-27017, run with four changes of ours.
+"""The embedded MongoDB-wire server: nx-27017, run with five changes of ours.
 
 ``python -m controlplane.nx_server <nx-27017 arguments>`` is what
 :func:`controlplane.embedded.start_mongo` runs.  It is nx-27017 as published,
@@ -29,6 +29,17 @@ except:
   type checks on plain strings and numbers).  :func:`convert_objectids` gives
   the same result, handing anything but plain dicts, lists and scalars to
   nx-27017's own function.
+* **Leaner single-document writes** (neosqlite, under nx-27017).  An insert
+  deep-copied the document, then rebuilt it again to wrap ``bytes``, then
+  asked SQLite to re-parse the JSON it had just serialized (``json_valid``);
+  a replacement read the matched document's whole JSON back only to learn its
+  row id.  :func:`lean_insert` builds the one copy the ``bytes`` wrapping
+  makes anyway (with :func:`wrap_bytes`, a quicker walk giving neosqlite's
+  result) and lets the serializer refuse what ``json_valid`` would (NaN
+  and infinities, the only invalid JSON Python's encoder writes); anything
+  unusual (a document that is not a plain dict, such values) goes to the
+  original method, errors included.  :func:`lean_replace_one` selects the row
+  id alone.  The rows written are the same.
 
 If the installed nx-27017 lacks the internals these changes rely on, it runs
 without them (the grouped commits with a warning): slower, never wrong.
@@ -98,6 +109,106 @@ def convert_objectids(doc: Any, convert: Callable[[Any], Any]) -> Any:
     return convert(doc)
 
 
+_NOT_BYTES = frozenset({str, int, float, bool, type(None)})
+
+
+def wrap_bytes(doc: Any, wrap: Callable[[Any], Any]) -> Any:
+    """``wrap(doc)`` (neosqlite's ``bytes`` → ``Binary`` walk), skipping its checks on plain values.
+
+    Like :func:`convert_objectids`: exact dicts and lists are rebuilt here,
+    plain scalars other than ``bytes`` kept, and every other value handed to
+    ``wrap``, so the result is the one ``wrap`` would give.
+    """
+    kind = type(doc)
+    if kind is dict:
+        return {k: v if type(v) in _NOT_BYTES else wrap_bytes(v, wrap) for k, v in doc.items()}
+    if kind is list:
+        return [v if type(v) in _NOT_BYTES else wrap_bytes(v, wrap) for v in doc]
+    if kind in _NOT_BYTES:
+        return doc
+    return wrap(doc)
+
+
+def lean_insert(original: Callable[..., Any]) -> Callable[..., Any]:
+    """neosqlite's ``_internal_insert`` without its second copy and JSON re-validation."""
+    from neosqlite.collection.json_helpers import neosqlite_json_dumps
+    from neosqlite.collection.query_helper.utils import _convert_bytes_to_binary
+    from neosqlite.objectid import ObjectId
+    from neosqlite.sql_utils import quote_table_name
+
+    def insert(self: Any, document: Any) -> Any:
+        if type(document) is not dict:
+            return original(self, document)
+        given = document.get("_id")
+        oid = given if given is not None else ObjectId()
+        row = wrap_bytes(document, _convert_bytes_to_binary)  # a new dict (lists and dicts rebuilt)
+        row["_id"] = oid
+        try:
+            text = neosqlite_json_dumps(row, allow_nan=False)
+        except ValueError:  # NaN or an infinity: the original refuses it in its own words
+            return original(self, document)
+        table = quote_table_name(self.collection.name)
+        sql = f"INSERT INTO {table}(data, _id) VALUES (?, ?)"  # noqa: S608 - a quoted table name
+        cursor = self.collection.db.execute(sql, (text, str(oid)))
+        if cursor.lastrowid is None:
+            raise sqlite3.Error("Failed to get last row id.")
+        if "_id" not in document:
+            document["_id"] = oid
+        return oid
+
+    return insert
+
+
+def lean_replace_one(original: Callable[..., Any]) -> Callable[..., Any]:
+    """neosqlite's ``replace_one`` reading only the matched row's id (plain cases; others unchanged)."""
+    from neosqlite.collection.json_helpers import neosqlite_json_dumps
+    from neosqlite.collection.type_utils import validate_session
+    from neosqlite.results import UpdateResult
+    from neosqlite.sql_utils import quote_table_name
+
+    def replace_one(
+        self: Any, filter: Any, replacement: Any, upsert: bool = False, session: Any = None
+    ) -> Any:
+        if type(filter) is not dict or type(replacement) is not dict or "_id" not in replacement:
+            return original(self, filter, replacement, upsert=upsert, session=session)
+        validate_session(session, self.collection._database)
+        where, params = self.sql_translator.translate_match(self.helpers._normalize_id_query(filter))
+        if not where:
+            return original(self, filter, replacement, upsert=upsert, session=session)
+        table = quote_table_name(self.collection.name)
+        # The table name is quoted; the WHERE clause is neosqlite's own, its values bound parameters.
+        select = f"SELECT id FROM {table} {where} LIMIT 1"  # noqa: S608
+        row = self.collection.db.execute(select, params).fetchone()
+        if row is None:  # no match: the original decides (an upsert inserts)
+            return original(self, filter, replacement, upsert=upsert, session=session)
+        update = f"UPDATE {table} SET data = ? WHERE id = ?"  # noqa: S608
+        self.collection.db.execute(update, (neosqlite_json_dumps(dict(replacement)), row[0]))
+        return UpdateResult(matched_count=1, modified_count=1, upserted_id=None)
+
+    return replace_one
+
+
+def _patch_writes() -> bool:
+    """Apply :func:`lean_insert` and :func:`lean_replace_one`; False if neosqlite's internals differ."""
+    try:
+        from neosqlite.collection.query_engine import crud_operations as engine
+        from neosqlite.collection.query_helper import crud_operations as helper
+    except ImportError:
+        return False
+    inserts: Any = getattr(helper, "CRUDOperationsMixin", None)
+    replaces: Any = getattr(engine, "CRUDOperationsMixin", None)
+    if not hasattr(inserts, "_internal_insert") or not hasattr(replaces, "replace_one"):
+        return False
+    try:
+        insert = lean_insert(inserts._internal_insert)
+        replace = lean_replace_one(replaces.replace_one)
+    except ImportError:
+        return False
+    inserts._internal_insert = insert
+    replaces.replace_one = replace
+    return True
+
+
 def _in_one_transaction(
     original: Callable[..., Any], db_name_of: Callable[[Any], str], only_writes: bool
 ) -> Callable[..., Any]:
@@ -144,6 +255,8 @@ def patch_handler() -> bool:
     nx_convert = getattr(nx_utils, "convert_bson_to_neo_objectids", None)
     if nx_convert is not None and hasattr(cls, "_convert_objectids"):
         cls._convert_objectids = lambda self, doc: convert_objectids(doc, nx_convert)
+    if not _patch_writes():
+        log.warning("neosqlite internals changed: single-document writes run unchanged")
     cls._controlplane_patched = True
     return True
 

@@ -1,4 +1,4 @@
-"""The embedded server as we run it: nx-27017 with quiet logs and one commit per write command."""
+"""The embedded server as we run it: nx-27017 with the changes of :mod:`controlplane.nx_server`."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from pymongo.errors import BulkWriteError
 from controlplane import embedded
 from controlplane.nx_server import (
     QuietSections,
+    _patch_writes,
     _quiet_sections,
     command_name,
     convert_objectids,
     patch_handler,
+    wrap_bytes,
 )
 
 
@@ -176,3 +178,67 @@ def test_the_handler_converts_with_the_quicker_walk() -> None:
     out = NeoSQLiteHandler._convert_objectids(None, {"_id": oid, "a": [oid, {"b": 1}]})  # type: ignore[arg-type]
     assert type(out["_id"]) is NeoObjectId and type(out["a"][0]) is NeoObjectId and out["a"][1] == {"b": 1}
     assert "convert_objectids" in NeoSQLiteHandler._convert_objectids.__code__.co_names
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _docs, max_size=5))
+def test_the_quicker_bytes_walk_gives_what_neosqlite_gives(doc: dict[str, object]) -> None:
+    from neosqlite.collection.query_helper.utils import _convert_bytes_to_binary
+
+    ours = wrap_bytes(copy.deepcopy(doc), _convert_bytes_to_binary)
+    assert _typed(ours) == _typed(_convert_bytes_to_binary(copy.deepcopy(doc)))
+
+
+def test_neosqlite_takes_the_lean_writes() -> None:
+    from neosqlite.collection.query_engine.crud_operations import CRUDOperationsMixin as Engine
+    from neosqlite.collection.query_helper.crud_operations import CRUDOperationsMixin as Helper
+
+    assert _patch_writes() is True
+    assert Helper._internal_insert.__qualname__.startswith("lean_insert")
+    assert Engine.replace_one.__qualname__.startswith("lean_replace_one")
+
+
+def test_lean_inserts_store_what_was_sent(server: tuple[MongoClient, Path, int]) -> None:
+    client, _, _ = server
+    coll = client.lean.docs
+    given = ObjectId()
+    docs = [
+        {"_id": given, "blob": b"\x00\x01", "nested": {"list": [1, "two", {"three": 3.5}], "none": None}},
+        {"flag": True, "big": Int64(2**40), "text": "\u00e9t\u00e9 \U0001f600"},
+    ]
+    result = coll.insert_many(copy.deepcopy(docs))
+    assert result.inserted_ids[0] == given and isinstance(result.inserted_ids[1], ObjectId)
+    first = coll.find_one({"_id": given})
+    assert first is not None and first["blob"] == b"\x00\x01" and first["nested"] == docs[0]["nested"]
+    second = coll.find_one({"_id": result.inserted_ids[1]})
+    assert second is not None and {k: second[k] for k in ("flag", "big", "text")} == docs[1]
+    with pytest.raises(BulkWriteError):  # the same _id again: refused as before
+        coll.insert_many([{"_id": given}])
+
+
+def test_a_document_with_nan_is_refused_as_nx_27017_refuses_it(server: tuple[MongoClient, Path, int]) -> None:
+    client, _, _ = server
+    coll = client.lean.nan
+    with pytest.raises(BulkWriteError) as caught:
+        coll.insert_many([{"k": 1, "x": float("nan")}, {"k": 2}], ordered=False)
+    errors = caught.value.details["writeErrors"]
+    assert [e["index"] for e in errors] == [0] and "Invalid JSON" in errors[0]["errmsg"]
+    assert [d["k"] for d in coll.find({}, {"k": 1})] == [2]
+
+
+def test_lean_replacements_replace_only_what_matches(server: tuple[MongoClient, Path, int]) -> None:
+    client, _, _ = server
+    coll = client.lean.replace
+    oid = ObjectId()
+    coll.insert_one({"_id": oid, "rev": 1, "status": "STARTED", "gone": "x"})
+    done = coll.replace_one({"_id": oid, "rev": {"$lt": 2}}, {"_id": oid, "rev": 2, "status": "SUCCESS"})
+    assert (done.matched_count, done.modified_count) == (1, 1)
+    assert coll.find_one({"_id": oid}) == {"_id": oid, "rev": 2, "status": "SUCCESS"}
+    stale = coll.replace_one({"_id": oid, "rev": {"$lt": 2}}, {"_id": oid, "rev": 2, "status": "FAILURE"})
+    assert stale.matched_count == 0 and coll.find_one({"_id": oid})["status"] == "SUCCESS"  # type: ignore[index]
+    other = ObjectId()
+    upserted = coll.replace_one({"_id": other}, {"_id": other, "rev": 1}, upsert=True)
+    assert upserted.upserted_id == other and coll.find_one({"_id": other}) == {"_id": other, "rev": 1}
+    # Without an _id in the replacement the original method runs: the document keeps its _id.
+    coll.replace_one({"_id": oid}, {"rev": 3})
+    assert coll.find_one({"_id": oid}) == {"_id": oid, "rev": 3}
