@@ -12,12 +12,14 @@ tracked so that a task whose worker vanished does not stay STARTED forever.
 Connection errors are retried with capped backoff by the mixin; database
 errors keep the buffer and are retried with capped backoff too.
 
-Writing is pipelined: a batch is written on a writer thread (and then
-published to the live feed) while the consume loop goes on receiving and
-buffering the next one, so receiving never waits for the database round
-trips.  One batch is written at a time; a full buffer waits for it
-(backpressure).  Acks, buffers and retries stay on the consume thread: the
-writer only reports back.
+Writing is pipelined: a batch is written on a writer thread while the consume
+loop goes on receiving and buffering the next one, so receiving never waits
+for the database round trips.  One batch is written at a time; a full buffer
+waits for it (backpressure).  What a write changed is then published to the
+live feed by a third thread (:class:`FeedStage`), in write order, so the next
+batch's write does not wait for the feed's encoding and Redis round trip.
+Acks, buffers and retries stay on the consume thread: the writer only reports
+back.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -153,6 +157,50 @@ class WorkerTracker:
         return None
 
 
+class FeedStage:
+    """Hands written changes to ``on_changes`` on a thread of its own, in the order given.
+
+    At most ``depth`` batches wait or run; a caller that would exceed that waits
+    for the oldest (backpressure, so a slow feed cannot hold unbounded memory).
+    ``on_changes`` must not raise (the feed publisher never does: what it
+    cannot publish, the serve processes' orphan sweep republishes); if it does,
+    the error is logged and the stage goes on.
+    """
+
+    def __init__(self, on_changes: Changes, depth: int = 2) -> None:
+        self.on_changes = on_changes
+        self.depth = depth
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="event-feed")
+        self._pending: deque[Future[None]] = deque()
+        self._lock = threading.Lock()
+
+    def put(self, changed: list[dict[str, Any]]) -> None:
+        """Queue one batch of written documents (waits while ``depth`` batches are queued)."""
+        with self._lock:
+            while self._pending and self._pending[0].done():
+                self._pending.popleft()
+            while len(self._pending) >= self.depth:
+                self._pending.popleft().result()
+            self._pending.append(self._thread.submit(self._call, changed))
+
+    def drain(self) -> None:
+        """Wait until every queued batch has been handed over."""
+        with self._lock:
+            while self._pending:
+                self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Hand over what is queued, then stop the thread."""
+        self.drain()
+        self._thread.shutdown(wait=True)
+
+    def _call(self, changed: list[dict[str, Any]]) -> None:
+        try:
+            self.on_changes(changed)
+        except Exception:
+            log.exception("announcing %d change(s) failed", len(changed))
+
+
 class EventConsumer(ConsumerMixin):  # type: ignore[misc]
     """Consume every Celery event of the deployment into the task store."""
 
@@ -174,6 +222,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             config.broker.url, connect_timeout=config.broker.connect_timeout
         )
         self.on_changes = on_changes
+        self.feed = FeedStage(on_changes) if on_changes is not None else None
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.buffer: list[dict[str, Any]] = []
         self.messages: list[Message] = []
@@ -305,8 +354,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         except BROKER_ERRORS as exc:
             log.warning("reconciliation skipped, result backend unavailable: %s", exc)
             return
-        if changed and self.on_changes is not None:
-            self.on_changes(changed)
+        self._announce(changed)
 
     # -- writing ---------------------------------------------------------------
 
@@ -315,8 +363,14 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
 
         ``wait=False`` (the consume loop) returns once the batch is handed over,
         waiting only for the batch before it; ``wait=True`` returns once it is
-        written and its messages are acknowledged.
+        written, its messages are acknowledged and its changes handed to the feed.
         """
+        written = self._flush(wait)
+        if wait and self.feed is not None:
+            self.feed.drain()
+        return written
+
+    def _flush(self, wait: bool) -> bool:
         self.last_flush = time.monotonic()
         if not self._settle(block=True):
             return False
@@ -329,11 +383,15 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self._writing = (events, messages, self._writer.submit(self._write, events))
         return self._settle(block=True) if wait else True
 
+    def _announce(self, changed: list[dict[str, Any]]) -> None:
+        """Queue written documents for the live feed (see :class:`FeedStage`)."""
+        if changed and self.feed is not None:
+            self.feed.put(changed)
+
     def _write(self, events: list[dict[str, Any]]) -> None:
-        """On the writer thread: fold the events into their documents, then tell the feed."""
+        """On the writer thread: fold the events into their documents, then queue them for the feed."""
         changed = self.store.apply_events(events)
-        if changed and self.on_changes is not None:
-            self.on_changes(changed)
+        self._announce(changed)
 
     def _settle(self, block: bool) -> bool:
         """Finish the batch being written, if it is done (or ``block``): ack it, or take it back.
@@ -413,8 +471,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
                     "; ".join(reasons[:3]) + ("; …" if len(reasons) > 3 else ""),
                 )
                 changed = self.store.apply_events(events)
-                if changed and self.on_changes is not None:
-                    self.on_changes(changed)
+                self._announce(changed)
         except PyMongoError as exc:
             log.warning("worker liveness check failed: %s", exc)
 
@@ -432,3 +489,5 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - shutting down; unacked messages are redelivered
                 log.warning("final flush failed: %s", exc)
             self._writer.shutdown(wait=False)
+            if self.feed is not None:
+                self.feed.close()

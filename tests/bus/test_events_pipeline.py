@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect
 
-from controlplane.bus.events import EventConsumer
+from controlplane.bus.events import EventConsumer, FeedStage
 from controlplane.config import Config, MongoConfig
 from controlplane.store import TaskStore
 
@@ -122,3 +122,64 @@ def test_a_full_buffer_waits_for_the_write_in_progress(store: GatedStore) -> Non
     assert time.monotonic() - t0 >= 0.25
     assert consumer.flush() is True
     assert {d["celery_id"] for d in store.tasks.find({})} == {"a", "b", "c", "d"}
+
+
+def test_the_next_write_does_not_wait_for_the_feed(store: GatedStore) -> None:
+    store.gate.set()
+    release = threading.Event()
+    fed: list[list[str]] = []
+
+    def slow_feed(docs: list[dict[str, Any]]) -> None:
+        assert release.wait(10)
+        fed.append([d["celery_id"] for d in docs])
+
+    consumer = EventConsumer(Config(), store, connection=object(), on_changes=slow_feed)  # type: ignore[arg-type]
+    consumer.on_message(event("a"), Message())  # type: ignore[arg-type]
+    consumer.flush(wait=False)
+    consumer.on_message(event("b"), Message())  # type: ignore[arg-type]
+    consumer.flush(wait=False)  # waits for a's write, not for a's feed publish
+    deadline = time.monotonic() + 5
+    while store.writes < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.writes == 2 and fed == []  # both written while the feed is held
+    release.set()
+    assert consumer.flush() is True  # wait=True: returns once the feed has both
+    assert fed == [["a"], ["b"]]
+
+
+def test_feed_stage_keeps_order_and_bounds_what_waits() -> None:
+    release = threading.Event()
+    seen: list[int] = []
+
+    def feed(docs: list[dict[str, Any]]) -> None:
+        assert release.wait(10)
+        seen.append(docs[0]["n"])
+
+    stage = FeedStage(feed, depth=2)
+    stage.put([{"n": 0}])
+    stage.put([{"n": 1}])
+    third = threading.Thread(target=stage.put, args=([{"n": 2}],))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # two batches queued: the third waits for the oldest
+    release.set()
+    third.join(5)
+    stage.close()
+    assert seen == [0, 1, 2]
+
+
+def test_feed_stage_goes_on_after_a_failing_callback(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[int] = []
+
+    def feed(docs: list[dict[str, Any]]) -> None:
+        if docs[0]["n"] == 0:
+            raise RuntimeError("feed broke")
+        seen.append(docs[0]["n"])
+
+    stage = FeedStage(feed)
+    stage.put([{"n": 0}])
+    stage.put([{"n": 1}])
+    stage.drain()
+    stage.close()
+    assert seen == [1]
+    assert "announcing 1 change(s) failed" in caplog.text
