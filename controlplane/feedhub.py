@@ -295,9 +295,10 @@ class FeedHub:
                 continue
             self.high = rev
             self._received.add(rev)
-            entry = Entry(rev, doc, change_message("change", doc))
+            entry = None  # encoded once, and only if a client wants it
             for client in list(self.clients):
                 if client.filter.matches(doc):
+                    entry = entry or Entry(rev, doc, change_message("change", doc))
                     client.offer(entry)
             self.dispatched += 1
         self._samples.append((time.monotonic(), self.high))

@@ -126,6 +126,37 @@ def test_hub_dispatches_in_revision_order_and_ignores_repeats() -> None:
     asyncio.run(run())
 
 
+def test_hub_encodes_a_change_once_and_only_for_clients_that_want_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controlplane import feedhub
+
+    encoded: list[int] = []
+    real = feedhub.change_message
+
+    def counting(kind: str, d: Any) -> str:
+        encoded.append(int(d["rev"]))
+        return real(kind, d)
+
+    monkeypatch.setattr(feedhub, "change_message", counting)
+
+    async def run() -> None:
+        hub = FeedHub(store=None, client_queue=100)
+        await hub.on_connect(0)
+        hub.on_docs([doc("a", 1)])  # nobody listens
+        picky = hub.register(FeedFilter(status=frozenset({"SUCCESS"})), lambda c: None)
+        hub.begin(picky, None)
+        hub.on_docs([doc("a", 2, "STARTED")])  # nobody wants it
+        both = [hub.register(FeedFilter(), lambda c: None) for _ in range(2)]
+        for client in both:
+            hub.begin(client, None)
+        hub.on_docs([doc("a", 3, "SUCCESS")])  # three clients, one encoding
+        assert encoded == [3]
+        texts = [e.text for c in [picky, *both] for e in c.take()]
+        assert len(texts) == 3 and len(set(texts)) == 1 and '"rev":3' in texts[0]
+        assert hub.high == 3 and hub.dispatched == 3
+
+    asyncio.run(run())
+
+
 # -- the ordering gate (real Redis, real MongoDB-wire server) ----------------------------------
 
 
