@@ -171,3 +171,34 @@ def test_status_fields_take_a_new_revision_and_need_a_task(mongo_config: MongoCo
         assert store.set_status_fields(str(uuid.uuid4()), {"resent": 1}) is False
     finally:
         store.close()
+
+
+def test_non_terminal_finds_every_unfinished_task_older_than_the_cut_and_honours_the_limit(
+    mongo_server: str,
+) -> None:
+    from controlplane.merge import STATUSES, TERMINAL
+
+    store = TaskStore(MongoConfig(url=mongo_server, database=f"s_{uuid.uuid4().hex[:8]}"))
+    try:
+        store.ensure_indexes()
+        docs = []
+        for i, status in enumerate(STATUSES * 3):
+            doc = new_task_document(
+                celery_id=str(uuid.uuid4()),
+                task_type="ip_task",
+                data={},
+                created_time=float(i % 3 * 10),
+                rev=i,
+            )
+            doc["status"] = status
+            docs.append(doc)
+        store.tasks.insert_many(docs)
+        cut = 15.0  # created_time 0 and 10 are older, 20 is not
+        expected = {d["celery_id"] for d in docs if d["status"] not in TERMINAL and d["created_time"] < cut}
+        found = store.non_terminal(older_than=cut)
+        assert {d["celery_id"] for d in found} == expected and len(found) == len(expected) == 6
+        assert all("data" not in d and "options" not in d for d in found)  # the projection only
+        assert len(store.non_terminal(older_than=cut, limit=4)) == 4
+        assert len(store.non_terminal(older_than=cut, limit=0)) == 6  # 0: no limit
+    finally:
+        store.close()
