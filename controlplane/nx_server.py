@@ -92,41 +92,38 @@ def _quiet_sections(original: Callable[..., Any]) -> Callable[..., Any]:
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 
 
-def convert_objectids(doc: Any, convert: Callable[[Any], Any]) -> Any:
-    """``convert(doc)`` (nx-27017's ObjectId conversion), skipping its checks on plain values.
+def rebuild(doc: Any, keep: frozenset[Any], other: Callable[[Any], Any]) -> Any:
+    """A walk that rebuilds exact dicts and lists, keeps values of the ``keep`` types, and
+    hands every other value to ``other``.
 
-    Exact dicts and lists are rebuilt here and plain scalars kept as they are;
-    every other value (ObjectIds, subclasses such as ``Int64``, decimals) is
-    passed to ``convert``, so the result is the one ``convert`` would give.
+    With ``other`` a recursive converter that does the same to dicts and lists and
+    leaves ``keep``'s values alone, the result is ``other(doc)``'s, without its type
+    checks on every plain string and number.
     """
     kind = type(doc)
     if kind is dict:
-        return {k: v if type(v) in _PLAIN else convert_objectids(v, convert) for k, v in doc.items()}
+        return {k: v if type(v) in keep else rebuild(v, keep, other) for k, v in doc.items()}
     if kind is list:
-        return [v if type(v) in _PLAIN else convert_objectids(v, convert) for v in doc]
-    if kind in _PLAIN:
+        return [v if type(v) in keep else rebuild(v, keep, other) for v in doc]
+    if kind in keep:
         return doc
-    return convert(doc)
+    return other(doc)
+
+
+def convert_objectids(doc: Any, convert: Callable[[Any], Any]) -> Any:
+    """``convert(doc)`` (nx-27017's ObjectId conversion), skipping its checks on plain values.
+
+    ObjectIds, subclasses such as ``Int64`` and decimals go to ``convert``.
+    """
+    return rebuild(doc, _PLAIN, convert)
 
 
 _NOT_BYTES = frozenset({str, int, float, bool, type(None)})
 
 
 def wrap_bytes(doc: Any, wrap: Callable[[Any], Any]) -> Any:
-    """``wrap(doc)`` (neosqlite's ``bytes`` → ``Binary`` walk), skipping its checks on plain values.
-
-    Like :func:`convert_objectids`: exact dicts and lists are rebuilt here,
-    plain scalars other than ``bytes`` kept, and every other value handed to
-    ``wrap``, so the result is the one ``wrap`` would give.
-    """
-    kind = type(doc)
-    if kind is dict:
-        return {k: v if type(v) in _NOT_BYTES else wrap_bytes(v, wrap) for k, v in doc.items()}
-    if kind is list:
-        return [v if type(v) in _NOT_BYTES else wrap_bytes(v, wrap) for v in doc]
-    if kind in _NOT_BYTES:
-        return doc
-    return wrap(doc)
+    """``wrap(doc)`` (neosqlite's ``bytes`` → ``Binary`` walk), skipping its checks on plain values."""
+    return rebuild(doc, _NOT_BYTES, wrap)
 
 
 def lean_insert(original: Callable[..., Any]) -> Callable[..., Any]:
