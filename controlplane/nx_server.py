@@ -138,8 +138,8 @@ def lean_insert(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, document)
         given = document.get("_id")
         oid = given if given is not None else ObjectId()
-        row = wrap_bytes(document, _convert_bytes_to_binary)  # a new dict (lists and dicts rebuilt)
-        row["_id"] = oid
+        # A new dict (lists and dicts rebuilt), the _id where neosqlite puts it, bytes wrapped.
+        row = wrap_bytes({**document, "_id": oid}, _convert_bytes_to_binary)
         try:
             text = neosqlite_json_dumps(row, allow_nan=False)
         except ValueError:  # NaN or an infinity: the original refuses it in its own words

@@ -215,6 +215,8 @@ def test_lean_inserts_store_what_was_sent(server: tuple[MongoClient, Path, int])
     assert second is not None and {k: second[k] for k in ("flag", "big", "text")} == docs[1]
     with pytest.raises(BulkWriteError):  # the same _id again: refused as before
         coll.insert_many([{"_id": given}])
+    coll.insert_one({"_id": b"raw", "v": 1})  # a bytes _id is wrapped like every other bytes value
+    assert coll.find_one({"v": 1}) is not None
 
 
 def test_a_document_with_nan_is_refused_as_nx_27017_refuses_it(server: tuple[MongoClient, Path, int]) -> None:

@@ -173,10 +173,18 @@ class FeedStage:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="event-feed")
         self._pending: deque[Future[None]] = deque()
         self._lock = threading.Lock()
+        self._closed = False
 
     def put(self, changed: list[dict[str, Any]]) -> None:
-        """Queue one batch of written documents (waits while ``depth`` batches are queued)."""
+        """Queue one batch of written documents (waits while ``depth`` batches are queued).
+
+        After :meth:`close` (a write still finishing while the consumer stops) the
+        batch is handed over on the caller's thread.
+        """
         with self._lock:
+            if self._closed:
+                self._call(changed)
+                return
             while self._pending and self._pending[0].done():
                 self._pending.popleft()
             while len(self._pending) >= self.depth:
@@ -191,7 +199,10 @@ class FeedStage:
 
     def close(self) -> None:
         """Hand over what is queued, then stop the thread."""
-        self.drain()
+        with self._lock:
+            self._closed = True
+            while self._pending:
+                self._pending.popleft().result()
         self._thread.shutdown(wait=True)
 
     def _call(self, changed: list[dict[str, Any]]) -> None:
