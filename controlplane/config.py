@@ -69,7 +69,7 @@ class EventsConfig:
     queue: str = "controlplane.events"
     durable: bool = True
     batch_size: int = 2000
-    flush_interval: float = 0.2
+    flush_interval: float = 0.3
     max_buffer: int = 100_000
     reconcile_interval: float = 30.0
     lost_after: float = 60.0
