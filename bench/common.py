@@ -48,7 +48,7 @@ BENCH_CONFIG: dict[str, Any] = {
     "log_level": "WARNING",
     "auth": {"enabled": False, "tokens": []},
     "rate_limit": {"create_per_minute": 0, "revoke_per_minute": 0},
-    "events": {"flush_interval": 0.3, "worker_timeout": 15.0, "lease_seconds": 10.0},
+    "events": {"worker_timeout": 15.0, "lease_seconds": 10.0},  # flush_interval: the default
 }
 
 

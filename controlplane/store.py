@@ -437,10 +437,10 @@ class TaskStore:
         projection = dict.fromkeys(fields, 1)
         found: list[dict[str, Any]] = []
         for status in NON_TERMINAL:
-            left = limit - len(found) if limit else 0
-            if limit and left <= 0:
+            if limit and len(found) >= limit:
                 break
-            found += self._match({"status": status, "created_time": {"$lt": older_than}}, projection, left)
+            query = {"status": status, "created_time": {"$lt": older_than}}
+            found += self._match(query, projection, limit - len(found) if limit else 0)
         return found
 
     def unreceived(self, older_than: float, limit: int = 1000) -> list[dict[str, Any]]:

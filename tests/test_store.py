@@ -174,11 +174,11 @@ def test_status_fields_take_a_new_revision_and_need_a_task(mongo_config: MongoCo
 
 
 def test_non_terminal_finds_every_unfinished_task_older_than_the_cut_and_honours_the_limit(
-    mongo_server: str,
+    mongo_config: MongoConfig,
 ) -> None:
     from controlplane.merge import STATUSES, TERMINAL
 
-    store = TaskStore(MongoConfig(url=mongo_server, database=f"s_{uuid.uuid4().hex[:8]}"))
+    store = TaskStore(mongo_config)
     try:
         store.ensure_indexes()
         docs = []
