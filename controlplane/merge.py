@@ -14,13 +14,24 @@ Bookkeeping lives under ``_m`` (never shown to clients):
   a ``task-retried`` followed by a new ``task-started`` shows STARTED again.
 * ``presumed``: the same for ``task-lost`` (the consumer's verdict that the worker
   is gone); it sets the status only until a terminal event from the task arrives.
-* ``terminal``: ``[timestamp, rank, status]`` of the winning terminal event
-  (SUCCESS < FAILURE < REVOKED on equal timestamps).  Its payload (result,
+* ``terminal``: ``[timestamp, rank, status, has_timestamp]`` of the winning
+  terminal event (SUCCESS < FAILURE < REVOKED on equal timestamps, then the
+  payload, then a timestamped event over a bare one).  Its payload (result,
   exception, ...) is stored in ``outcome`` and replaced only when the key wins.
-* ``once``: ``{field: [timestamp, value]}`` for the ``celery_*`` descriptive
-  fields: the earliest event carrying a value wins (a retry re-sends the task
-  under the same id with a new ``eta``, so "first seen" would depend on order).
+* ``once``: ``{field: timestamp}`` for the ``celery_*`` descriptive fields: the
+  earliest event carrying a value wins (a retry re-sends the task under the
+  same id with a new ``eta``, so "first seen" would depend on order); equal
+  timestamps are decided by the smaller value.
+* ``retry``: the timestamp of the latest ``task-retried`` (its reason in ``retry_reason``).
 * ``worker``: ``[timestamp, hostname, pid]`` of the latest worker event.
+
+The winning values themselves are not repeated under ``_m``: where two keys
+tie on their timestamps the stored value (``celery_<field>``, ``outcome``,
+``retry_reason``) is what the newcomer is compared with.  Only the merge writes
+those fields, so the stored value is always the winner's; this keeps every
+written document (and the ten index expressions the store evaluates over it)
+about a third smaller.  Bookkeeping written in the older form (the value's JSON
+inside the key) is read as the same key.
 
 Times: ``created_time`` / ``received_time`` / ``start_time`` are minima over
 the events that carry a timestamp; ``end_time`` is the winning terminal
@@ -128,13 +139,42 @@ def _ordered_key(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _current_form(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the bookkeeping, with keys written by earlier versions in today's form.
+
+    Those held the winning value's JSON inside the key: ``once`` and ``retry`` as
+    ``[timestamp, value JSON]``, ``terminal`` with the payload's JSON fourth.
+    """
+    out = dict(meta)
+    once = out.get("once")
+    if once and any(isinstance(v, list | tuple) for v in once.values()):
+        out["once"] = {k: v[0] if isinstance(v, list | tuple) else v for k, v in once.items()}
+    if isinstance(out.get("retry"), list | tuple):
+        out["retry"] = out["retry"][0]
+    terminal = out.get("terminal")
+    if terminal is not None and len(terminal) == 5:
+        out["terminal"] = [*terminal[:3], terminal[4]]
+    return out
+
+
+def _terminal_beats(key: list[Any], payload: Any, held: list[Any], held_payload: Any) -> bool:
+    """The order ``[timestamp, rank, status, payload JSON, has_timestamp]``, with the held
+    payload's JSON taken from the stored ``outcome`` instead of the key."""
+    if key[:3] != held[:3]:
+        return bool(key[:3] > held[:3])
+    mine, theirs = _ordered_key(payload), _ordered_key(held_payload)
+    if mine != theirs:
+        return mine > theirs
+    return bool(key[3] > held[3])
+
+
 def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[str, Any]:
     """Return a new document: ``document`` with ``event`` folded in.
 
     Unknown event types leave the document unchanged (but copied).
     """
     doc: dict[str, Any] = dict(document or {})
-    meta: dict[str, Any] = dict(doc.get("_m") or {})
+    meta = _current_form(doc.get("_m") or {})
     kind = event.get("type")
     ts = _ts(event)
 
@@ -146,13 +186,22 @@ def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[
     terminal = _terminal_of(event)
     if terminal is not None:
         status, payload = terminal
-        key = [ts, _TERMINAL_RANK[status], status, _ordered_key(payload), _has_ts(event)]
-        # A lost worker is the consumer's presumption, not the worker's word: any terminal
-        # event from the task itself (however late it arrives, whatever its timestamp) wins.
-        slot = "presumed" if kind == "task-lost" else "terminal"
-        if meta.get(slot) is None or key > meta[slot]:
-            meta[slot] = key
-            if slot == "terminal" or meta.get("terminal") is None:
+        rank = _TERMINAL_RANK[status]
+        if kind == "task-lost":
+            # A lost worker is the consumer's presumption, not the worker's word: any terminal
+            # event from the task itself (however late it arrives, whatever its timestamp)
+            # wins.  Rare and small, so its key keeps the payload's JSON.
+            key = [ts, rank, status, _ordered_key(payload), _has_ts(event)]
+            if meta.get("presumed") is None or key > meta["presumed"]:
+                meta["presumed"] = key
+                if meta.get("terminal") is None:
+                    doc["outcome"] = payload
+                    doc["end_time"] = ts if _has_ts(event) else None
+        else:
+            held = meta.get("terminal")
+            key = [ts, rank, status, _has_ts(event)]
+            if held is None or _terminal_beats(key, payload, held, doc.get("outcome")):
+                meta["terminal"] = key
                 doc["outcome"] = payload
                 doc["end_time"] = ts if _has_ts(event) else None
 
@@ -174,16 +223,22 @@ def merge(document: Mapping[str, Any] | None, event: Mapping[str, Any]) -> dict[
             value = event.get(name)
             if value is None:
                 continue
-            okey = [ts, _ordered_key(value)]
-            if once.get(name) is None or okey < once[name]:
-                once[name] = okey
-                doc[f"celery_{name}"] = value
+            field = f"celery_{name}"
+            held = once.get(name)
+            tie = ts == held and _ordered_key(value) < _ordered_key(doc.get(field))
+            if held is None or ts < held or tie:
+                once[name] = ts
+                doc[field] = value
         meta["once"] = once
     if kind == "task-retried":
         exc = _clip(event.get("exception"), RESULT_LIMIT)
-        retry_key = [ts, _ordered_key(exc)]
-        if meta.get("retry") is None or retry_key > meta["retry"]:
-            meta["retry"] = retry_key
+        held = meta.get("retry")
+        if (
+            held is None
+            or ts > held
+            or (ts == held and _ordered_key(exc) > _ordered_key(doc.get("retry_reason")))
+        ):
+            meta["retry"] = ts
             doc["retry_reason"] = exc
 
     hostname = event.get("hostname")

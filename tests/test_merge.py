@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import bson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -599,3 +600,77 @@ def test_status_of_prefers_terminal_over_phase() -> None:
     for name in SCENARIOS:
         doc = fold(load(name))
         assert status_of(doc["_m"]) == doc["status"] in STATUSES
+
+
+# --------------------------------------------------------------------------- bookkeeping form
+
+
+def _older_form(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with its bookkeeping written as earlier versions wrote it (values' JSON in the keys)."""
+    old = copy.deepcopy(doc)
+    meta = old.get("_m", {})
+    for name, ts in meta.get("once", {}).items():
+        meta["once"][name] = [ts, json.dumps(old[f"celery_{name}"], sort_keys=True, default=str)]
+    if "terminal" in meta:
+        ts, rank, status, has_ts = meta["terminal"]
+        payload = json.dumps(old["outcome"], sort_keys=True, default=str)
+        meta["terminal"] = [ts, rank, status, payload, has_ts]
+    if "retry" in meta:
+        meta["retry"] = [meta["retry"], json.dumps(old["retry_reason"], sort_keys=True, default=str)]
+    return old
+
+
+def test_bookkeeping_does_not_repeat_the_stored_values() -> None:
+    for name in ("fail", "retry", "eta"):
+        doc = fold(load(name))
+        meta = json.dumps(doc["_m"])
+        for value in (doc.get("celery_kwargs"), doc.get("celery_eta"), doc.get("retry_reason")):
+            if isinstance(value, str) and len(value) > 8:
+                assert value not in meta and json.dumps(value) not in meta
+        assert json.dumps(doc["outcome"]["exception" if name == "fail" else "result"]) not in meta
+    failed = fold(load("fail"))
+    assert len(json.dumps(failed["_m"])) < 400 < len(failed["outcome"]["traceback"])
+
+
+@PROPERTY
+@given(prefix=st.lists(ANY_EVENT, max_size=8), rest=st.lists(ANY_EVENT, min_size=1, max_size=8))
+def test_a_document_in_the_older_form_merges_like_the_current_one(
+    prefix: list[dict[str, Any]], rest: list[dict[str, Any]]
+) -> None:
+    """Documents stored by earlier versions go on merging to the same result (in today's form)."""
+    assert fold(rest, _older_form(fold(prefix))) == fold([*prefix, *rest])
+
+
+@PROPERTY
+@given(prefix=st.lists(ANY_EVENT, max_size=8), rest=st.lists(ANY_EVENT, max_size=8))
+def test_ties_are_decided_the_same_after_a_round_trip_through_bson(
+    prefix: list[dict[str, Any]], rest: list[dict[str, Any]]
+) -> None:
+    """Tie-breaks read the stored values, so they must survive the database's encoding."""
+    stored = bson.decode(bson.encode(fold(prefix)))
+    assert fold(rest, stored) == fold([*prefix, *rest])
+
+
+def test_equal_timestamps_are_decided_by_the_values_in_either_order_and_after_storage() -> None:
+    """Set-once fields keep the smaller value, terminal payloads and retry reasons the larger."""
+    pairs = [
+        (
+            {"type": "task-sent", "uuid": "u", "timestamp": 5.0, "name": "b", "eta": "2030-01-02"},
+            {"type": "task-received", "uuid": "u", "timestamp": 5.0, "name": "a", "eta": "2030-01-01"},
+            lambda d: (d["celery_name"], d["celery_eta"]) == ("a", "2030-01-01"),
+        ),
+        (
+            {"type": "task-succeeded", "uuid": "u", "timestamp": 7.0, "result": "2"},
+            {"type": "task-succeeded", "uuid": "u", "timestamp": 7.0, "result": "1"},
+            lambda d: d["outcome"]["result"] == "2" and d["end_time"] == 7.0,
+        ),
+        (
+            {"type": "task-retried", "uuid": "u", "timestamp": 6.0, "exception": "E('y')"},
+            {"type": "task-retried", "uuid": "u", "timestamp": 6.0, "exception": "E('x')"},
+            lambda d: d["retry_reason"] == "E('y')",
+        ),
+    ]
+    for first, second, wins in pairs:
+        for x, y in ((first, second), (second, first)):
+            assert wins(fold([x, y]))
+            assert wins(merge(bson.decode(bson.encode(merge(None, x))), y))
