@@ -7,16 +7,40 @@ milliseconds, ``2023-07-10T08:30:00.000Z``; ``None`` when not known yet.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
+
+_YEAR_10000 = 253_402_300_800  # the first second datetime cannot show
 
 
 def iso(ts: Any) -> str | None:
-    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None."""
+    """Epoch seconds → ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``
+    (microseconds rounded half to even, then cut to milliseconds), built from a cached
+    whole-second part: the live feed shows four times per task, most within the same
+    few seconds, and datetime cost the consumer a tenth of its time at 1,200 tasks/s.
+    """
     if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
         return None
-    # isoformat (C) truncates to milliseconds like ``microsecond // 1000``; "+00:00" → "Z".
-    return dt.datetime.fromtimestamp(float(ts), tz=dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    t = float(ts)
+    if not 0.0 <= t < _YEAR_10000:
+        # isoformat (C) truncates to milliseconds like ``microsecond // 1000``; "+00:00" → "Z".
+        return dt.datetime.fromtimestamp(t, tz=dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    frac, whole = math.modf(t)
+    micro = round(frac * 1e6)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        whole += 1.0
+    return f"{_iso_second(int(whole))}.{micro // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def _common(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from bson import ObjectId
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controlplane.documents import detail, iso, list_item
 
@@ -34,3 +38,22 @@ def test_list_item_and_detail_hide_bookkeeping() -> None:
     assert full["task_id"] == str(oid) and full["result"] == "r" and full["runtime"] == 1.5
     assert full["start_time"] == "1970-01-01T00:00:01.000Z"
     assert "_m" not in full and "data" not in full
+
+
+def _iso_by_datetime(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    ts=st.one_of(
+        st.floats(min_value=-6e10, max_value=2.5e11, allow_nan=False),
+        st.integers(min_value=0, max_value=4_102_444_800),
+        # Just below whole seconds and milliseconds, where rounding carries over.
+        st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s - 0.0000004),
+        st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s + 0.9995),
+        st.integers(min_value=0, max_value=4_102_444_800).map(lambda s: s + 0.9999995),
+    )
+)
+def test_iso_matches_datetime_for_any_time(ts: float) -> None:
+    assert iso(ts) == _iso_by_datetime(ts)
