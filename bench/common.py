@@ -36,6 +36,7 @@ import psutil  # noqa: E402
 import redis  # noqa: E402
 
 from controlplane import embedded  # noqa: E402
+from controlplane.config import EventsConfig  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -48,7 +49,12 @@ BENCH_CONFIG: dict[str, Any] = {
     "log_level": "WARNING",
     "auth": {"enabled": False, "tokens": []},
     "rate_limit": {"create_per_minute": 0, "revoke_per_minute": 0},
-    "events": {"worker_timeout": 15.0, "lease_seconds": 10.0},  # flush_interval: the default
+    # The product's flush interval (the test stack this builds on flushes every 0.1 s).
+    "events": {
+        "worker_timeout": 15.0,
+        "lease_seconds": 10.0,
+        "flush_interval": EventsConfig().flush_interval,
+    },
 }
 
 

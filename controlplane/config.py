@@ -77,6 +77,7 @@ class EventsConfig:
     lease_seconds: float = 10.0
     backoff_max: float = 10.0
     cache_tasks: int = 5000
+    coalesce_above: int = 200
 
 
 @dataclass
@@ -396,6 +397,8 @@ def _check(config: Config) -> None:
         raise ConfigError("events.batch_size: must be at least 1")
     if config.events.cache_tasks < 0:
         raise ConfigError("events.cache_tasks: must be 0 (off) or more")
+    if config.events.coalesce_above < 0:
+        raise ConfigError("events.coalesce_above: must be 0 (off) or more")
     if config.api.max_batch < 1:
         raise ConfigError("api.max_batch: must be at least 1")
     if config.api.processes < 1:

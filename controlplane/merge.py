@@ -134,6 +134,11 @@ def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def ends_task(event: Mapping[str, Any]) -> bool:
+    """Whether the event gives its task a terminal status (or a presumed one, ``task-lost``)."""
+    return _terminal_of(event) is not None
+
+
 def _ordered_key(value: Any) -> Any:
     """Total order over JSON-ish payloads, used only to break exact ties."""
     return json.dumps(value, sort_keys=True, default=str)

@@ -44,7 +44,7 @@ from pymongo.errors import PyMongoError
 from controlplane.bus.control import BROKER_ERRORS
 from controlplane.bus.reconcile import Reconciler
 from controlplane.config import Config
-from controlplane.merge import TASK_EVENT_TYPES
+from controlplane.merge import TASK_EVENT_TYPES, ends_task
 from controlplane.metrics import IngestMetrics
 from controlplane.store import TaskStore
 
@@ -255,6 +255,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.catch_up_in = 0  # iterations until the start-up reconciliation (see on_consume_ready)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="event-writer")
         self.last_iteration = time.monotonic()
+        # Tasks whose events the last flush held back (see _hold_back).
+        self._held: set[Any] = set()
         # The batch being written: its events, its messages and the writer's future.
         self._writing: tuple[list[dict[str, Any]], list[Message], Future[None]] | None = None
 
@@ -391,8 +393,37 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             return False
         events, messages = self.buffer, self.messages
         self.buffer, self.messages = [], []
+        if not wait:
+            events, held = self._hold_back(events)
+            if held:
+                # Their messages are acknowledged with the next batch, once every event they
+                # carry is written (on RabbitMQ a consumer that dies meanwhile gets them again).
+                self.buffer, self.messages, messages = held, messages, []
         self._writing = (events, messages, self._writer.submit(self._write, events))
         return self._settle(block=True) if wait else True
+
+    def _hold_back(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Under load, split off the events of tasks that are neither ending nor held before.
+
+        A flush with at least ``events.coalesce_above`` tasks writes now only the
+        tasks that end in it (a terminal event) or were held by the flush before;
+        the others' events wait one flush, so that a short task's start and end
+        share one write instead of two.  A task is held once at most: what a
+        long task is doing shows one flush later, its end is never delayed.
+        """
+        limit = self.config.events.coalesce_above
+        ids = {e.get("uuid") for e in events}
+        if not limit or len(ids) < limit:
+            self._held = set()
+            return events, []
+        ending = {e.get("uuid") for e in events if ends_task(e)}
+        hold = ids - ending - self._held
+        self._held = hold
+        if not hold:
+            return events, []
+        now = [e for e in events if e.get("uuid") not in hold]
+        later = [e for e in events if e.get("uuid") in hold]
+        return now, later
 
     def _announce(self, changed: list[dict[str, Any]]) -> None:
         """Queue written documents for the live feed (see :class:`FeedStage`)."""

@@ -147,6 +147,64 @@ def test_the_next_write_does_not_wait_for_the_feed(store: GatedStore) -> None:
     assert fed == [["a"], ["b"]]
 
 
+def _wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_under_load_a_task_is_held_one_flush_so_its_end_shares_the_write(store: GatedStore) -> None:
+    store.gate.set()
+    changes: list[list[dict[str, Any]]] = []
+    consumer = consumer_for(store, changes)
+    consumer.config.events.coalesce_above = 3
+    consumer.config.events.flush_interval = 60.0  # on_iteration settles writes but does not flush
+    first, second, third = Message(), Message(), Message()
+    consumer.on_message(  # type: ignore[arg-type]
+        [event(c, "task-started", 1.0) for c in "abcd"] + [event("d", "task-succeeded", 2.0)], first
+    )
+    consumer.flush(wait=False)
+    _wait_for(lambda: len(changes) == 1)
+    consumer.on_iteration()  # the write is done: settled
+    assert consumer.applied == 2  # d's two events
+    # Only d, which ended, is written; the others wait, and so does the message carrying them.
+    assert [d["celery_id"] for d in changes[0]] == ["d"] and changes[0][0]["status"] == "SUCCESS"
+    assert {d["celery_id"] for d in store.tasks.find({})} == {"d"}
+    assert first.acked == 0 and sorted(e["uuid"] for e in consumer.buffer) == ["a", "b", "c"]
+
+    consumer.on_message([event("a", "task-succeeded", 2.0), event("b", "task-failed", 2.0)], second)  # type: ignore[arg-type]
+    consumer.flush(wait=False)
+    _wait_for(lambda: len(changes) == 2)
+    consumer.on_iteration()
+    # a and b are written once, finished; c (held once already) is written as it stands.
+    written = {d["celery_id"]: d["status"] for d in changes[1]}
+    assert written == {"a": "SUCCESS", "b": "FAILURE", "c": "STARTED"}
+    assert first.acked == 1 and second.acked == 1 and not consumer.buffer
+
+    consumer.on_message([event("c", "task-succeeded", 3.0)], third)  # type: ignore[arg-type]
+    assert consumer.flush() is True
+    assert {d["celery_id"]: d["status"] for d in store.tasks.find({})} == dict.fromkeys("abcd", "SUCCESS") | {
+        "b": "FAILURE"
+    }
+    assert [d["celery_id"] for batch in changes for d in batch].count("a") == 1  # one write for a
+    assert store.writes == 3 and third.acked == 1
+
+
+def test_below_the_load_threshold_or_when_waited_for_nothing_is_held(store: GatedStore) -> None:
+    store.gate.set()
+    changes: list[list[dict[str, Any]]] = []
+    consumer = consumer_for(store, changes)
+    consumer.config.events.coalesce_above = 3
+    consumer.on_message([event(c, "task-started") for c in "ab"], Message())  # type: ignore[arg-type]
+    consumer.flush(wait=False)  # two tasks: under the threshold
+    _wait_for(lambda: len(changes) == 1)
+    assert {d["celery_id"] for d in changes[0]} == {"a", "b"}
+    consumer.on_message([event(c, "task-started") for c in "cdef"], Message())  # type: ignore[arg-type]
+    assert consumer.flush() is True  # wait=True (a stop, a test, a control request): all of it
+    assert {d["celery_id"] for d in store.tasks.find({})} == set("abcdef")
+
+
 def test_feed_stage_keeps_order_and_bounds_what_waits() -> None:
     release = threading.Event()
     seen: list[int] = []
