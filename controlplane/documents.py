@@ -21,8 +21,9 @@ def iso(ts: Any) -> str | None:
 
     The same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``
     (microseconds rounded half to even, then cut to milliseconds), built from a cached
-    whole-second part: the live feed shows four times per task, most within the same
-    few seconds, and datetime cost the consumer a tenth of its time at 1,200 tasks/s.
+    whole-second part (1.7 → 0.9 µs a call): the live feed shows four times per task,
+    most within the same few seconds, and py-spy found the datetime path in a tenth of
+    the consumer's GIL-holding samples at 1,200 tasks/s.
     """
     if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
         return None

@@ -29,8 +29,8 @@ The winning values themselves are not repeated under ``_m``: where two keys
 tie on their timestamps the stored value (``celery_<field>``, ``outcome``,
 ``retry_reason``) is what the newcomer is compared with.  Only the merge writes
 those fields, so the stored value is always the winner's; this keeps every
-written document (and the ten index expressions the store evaluates over it)
-about a third smaller.  Bookkeeping written in the older form (the value's JSON
+written document (which the store's ten index expressions each parse) about a
+quarter smaller.  Bookkeeping written in the older form (the value's JSON
 inside the key) is read as the same key.
 
 Times: ``created_time`` / ``received_time`` / ``start_time`` are minima over
