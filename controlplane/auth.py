@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from controlplane.config import Config, TokenEntry
+from controlplane.config import Config, ConfigError, TokenEntry
 from controlplane.errors import NotLogin
 
 log = logging.getLogger(__name__)
@@ -172,9 +172,14 @@ class Authenticator:
         """Tokens of ``auth.tokens`` plus those of the token file (default ``<data_dir>/tokens.yaml``)."""
         if not config.auth.enabled:
             return cls.disabled()
+        path = token_file_path(config)
         entries: list[TokenEntry | Mapping[str, Any]] = list(config.auth.tokens)
-        entries.extend(read_token_file(token_file_path(config)))
-        return cls(entries)
+        entries.extend(read_token_file(path))
+        try:
+            return cls(entries)
+        except (ValueError, TypeError) as exc:
+            # An entry edited by hand (auth.tokens entries were checked when the config loaded).
+            raise ConfigError(f"token file {path}: {' '.join(str(exc).split())}") from None
 
     def __len__(self) -> int:
         return len(self._by_salt)
@@ -235,10 +240,13 @@ def read_token_file(path: Path) -> list[dict[str, Any]]:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.warning("token file %s is accessible by others (mode %o); chmod 600 it", path, mode)
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"token file {path}: {' '.join(str(exc).split())}") from None
     tokens = loaded.get("tokens", []) if isinstance(loaded, dict) else None
     if not isinstance(tokens, list) or not all(isinstance(t, dict) for t in tokens):
-        raise ValueError(f"{path}: expected `tokens: [{{name, role, hash}}, ...]`")
+        raise ConfigError(f"token file {path}: expected `tokens: [{{name, role, hash}}, ...]`")
     return tokens
 
 

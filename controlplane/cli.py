@@ -94,6 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"controlplane: {exc}", file=sys.stderr)
         return 2
     _logging(config)
+    try:
+        return _run(config, args)
+    except ConfigError as exc:  # found after loading (a token file edited by hand)
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    if args.command in ("serve", "up"):
+        from controlplane.auth import Authenticator
+
+        Authenticator.from_config(config)  # a broken token file stops here, before any process starts
     if args.command == "token":
         from controlplane.tokens_cli import create_token
 

@@ -3,6 +3,7 @@ scan scope, security headers, CORS, operator injection, token tooling, and the O
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 import subprocess
@@ -472,3 +473,28 @@ def test_every_route_is_in_the_openapi_document() -> None:
             if method == "parameters":
                 continue
             assert "200" in op["responses"] or "101" in op["responses"], (path, method)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("tokens: [unclosed\n", "while parsing"),
+        ("tokens: {name: x}\n", "expected `tokens: [{name, role, hash}, ...]`"),
+        ("tokens:\n  - {name: x, role: admin, hash: h}\n", "role must be one of"),
+        ("tokens:\n  - {name: x, role: viewer, hash: plain}\n", "expected pbkdf2_sha256"),
+        ("tokens:\n  - {name: x, role: viewer, hash: h, extra: 1}\n", "extra"),
+    ],
+)
+def test_a_broken_token_file_stops_serve_with_its_reason(tmp_path: Path, text: str, reason: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tokens.yaml").write_text(text)
+    os.chmod(data / "tokens.yaml", 0o600)
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump({"data_dir": str(data), "api": {"port": embedded.free_port()}}))
+    cmd = embedded.controlplane_command("--config", str(config_path), "serve")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CP_")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert f"token file {data / 'tokens.yaml'}" in done.stderr and reason in done.stderr
+    assert "Traceback" not in done.stderr
