@@ -110,7 +110,22 @@ def _exception_of(event: Mapping[str, Any]) -> Any:
     return exc
 
 
+_ENDING_TYPES = frozenset({"task-succeeded", "task-failed", "task-lost", "task-revoked"})
+
+
+def ends_task(event: Mapping[str, Any]) -> bool:
+    """Whether the event gives its task a terminal status (or a presumed one, ``task-lost``).
+
+    Decided by the event's type alone (no payload is built): the consumer asks this of
+    every event it buffers.
+    """
+    kind = event.get("type")
+    return kind in _ENDING_TYPES or (kind == "task-rejected" and not event.get("requeue"))
+
+
 def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    if not ends_task(event):
+        return None
     kind = event.get("type")
     if kind == "task-succeeded":
         runtime = event.get("runtime")
@@ -129,14 +144,7 @@ def _terminal_of(event: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
             "signum": event.get("signum"),
             "reason": event.get("reason") or ("terminated" if event.get("terminated") else "revoked"),
         }
-    if kind == "task-rejected" and not event.get("requeue"):
-        return FAILURE, {"exception": "Rejected: the worker rejected the message"}
-    return None
-
-
-def ends_task(event: Mapping[str, Any]) -> bool:
-    """Whether the event gives its task a terminal status (or a presumed one, ``task-lost``)."""
-    return _terminal_of(event) is not None
+    return FAILURE, {"exception": "Rejected: the worker rejected the message"}  # not requeued
 
 
 def _ordered_key(value: Any) -> Any:

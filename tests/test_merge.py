@@ -30,6 +30,7 @@ from controlplane.merge import (
     TASK_EVENT_TYPES,
     TERMINAL,
     TRACEBACK_LIMIT,
+    ends_task,
     fold,
     merge,
     status_of,
@@ -674,3 +675,10 @@ def test_equal_timestamps_are_decided_by_the_values_in_either_order_and_after_st
         for x, y in ((first, second), (second, first)):
             assert wins(fold([x, y]))
             assert wins(merge(bson.decode(bson.encode(merge(None, x))), y))
+
+
+@PROPERTY
+@given(event=ANY_EVENT)
+def test_ends_task_says_whether_the_event_alone_makes_the_task_terminal(event: dict[str, Any]) -> None:
+    """The consumer's cheap check (type only) agrees with what the merge does."""
+    assert ends_task(event) == (merge(None, event)["status"] in TERMINAL) == is_terminal_event(event)
