@@ -7,6 +7,8 @@ merge), bulk-inserted, so that 1M tasks load in minutes.  Flower: ``GET /api/tas
 ``taskname``; a celery_id is ``/api/task/info/<id>``); its state is in memory, so it is fed the N
 tasks' real events by the publisher (flow-controlled on its own counter).  Then resident memory
 of every process is taken (ours: API, consumer, database server; Flower: its one process).
+Each size also times :mod:`bench.floor_app`, a Tornado handler returning a constant, with the
+same client: the floor under both systems' answers.
 
 Run: ``.venv/bin/python bench/bench_list.py [--quick] [--sizes 10000,100000,1000000]``.
 """
@@ -29,6 +31,7 @@ from bench.common import (
     Heartbeat,
     Http,
     Mongo,
+    TornadoFloor,
     fmt_ratio,
     our_stack,
     pct,
@@ -219,7 +222,20 @@ def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[s
         )
     ours_http.close()
     flower_http.close()
-    return {"flower_tasks_seen": flower_count, "counts": counts, "cases": rows}
+    floor = TornadoFloor()
+    try:
+        floor_http = Http(floor.port)
+        floor_lat = timed_gets(floor_http, "/", requests)
+        floor_http.close()
+    finally:
+        floor.close()
+    floor_ms = {f"p{q}_ms": round(pct(floor_lat, q) * 1000, 2) for q in (50, 99)}
+    print(
+        f"  {n:>8} {'Tornado floor (constant)':28} p50 {floor_ms['p50_ms']:8.2f} p99 "
+        f"{floor_ms['p99_ms']:8.2f} ms",
+        flush=True,
+    )
+    return {"flower_tasks_seen": flower_count, "counts": counts, "cases": rows, "tornado_floor": floor_ms}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -251,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ["tasks", "case", "ours p50 ms", "ours p99 ms", "Flower p50 ms", "Flower p99 ms", "p50 ×"], rows
         )
     )
+    floors = ", ".join(f"{r['tasks']}: {r['tornado_floor']['p50_ms']} ms" for r in results)
+    print(f"Tornado floor p50 (a handler returning a constant, same client): {floors}")
     mem_rows = [[r["tasks"], *r["memory_mb"].values()] for r in results]
     print()
     print(table(["tasks", "ours API MB", "ours consumer MB", "ours DB server MB", "Flower MB"], mem_rows))

@@ -173,6 +173,19 @@ class Mongo:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class TornadoFloor:
+    """:mod:`bench.floor_app` in its own process: a Tornado handler that returns a constant."""
+
+    def __init__(self) -> None:
+        self.port = embedded.free_port()
+        root = str(Path(__file__).resolve().parents[1])
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.floor_app", str(self.port)], cwd=root)
+        embedded.wait_port(self.port, 15, self.proc)
+
+    def close(self) -> None:
+        embedded.stop(self.proc)
+
+
 def workdir() -> Path:
     base = Path(os.environ.get("BENCH_TMP", tempfile.gettempdir())) / "cp-bench"
     base.mkdir(parents=True, exist_ok=True)
