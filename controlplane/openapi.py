@@ -301,7 +301,17 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                 "security": [],
                 "responses": {
                     "200": _ok(
-                        {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
+                        {
+                            "type": "object",
+                            "required": ["status", "auth"],
+                            "properties": {
+                                "status": {"const": "ok"},
+                                "auth": {
+                                    "enum": ["token", "none"],
+                                    "description": "whether requests need a token (none: auth is off)",
+                                },
+                            },
+                        }
                     ),
                     **_errors(public=True),
                 },

@@ -349,6 +349,35 @@ def test_dashboard_end_to_end(dstack: Stack, browser: Any, tmp_path: Path) -> No
     print(f"screenshots: {shots.dir}")
 
 
+def test_with_auth_off_the_dashboard_opens_as_the_operator_without_a_login(
+    dstack: Stack, browser: Any
+) -> None:
+    """``auth.enabled: false``: health says so, and the page opens with no login form or logout."""
+    from playwright.sync_api import expect
+
+    open_stack = Stack(
+        dstack.workdir.parent / "auth-off",
+        dstack.broker_url,
+        dstack.mongo_url,
+        workers=0,
+        extra_config={"auth": {"enabled": False}},
+    )
+    try:
+        open_stack.start_part("serve", "serve")
+        embedded.wait_port(open_stack.port, 30, open_stack.procs["serve"])
+        assert open_stack.request("GET", "/api/health/", token=None).data == {"status": "ok", "auth": "none"}
+        errors: list[str] = []
+        page = open_page(browser, open_stack, errors)
+        expect(page.locator("#who")).to_contain_text("anonymous · operator")
+        expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
+        expect(page.locator("#submit-button")).to_be_visible()
+        assert page.locator("#login").is_hidden() and page.locator("#logout").is_hidden()
+        page.context.close()
+        assert errors == []
+    finally:
+        open_stack.close()
+
+
 def test_api_reference_page_renders_every_operation(dstack: Stack, browser: Any, tmp_path: Path) -> None:
     """``/api/docs/`` renders the OpenAPI document in the browser, offline, with no errors."""
     status, headers, body = raw_get(dstack, "/api/docs/")

@@ -142,7 +142,7 @@ def test_public_endpoints_reveal_nothing_about_tasks(api: Stack) -> None:
     assert health.status == 200 and health.json == {
         "code": 200,
         "message": "success",
-        "data": {"status": "ok"},
+        "data": {"status": "ok", "auth": "token"},
     }
     doc = api.request("GET", "/api/openapi.json", token=None)
     assert doc.status == 200 and doc.json["openapi"].startswith("3.1")

@@ -13,12 +13,17 @@ from controlplane.handlers.base import APIHandler
 
 
 class HealthHandler(APIHandler):
-    """GET /api/health/: this process answers (no database or broker call, no task data)."""
+    """GET /api/health/: this process answers (no database or broker call, no task data).
+
+    ``auth`` says whether requests need a token (``token``) or not (``none``, with
+    ``auth.enabled: false``), so that a UI knows whether to ask for one; a request without
+    a token would tell anyone the same.
+    """
 
     public = True
 
     def get(self) -> None:
-        self.reply({"status": "ok"})
+        self.reply({"status": "ok", "auth": "token" if self.settings["cp_auth"].enabled else "none"})
 
 
 class OpenAPIHandler(APIHandler):

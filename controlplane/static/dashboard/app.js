@@ -132,7 +132,7 @@
   }
 
   async function api(method, path, body) {
-    const headers = { Authorization: `Bearer ${state.token}` };
+    const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
     const init = { method, headers, cache: "no-store" };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -164,7 +164,8 @@
     state.token = token;
     const me = await api("GET", "/api/whoami/");
     state.role = me.role;
-    sessionStorage.setItem(TOKEN_KEY, token);
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    $("logout").hidden = !token; // with auth off there is nothing to log out of
     $("who").replaceChildren(el("b", { text: me.name }), ` · ${me.role}`);
     document.body.classList.toggle("viewer", me.role !== "operator");
     document.body.classList.toggle("operator", me.role === "operator");
@@ -997,15 +998,25 @@
 
   document.addEventListener("DOMContentLoaded", async () => {
     wire();
-    const saved = sessionStorage.getItem(TOKEN_KEY);
+    const saved = sessionStorage.getItem(TOKEN_KEY) || "";
     if (!saved) {
-      showLogin();
-      return;
+      // With auth.enabled: false the API takes anyone for the operator: no login form then.
+      let open = false;
+      try {
+        open = (await api("GET", "/api/health/")).auth === "none";
+      } catch (err) {
+        open = false;
+      }
+      if (!open) {
+        showLogin();
+        return;
+      }
     }
     try {
       await login(saved);
     } catch (err) {
       sessionStorage.removeItem(TOKEN_KEY);
+      state.token = null;
       showLogin();
       if (!(err.envelope && err.envelope.code === 401)) $("login-error").textContent = errorText(err);
     }
