@@ -23,7 +23,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(BIN)/mypy controlplane workers
+	$(BIN)/mypy controlplane workers bench
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest -q -rs

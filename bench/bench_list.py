@@ -21,6 +21,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from bench.common import (
     TornadoFloor,
     fmt_ratio,
     our_stack,
-    pct,
+    pct_ms,
     query,
     ratio,
     rss_mb,
@@ -72,7 +73,7 @@ def make_docs(n: int, seed: int = 7) -> list[dict[str, Any]]:
             if rng.random() < FAIL_RATIO
             else {"type": "task-succeeded", "result": "{'statistic': {'domain': 12}}", "runtime": 0.2}
         )
-        events = [
+        events: list[Mapping[str, Any]] = [
             {
                 "type": "task-sent",
                 "uuid": cid,
@@ -198,7 +199,7 @@ def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[s
     status, body = flower_http.get("/api/tasks?limit=1&offset=" + str(n // 3) + "&sort_by=-received")
     flower_sample = next(iter(json.loads(body))) if status == 200 and body.strip() != b"{}" else ""
     ours_http = Http(stack.port)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, ours_q, flower_q, flower_path in cases(n, counts, sample["celery_id"]):
         ours_lat = timed_gets(ours_http, "/api/celery_task/?" + query(ours_q), requests)
         if flower_path.startswith("/api/task/info/"):
@@ -207,10 +208,10 @@ def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[s
         rows.append(
             {
                 "case": label,
-                "ours_p50_ms": round(pct(ours_lat, 50) * 1000, 2),
-                "ours_p99_ms": round(pct(ours_lat, 99) * 1000, 2),
-                "flower_p50_ms": round(pct(f_lat, 50) * 1000, 2),
-                "flower_p99_ms": round(pct(f_lat, 99) * 1000, 2),
+                "ours_p50_ms": pct_ms(ours_lat, 50),
+                "ours_p99_ms": pct_ms(ours_lat, 99),
+                "flower_p50_ms": pct_ms(f_lat, 50),
+                "flower_p99_ms": pct_ms(f_lat, 99),
             }
         )
         r = rows[-1]
@@ -229,7 +230,7 @@ def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[s
         floor_http.close()
     finally:
         floor.close()
-    floor_ms = {f"p{q}_ms": round(pct(floor_lat, q) * 1000, 2) for q in (50, 99)}
+    floor_ms = {f"p{q}_ms": pct_ms(floor_lat, q) for q in (50, 99)}
     print(
         f"  {n:>8} {'Tornado floor (constant)':28} p50 {floor_ms['p50_ms']:8.2f} p99 "
         f"{floor_ms['p99_ms']:8.2f} ms",

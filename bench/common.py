@@ -83,6 +83,14 @@ def pct(values: Iterable[float], q: float) -> float | None:
     return data[k]
 
 
+def pct_ms(values: Iterable[float], q: float) -> float:
+    """:func:`pct` of latencies in seconds, in milliseconds to 0.01; an empty sample is an error."""
+    value = pct(values, q)
+    if value is None:
+        raise ValueError("no latencies measured")
+    return round(value * 1000, 2)
+
+
 def ms(value: float | None) -> str:
     return "—" if value is None else f"{value * 1000:.1f}"
 
@@ -477,6 +485,7 @@ def load_post(
     errors: dict[str, int] = {}
     sample_error: list[bytes] = []
     counter = iter(range(10**9))
+    deadline = 0.0
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -505,7 +514,6 @@ def load_post(
         await asyncio.gather(*(client() for _ in range(clients)))
         return time.monotonic() - t0
 
-    deadline = 0.0
     elapsed = asyncio.run(main())
     return {
         "generator": "python",

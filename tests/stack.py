@@ -133,7 +133,7 @@ class Stack:
         self.config = config
         self.config_path = workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        self.mongo = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+        self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
         self.db = self.mongo[self.database]
 
     # -- processes -------------------------------------------------------------
