@@ -7,6 +7,7 @@ from typing import Any
 import tornado.web
 
 from controlplane.auth import Authenticator
+from controlplane.bus.feed import feed_url
 from controlplane.config import Config
 from controlplane.handlers.base import NotFoundHandler, log_request
 from controlplane.handlers.feed import FeedHandler
@@ -68,7 +69,9 @@ def make_app(
         default_handler_args=services,
         cp_config=config,
         cp_auth=auth if auth is not None else Authenticator.from_config(config),
-        cp_ratelimit=RateLimiter(config.rate_limit),
+        cp_ratelimit=RateLimiter(
+            config.rate_limit, redis_url=feed_url(config), prefix=f"controlplane:{config.mongo.database}"
+        ),
         log_function=metrics.log_function(log_request) if metrics is not None else log_request,
         cp_metrics=metrics,
         compress_response=True,

@@ -160,7 +160,7 @@ class ScopeConfig:
 
 @dataclass
 class RateLimitConfig:
-    """Per-token limits on create and revoke (token buckets, per API process); 0 disables one."""
+    """Per-token limits on create and revoke (token buckets shared in Redis); 0 disables one."""
 
     create_per_minute: float = 600.0
     create_burst: int = 60

@@ -89,4 +89,5 @@ async def serve(config: Config, ready: asyncio.Event | None = None, *, reuse_por
     await asyncio.wait_for(server.close_all_connections(), 5)
     await indexing
     await feed.close()
+    await app.settings["cp_ratelimit"].close()
     await services.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import ipaddress
 from pathlib import Path
 
@@ -107,9 +108,9 @@ def test_token_bucket() -> None:
     assert bucket.take("a") == 0
     assert TokenBucket(0, 1).take("x") == 0  # unlimited
     limiter = RateLimiter(RateLimitConfig(create_per_minute=1, create_burst=1))
-    limiter.check("create", "a")
+    asyncio.run(limiter.check("create", "a"))
     with pytest.raises(TooManyRequests) as err:
-        limiter.check("create", "a")
+        asyncio.run(limiter.check("create", "a"))
     assert err.value.retry_after > 0
 
 

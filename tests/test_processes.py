@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 from pathlib import Path
@@ -12,7 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import make_stack
-from tests.stack import Stack, wait_for
+from tests.stack import OPERATOR_TOKEN, Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +102,48 @@ def test_processes_below_one_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("api:\n  processes: 0\n")
     with pytest.raises(ConfigError, match=r"api\.processes"):
         load_config(str(path))
+
+
+def _listening(stack: Stack) -> list[psutil.Process]:
+    """The API processes once there are two and both listen on the stack's port, else []."""
+    children = _children(stack)
+    listening = [
+        c
+        for c in children
+        if any(
+            k.status == psutil.CONN_LISTEN and k.laddr.port == stack.port for k in c.net_connections("tcp")
+        )
+    ]
+    return children if len(children) == 2 == len(listening) else []
+
+
+def test_a_tokens_rate_limit_holds_across_api_processes(
+    tmp_path_factory: pytest.TempPathFactory, mongo_server: str
+) -> None:
+    """``rate_limit`` is per token for the deployment: two processes do not double it."""
+    stack = make_stack(
+        tmp_path_factory.mktemp("multi-rate"),
+        mongo_server,
+        workers=0,
+        extra_config={"api": {"processes": 2}, "rate_limit": {"create_per_minute": 1, "create_burst": 3}},
+    )
+    try:
+        stack.start_api()
+        children = wait_for(lambda: _listening(stack), what="two listening API processes")
+        body = json.dumps({"task_type": "sleep_task", "data": {"name": "limited", "seconds": 0.01}})
+        statuses, owners = [], set()
+        for _ in range(16):  # a new connection each: SO_REUSEPORT spreads them over both
+            conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+            conn.request("GET", "/api/health/")  # answered on this kept-alive connection first,
+            assert conn.getresponse().read() and conn.sock is not None  # so its process is known
+            owners.add(_owner(children, conn.sock.getsockname()[1]))
+            headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": "application/json"}
+            conn.request("POST", "/api/celery_task/", body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+            conn.close()
+        assert owners == {c.pid for c in children}  # both processes answered some of them
+        assert statuses.count(200) == 3 and statuses.count(429) == 13, statuses
+    finally:
+        stack.close()

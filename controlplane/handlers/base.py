@@ -138,7 +138,7 @@ class APIHandler(tornado.web.RequestHandler):
 
     # -- access control and body size ------------------------------------------
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         # This handler enforces its own, smaller limit below and in data_received.
         self.request.connection.set_max_body_size(_LIFTED_BODY_LIMIT)  # type: ignore[union-attr]
         if self.request.method == "OPTIONS":
@@ -150,7 +150,7 @@ class APIHandler(tornado.web.RequestHandler):
         action = self.rate_limited.get(self.request.method or "")
         if action is not None and self.principal is not None:
             limiter: RateLimiter = self.settings["cp_ratelimit"]
-            limiter.check(action, self.principal.name)
+            await limiter.check(action, self.principal.name)
 
     def authenticate(self) -> Principal:
         """The caller, from ``Authorization: Bearer <t>`` or ``Token: <t>``; NotLogin otherwise."""
@@ -300,6 +300,6 @@ class APIHandler(tornado.web.RequestHandler):
 class NotFoundHandler(APIHandler):
     """Every unknown route: 404 with the envelope."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self.request.connection.set_max_body_size(_LIFTED_BODY_LIMIT)  # type: ignore[union-attr]
         raise NotFound({"path": self.request.path})
