@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+from pymongo import ReturnDocument
 
 from tests.stack import Stack, wait_for
 
@@ -53,8 +54,14 @@ def test_worker_checks_the_store_when_the_revoke_broadcast_was_missed(stack: Sta
     for cid in blockers:
         stack.wait_status(cid, "STARTED")
     queued = stack.create("sleep_task", {"name": "missed-broadcast", "seconds": 0.1})
+    # Persisted as the API persists it, with a new revision (as every writer of a task document
+    # must: the consumer's writes are conditioned on the revision they merged from, and would
+    # overwrite a change that kept it), but with no broadcast to the workers.
+    rev = stack.db.counters.find_one_and_update(
+        {"_id": "rev"}, {"$inc": {"value": 1}}, return_document=ReturnDocument.AFTER
+    )["value"]
     stack.db.tasks.update_one(
-        {"celery_id": queued}, {"$set": {"revoke": {"time": time.time(), "terminate": False}}}
+        {"celery_id": queued}, {"$set": {"revoke": {"time": time.time(), "terminate": False}, "rev": rev}}
     )
     done = stack.wait_status(queued, "REVOKED", timeout=30)
     assert done["result"] is None

@@ -61,7 +61,8 @@ class Worker:
 
     def revoke(self, ctx: TaskContext) -> None:
         """Persist a revoke of the task, as the API does."""
-        self.store.tasks.update_one({"celery_id": ctx.celery_id}, {"$set": {"revoke": {"time": time.time()}}})
+        change = {"revoke": {"time": time.time()}, "rev": self.store.next_revisions(1)}
+        self.store.tasks.update_one({"celery_id": ctx.celery_id}, {"$set": change})
 
     def progress(self, ctx: TaskContext, stage: str) -> list[tuple[int, int]]:
         """The (done, total) progress events of ``stage`` the task sent."""
