@@ -6,7 +6,8 @@ script that reads Redis's own clock: so ``rate_limit`` holds for a token across
 ``api.processes`` and across hosts, not once per process.  Without Redis (no feed
 configured), or while Redis does not answer, each process falls back to a bucket
 of its own in memory: limits still hold per process, and a request is never
-refused or delayed because the limiter's store is down.
+refused because the limiter's store is down (it waits at most 0.5 s to find out,
+once every :data:`RETRY_REDIS_AFTER` seconds).
 """
 
 from __future__ import annotations
