@@ -23,7 +23,7 @@ from controlplane.handlers.tasks import (
     TypesHandler,
 )
 from controlplane.metrics import ApiMetrics, MetricsHandler
-from controlplane.ratelimit import RateLimiter
+from controlplane.ratelimit import RateLimiter, key_prefix
 
 PREFIX = r"/api/celery_task"
 
@@ -70,7 +70,7 @@ def make_app(
         cp_config=config,
         cp_auth=auth if auth is not None else Authenticator.from_config(config),
         cp_ratelimit=RateLimiter(
-            config.rate_limit, redis_url=feed_url(config), prefix=f"controlplane:{config.mongo.database}"
+            config.rate_limit, redis_url=feed_url(config), prefix=key_prefix(config.mongo.database)
         ),
         log_function=metrics.log_function(log_request) if metrics is not None else log_request,
         cp_metrics=metrics,

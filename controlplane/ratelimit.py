@@ -49,6 +49,11 @@ return tostring(wait)
 """
 
 
+def key_prefix(database: str) -> str:
+    """The rate limits' Redis keys of one deployment, named like the feed's (``controlplane:feed:<db>``)."""
+    return f"controlplane:ratelimit:{database}"
+
+
 class TokenBucket:
     """``burst`` calls at once, refilled at ``per_minute`` per minute; ``per_minute <= 0`` is unlimited."""
 
@@ -79,8 +84,8 @@ class TokenBucket:
 class RateLimiter:
     """The ``create`` and ``revoke`` buckets of :class:`RateLimitConfig`, in Redis when given one.
 
-    ``redis_url`` is the feed's Redis; ``prefix`` names the deployment's keys (its
-    database name, as the feed's channel does).  ``""`` keeps every bucket in memory.
+    ``redis_url`` is the feed's Redis (``""`` keeps every bucket in memory); ``prefix``
+    starts the deployment's keys, ``<prefix>:<action>:<token name>`` (see :func:`key_prefix`).
     """
 
     def __init__(
@@ -89,13 +94,13 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         *,
         redis_url: str = "",
-        prefix: str = "controlplane",
+        prefix: str = "controlplane:ratelimit",
     ) -> None:
         self.local = {
             "create": TokenBucket(config.create_per_minute, config.create_burst, clock),
             "revoke": TokenBucket(config.revoke_per_minute, config.revoke_burst, clock),
         }
-        self.prefix = f"{prefix}:ratelimit"
+        self.prefix = prefix
         self.client: Any = None
         self._script: Any = None
         self._redis_down_until = 0.0
