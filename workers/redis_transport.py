@@ -25,11 +25,17 @@ _lock = threading.Lock()
 
 
 class QoS(redis.QoS):  # type: ignore[misc]
+    """Records the delivery tags it could not give back, for :meth:`Channel.restore_leftovers`."""
+
     def restore_unacked(self, client: Any = None) -> None:
         tags = list(self._delivered)
         try:
             super().restore_unacked(client)
-        except self.channel.connection_errors:
+        except (*self.channel.connection_errors, AttributeError):
+            # AttributeError: the channel closes on a connection error after its pool was
+            # dropped and while the connection is being released, so kombu rebuilding the
+            # pool finds no connection details (seen in test_broker_outage_under_load: the
+            # message then stayed in the unacked hash and its task PENDING for hours).
             with _lock:
                 _unrestored.update(tags)
             self._delivered.clear()
@@ -37,6 +43,8 @@ class QoS(redis.QoS):  # type: ignore[misc]
 
 
 class Channel(redis.Channel):  # type: ignore[misc]
+    """Restores an earlier channel's leftovers when it starts consuming."""
+
     QoS = QoS
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
@@ -64,4 +72,6 @@ class Channel(redis.Channel):  # type: ignore[misc]
 
 
 class Transport(redis.Transport):  # type: ignore[misc]
+    """kombu's Redis transport with :class:`Channel` (``broker_url`` scheme via workers.app)."""
+
     Channel = Channel
