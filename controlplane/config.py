@@ -197,6 +197,8 @@ class FeedConfig:
     publish_timeout: float = 5.0
     poll_interval: float = 2.0
     max_replay: int = 100_000
+    lookup_cache: int = 10_000
+    lookup_ttl: float = 2.0
 
     def redis_url(self, broker_url: str) -> str:
         """Where updates fan out: ``feed.url``, else the broker when it is Redis, else empty."""
@@ -397,6 +399,10 @@ def _check(config: Config) -> None:
         raise ConfigError("events.batch_size: must be at least 1")
     if config.events.cache_tasks < 0:
         raise ConfigError("events.cache_tasks: must be 0 (off) or more")
+    if config.feed.lookup_cache < 0:
+        raise ConfigError("feed.lookup_cache: must be 0 (off) or more")
+    if config.feed.lookup_ttl <= 0:
+        raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
     if config.events.coalesce_above < 0:
         raise ConfigError("events.coalesce_above: must be 0 (off) or more")
     if config.api.max_batch < 1:

@@ -59,6 +59,9 @@ def _common(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+_COMMON_KEYS = tuple(_common({}))
+
+
 def list_item(doc: Mapping[str, Any]) -> dict[str, Any]:
     """One entry of ``GET /api/celery_task/`` (the spec's fields plus a few)."""
     item = {"_id": str(doc.get("_id")), **_common(doc)}
@@ -66,6 +69,16 @@ def list_item(doc: Mapping[str, Any]) -> dict[str, Any]:
     item["worker"] = doc.get("worker")
     if doc.get("progress"):
         item["progress"] = doc["progress"]
+    return item
+
+
+def list_item_of_detail(shown: Mapping[str, Any]) -> dict[str, Any]:
+    """The list entry of a task from its detail: ``list_item(doc) == list_item_of_detail(detail(doc))``."""
+    item = {"_id": shown["task_id"], **{key: shown.get(key) for key in _COMMON_KEYS}}
+    item["task_id"] = shown["task_id"]
+    item["worker"] = shown.get("worker")
+    if shown.get("progress"):
+        item["progress"] = shown["progress"]
     return item
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane.errors import InvalidParam
+from controlplane.lookups import LookupCache
 from controlplane.merge import STATUSES
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,10 @@ class FeedHub:
         max_replay: int = 100_000,
         settle: float = 7.0,
         republish: Callable[[list[dict[str, Any]]], Any] | None = None,
+        cache: LookupCache | None = None,
     ) -> None:
         self.store = store
+        self.cache = cache
         self.client_queue = client_queue
         self.max_replay = max_replay
         self.settle = settle
@@ -295,6 +298,8 @@ class FeedHub:
                 continue
             self.high = rev
             self._received.add(rev)
+            if self.cache is not None:
+                self.cache.observe(doc)
             entry = None  # encoded once, and only if a client wants it
             for client in list(self.clients):
                 if client.filter.matches(doc):
@@ -303,8 +308,14 @@ class FeedHub:
             self.dispatched += 1
         self._samples.append((time.monotonic(), self.high))
 
+    def on_disconnect(self) -> None:
+        """The subscription dropped (on the IOLoop): the lookup cache stops answering until caught up."""
+        if self.cache is not None:
+            self.cache.suspend()
+
     async def on_connect(self, last: int) -> None:
         """After every (re)subscription: catch up ``(high, last]`` from MongoDB, then the held messages."""
+        caught_up = True
         if not self.ready.is_set():
             self.high = max(self.high, last)
             self._swept = self.high
@@ -328,11 +339,14 @@ class FeedHub:
                     self.high = max(self.high, last)
             except Exception as exc:  # noqa: BLE001 - keep serving; the next reconnect retries
                 log.warning("feed catch-up failed: %s", exc)
+                caught_up = False
             finally:
                 self._catching_up = False
         held, self._held = self._held, []
         for docs in held:
             self._dispatch(docs)
+        if self.cache is not None and caught_up:
+            self.cache.resume(self.high)
 
     # -- orphan sweep ----------------------------------------------------------------
 
@@ -383,6 +397,7 @@ class FeedService:
         self.config = config
         self.publisher = FeedPublisher(config, writer)
         self.hub: FeedHub | None = None
+        self.cache: LookupCache | None = None  # only with the feed: it is what keeps the cache fresh
         self.subscriber: FeedSubscriber | None = None
         self.writer = writer
         self._timers: list[asyncio.Task[None]] = []
@@ -392,19 +407,27 @@ class FeedService:
             )
             return
         fc = config.feed
+        self.cache = LookupCache(fc.lookup_cache, fc.lookup_ttl) if fc.lookup_cache > 0 else None
         self.hub = FeedHub(
             store,
             client_queue=fc.client_queue,
             max_replay=fc.max_replay,
             settle=fc.publish_timeout + 2 * fc.poll_interval,
             republish=self.publisher.publish,
+            cache=self.cache,
         )
-        self.subscriber = FeedSubscriber(config, self._from_thread_docs, self._from_thread_connect)
+        self.subscriber = FeedSubscriber(
+            config, self._from_thread_docs, self._from_thread_connect, self._from_thread_disconnect
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _from_thread_docs(self, docs: list[dict[str, Any]]) -> None:
         if self._loop is not None and self.hub is not None:
             self._loop.call_soon_threadsafe(self.hub.on_docs, docs)
+
+    def _from_thread_disconnect(self) -> None:
+        if self._loop is not None and self.hub is not None:
+            self._loop.call_soon_threadsafe(self.hub.on_disconnect)
 
     def _from_thread_connect(self, last: int) -> None:
         if last == 0:

@@ -29,6 +29,7 @@ from controlplane.errors import (
     TaskIsDone,
     TaskIsRunning,
 )
+from controlplane.lookups import LookupCache
 from controlplane.merge import PENDING, RETRY, STATUSES, SUCCESS, TERMINAL
 from controlplane.scope import ScopePolicy
 from controlplane.store import RESULT_KINDS, AsyncTaskStore, TaskFilter, TaskStore, new_task_document
@@ -76,6 +77,8 @@ class TaskManager:
         self._cleanups: set[asyncio.Future[None]] = set()  # deletions of unpublished tasks
         # Publishes written documents to the live feed (a blocking FeedPublisher); set by the server.
         self.feed: Callable[[list[dict[str, Any]]], Any] | None = None
+        # Recent lookups kept fresh by the feed (controlplane.lookups); set by the server.
+        self.cache: LookupCache | None = None
         self.submitter = Submitter(writer, bus, self._announce, self._forget)
 
     def close(self) -> None:
@@ -161,10 +164,27 @@ class TaskManager:
 
     async def get(self, celery_id: str) -> dict[str, Any]:
         """The detail view of one task."""
-        doc = await self.store.get(celery_id)
-        if doc is None:
+        shown = await self._lookup(celery_id)
+        if shown is None:
             raise CeleryIdNotFound({"celery_id": celery_id})
-        return documents.detail(doc)
+        return shown
+
+    async def _lookup(self, celery_id: str) -> dict[str, Any] | None:
+        """One task's detail: from the lookup cache when it has it, else from the store."""
+        cache = self.cache
+        if cache is None:
+            doc = await self.store.get(celery_id)
+            return documents.detail(doc) if doc is not None else None
+        shown = cache.get(celery_id)
+        if shown is not None:
+            return shown
+        read = cache.begin(celery_id)
+        try:
+            doc = await self.store.get(celery_id)
+        except BaseException:
+            cache.abandon(read)
+            raise
+        return cache.end(read, documents.detail(doc) if doc is not None else None)
 
     async def list_tasks(self, flt: TaskFilter, page: int, size: int) -> dict[str, Any]:
         """One page, newest first, with the exact total for the filter."""
@@ -172,6 +192,16 @@ class TaskManager:
             raise InvalidParam("status", f"must be one of {', '.join(STATUSES)}")
         if flt.task_type is not None and flt.task_type not in self.registry and flt.task_type != "external":
             raise InvalidParam("task_type", f"unknown task type; valid: {', '.join(self.registry.values())}")
+        if flt.celery_id is not None:
+            # At most one task: its detail (often from the lookup cache) answers the page and the total.
+            shown = await self._lookup(flt.celery_id)
+            if shown is None or any(
+                want is not None and shown.get(key) != want
+                for key, want in (("status", flt.status), ("task_type", flt.task_type))
+            ):
+                return {"total": 0, "page": page, "size": size, "items": []}
+            items = [documents.list_item_of_detail(shown)] if page == 1 else []
+            return {"total": 1, "page": page, "size": size, "items": items}
         total, docs = await self.store.listing(flt, page, size)
         return {"total": total, "page": page, "size": size, "items": [documents.list_item(d) for d in docs]}
 
@@ -262,6 +292,9 @@ class TaskManager:
 
     async def _to_feed(self, docs: list[dict[str, Any]]) -> None:
         """Publish documents this process wrote to the live feed (after the write; never raises)."""
+        if self.cache is not None:
+            for doc in docs:
+                self.cache.wrote(documents.detail(doc))
         if self.feed is not None and docs:
             await asyncio.get_running_loop().run_in_executor(self._db_pool, self._announce, docs)
 

@@ -15,6 +15,9 @@ API process (``controlplane serve``), on its own port under ``/metrics``:
 * ``controlplane_workers{state}`` — workers seen by the consumer (``online``:
   heartbeat within ``events.worker_timeout``; ``offline``);
 * ``controlplane_feed_clients`` — WebSocket feed connections of this process;
+* ``controlplane_lookup_cache_lookups_total{result}`` (``hit``: answered from
+  memory, ``miss``: read from MongoDB) and ``controlplane_lookup_cache_entries``
+  — the single-task lookup cache (:mod:`controlplane.lookups`);
 * ``controlplane_api_requests_total{handler,method,status}`` and
   ``controlplane_api_request_duration_seconds{handler,method}`` (histogram);
 * ``controlplane_metrics_database_up`` — whether the last aggregation worked.
@@ -95,6 +98,16 @@ class ApiMetrics:
         )
         self.workers = Gauge("controlplane_workers", "Workers known to the consumer", ["state"], registry=r)
         self.feed_clients = Gauge("controlplane_feed_clients", "Live feed connections", registry=r)
+        self.lookups = Counter(
+            "controlplane_lookup_cache_lookups",
+            "Single-task lookups (GET by celery_id) by where they were answered from",
+            ["result"],
+            registry=r,
+        )
+        self.lookup_entries = Gauge(
+            "controlplane_lookup_cache_entries", "Tasks held by the lookup cache", registry=r
+        )
+        self._lookups_seen = (0, 0)
         self.requests = Counter(
             "controlplane_api_requests", "API requests", ["handler", "method", "status"], registry=r
         )
@@ -166,6 +179,13 @@ class ApiMetrics:
         """Recount tasks and workers (at most every ``metrics.cache_seconds``); ``db`` is async pymongo."""
         if feed_hub is not None:
             self.feed_clients.set(len(getattr(feed_hub, "clients", ())))
+            cache = getattr(feed_hub, "cache", None)
+            if cache is not None:
+                hits, misses = cache.hits, cache.misses
+                self.lookups.labels("hit").inc(hits - self._lookups_seen[0])
+                self.lookups.labels("miss").inc(misses - self._lookups_seen[1])
+                self._lookups_seen = (hits, misses)
+                self.lookup_entries.set(len(cache))
         now = time.time() if now is None else now
         if db is None or now - self.refreshed < self.config.metrics.cache_seconds:
             return

@@ -69,6 +69,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None, *, reuse_por
         log.warning("no API tokens configured: every request gets 401; create one: controlplane token create")
     feed = FeedService(config, services.store, services.writer)
     services.manager.feed = feed.publisher
+    services.manager.cache = feed.cache
     feed.start()
     app = make_app(config, auth=auth, manager=services.manager, feed_hub=feed.hub)
     server = tornado.httpserver.HTTPServer(

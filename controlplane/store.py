@@ -573,17 +573,11 @@ class AsyncTaskStore:
     async def listing(self, flt: TaskFilter, page: int, size: int) -> tuple[int, list[dict[str, Any]]]:
         """The exact total for the filter and one page of it, newest first.
 
-        A celery_id filter matches at most one task: one lookup by its derived
-        ``_id`` answers both (the other filters are checked on that document).
+        (The API answers a celery_id filter with one lookup instead:
+        :meth:`controlplane.manager.TaskManager.list_tasks`.)
         """
-        if flt.celery_id is None:
-            total, docs = await asyncio.gather(self.count(flt), self.page(flt, page, size))
-            return total, docs
-        doc = await self._find(flt.celery_id, _LIST_PROJECTION)
-        wanted = flt.query()
-        if doc is None or any(doc.get(k) != v for k, v in wanted.items()):
-            return 0, []
-        return 1, [doc] if page == 1 else []
+        total, docs = await asyncio.gather(self.count(flt), self.page(flt, page, size))
+        return total, docs
 
     async def count(self, flt: TaskFilter) -> int:
         """Exact number of tasks matching the filter."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from bson import ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.documents import detail, iso, list_item
+from controlplane.documents import detail, iso, list_item, list_item_of_detail
 
 
 def test_iso_is_utc_with_milliseconds() -> None:
@@ -57,3 +58,36 @@ def _iso_by_datetime(ts: float) -> str:
 )
 def test_iso_matches_datetime_for_any_time(ts: float) -> None:
     assert iso(ts) == _iso_by_datetime(ts)
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.text(max_size=8))
+stored_docs = st.fixed_dictionaries(
+    {"_id": st.builds(ObjectId), "celery_id": st.text(min_size=1, max_size=8)},
+    optional={
+        "status": st.sampled_from(["PENDING", "STARTED", "SUCCESS", "REVOKED"]),
+        "name": scalars,
+        "target": scalars,
+        "type": scalars,
+        "task_tag": scalars,
+        "task_type": scalars,
+        "worker": scalars,
+        "start_time": st.one_of(st.none(), st.floats(0, 4e9)),
+        "end_time": st.one_of(st.none(), st.floats(0, 4e9)),
+        "created_time": st.floats(0, 4e9),
+        "progress": st.one_of(
+            st.none(), st.just({}), st.dictionaries(st.text(max_size=4), scalars, max_size=3)
+        ),
+        "outcome": st.dictionaries(st.sampled_from(["result", "runtime"]), scalars, max_size=2),
+        "rev": st.integers(0, 2**40),
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(stored_docs)
+def test_a_list_item_made_from_a_detail_is_the_list_item_of_the_document(doc: dict[str, object]) -> None:
+    """What the lookup cache holds (a detail, maybe via the feed's JSON) lists as MongoDB's copy does."""
+    expected = json.dumps(list_item(doc), default=str)
+    assert json.dumps(list_item_of_detail(detail(doc)), default=str) == expected
+    through_feed = json.loads(json.dumps(detail(doc), default=str))
+    assert json.dumps(list_item_of_detail(through_feed), default=str) == expected

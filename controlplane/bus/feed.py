@@ -193,8 +193,9 @@ class FeedSubscriber:
     ``on_docs(docs)`` is called from the subscriber thread (wrap it with
     ``loop.call_soon_threadsafe``); ``on_connect(last_published)`` is called
     after every (re)subscription with the gate's value read *after*
-    subscribing, so the receiver can fetch what it missed while disconnected.
-    Reconnects with capped exponential backoff.
+    subscribing, so the receiver can fetch what it missed while disconnected;
+    ``on_disconnect()`` when the subscription is lost.  Reconnects with capped
+    exponential backoff.
     """
 
     def __init__(
@@ -202,11 +203,13 @@ class FeedSubscriber:
         config: Config,
         on_docs: Callable[[list[dict[str, Any]]], None],
         on_connect: Callable[[int], None],
+        on_disconnect: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.url = feed_url(config)
         self.on_docs = on_docs
         self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
         self.channel = channel_name(config)
         self.key = gate_key(config)
         self._stop = threading.Event()
@@ -253,6 +256,8 @@ class FeedSubscriber:
                             self.on_docs(docs)
             except REDIS_ERRORS as exc:
                 self.connected.clear()
+                if self.on_disconnect is not None:
+                    self.on_disconnect()
                 log.warning("feed subscription lost (%s); retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.config.events.backoff_max)
