@@ -228,6 +228,7 @@ class FeedHub:
         self.republish = republish
         self.clients: set[FeedClient] = set()
         self.high = 0
+        self.disconnects = 0
         self.ready = asyncio.Event()
         self.dispatched = 0
         self.ignored = 0
@@ -310,11 +311,16 @@ class FeedHub:
 
     def on_disconnect(self) -> None:
         """The subscription dropped (on the IOLoop): the lookup cache stops answering until caught up."""
+        self.disconnects += 1
         if self.cache is not None:
             self.cache.suspend()
 
-    async def on_connect(self, last: int) -> None:
-        """After every (re)subscription: catch up ``(high, last]`` from MongoDB, then the held messages."""
+    async def on_connect(self, last: int, disconnects: int | None = None) -> None:
+        """After every (re)subscription: catch up ``(high, last]`` from MongoDB, then the held messages.
+
+        ``disconnects``: :attr:`disconnects` when the subscription was made; the lookup
+        cache resumes only if it has not dropped again since.
+        """
         caught_up = True
         if not self.ready.is_set():
             self.high = max(self.high, last)
@@ -345,7 +351,7 @@ class FeedHub:
         held, self._held = self._held, []
         for docs in held:
             self._dispatch(docs)
-        if self.cache is not None and caught_up:
+        if self.cache is not None and caught_up and (disconnects is None or disconnects == self.disconnects):
             self.cache.resume(self.high)
 
     # -- orphan sweep ----------------------------------------------------------------
@@ -438,7 +444,9 @@ class FeedService:
                 log.warning("feed: could not initialise the gate: %s", exc)
         if self._loop is not None and self.hub is not None:
             hub = self.hub
-            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(hub.on_connect(last)))
+            self._loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(hub.on_connect(last, hub.disconnects))
+            )
 
     def start(self) -> None:
         """Start the subscriber thread, the heartbeat and the orphan sweep (on the running loop)."""

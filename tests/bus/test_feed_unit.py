@@ -15,6 +15,7 @@ from controlplane.bus.feed import FeedPublisher, channel_name, decode
 from controlplane.config import Config, MongoConfig, load_config
 from controlplane.errors import InvalidParam
 from controlplane.feedhub import Entry, FeedClient, FeedFilter, FeedHub, Seam
+from controlplane.lookups import LookupCache
 from controlplane.store import TaskStore, new_task_document
 from tests.conftest import fresh_redis_url
 
@@ -122,6 +123,38 @@ def test_hub_dispatches_in_revision_order_and_ignores_repeats() -> None:
         assert [e.rev for e in mine.take()] == [7]
         assert [e.rev for e in other.take()] == [6, 7]
         assert hub.high == 7 and hub.ignored == 2
+
+    asyncio.run(run())
+
+
+def test_hub_keeps_the_lookup_cache_fresh_and_empties_it_while_disconnected() -> None:
+    async def run() -> None:
+        cache = LookupCache(10, 60.0)
+        hub = FeedHub(store=None, client_queue=100, cache=cache)
+        assert not cache.live
+        await hub.on_connect(5)
+        assert cache.live and cache.high == 5
+        cache.end(cache.begin("a"), doc("a", 4, "STARTED"))
+        hub.on_docs([doc("a", 6, "SUCCESS")])
+        assert cache.get("a") == doc("a", 6, "SUCCESS")
+        hub.on_disconnect()
+        assert not cache.live and cache.get("a") is None
+        await hub.on_connect(6)
+        assert cache.live and len(cache) == 0
+
+    asyncio.run(run())
+
+
+def test_a_subscription_lost_before_its_connect_ran_does_not_revive_the_cache() -> None:
+    async def run() -> None:
+        cache = LookupCache(10, 60.0)
+        hub = FeedHub(store=None, client_queue=100, cache=cache)
+        seen = hub.disconnects  # what the subscriber thread's connect captured
+        hub.on_disconnect()  # ... and the drop that followed, handled first
+        await hub.on_connect(5, seen)
+        assert not cache.live
+        await hub.on_connect(5, hub.disconnects)  # the next subscription
+        assert cache.live
 
     asyncio.run(run())
 
