@@ -131,13 +131,20 @@ class ApiMetrics:
     ) -> Callable[[tornado.web.RequestHandler], None]:
         """Tornado's ``log_function``: record the request, then call ``inner`` (the access log)."""
 
+        counted: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # the labelled children, looked up once
+
         def log_and_measure(handler: tornado.web.RequestHandler) -> None:
-            name = type(handler).__name__
             method = handler.request.method or "OTHER"
             if method not in ("GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"):
                 method = "OTHER"
-            self.requests.labels(name, method, str(handler.get_status())).inc()
-            self.latency.labels(name, method).observe(handler.request.request_time())
+            key = (type(handler).__name__, method, handler.get_status())
+            children = counted.get(key)
+            if children is None:
+                name, _, status = key
+                children = self.requests.labels(name, method, str(status)), self.latency.labels(name, method)
+                counted[key] = children
+            children[0].inc()
+            children[1].observe(handler.request.request_time())
             inner(handler)
 
         return log_and_measure

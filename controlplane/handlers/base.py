@@ -41,6 +41,12 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Strict-Transport-Security": "max-age=31536000",
 }
+#: Every JSON response's fixed headers (constants: set without Tornado's per-value checks).
+FIXED_HEADERS = {
+    "Content-Type": "application/json; charset=utf-8",
+    "Server": "controlplane",
+    **SECURITY_HEADERS,
+}
 CORS_ALLOW_HEADERS = "Authorization, Token, Content-Type"
 CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 #: The role each HTTP method needs unless a handler says otherwise (``required_roles`` or ``@requires``).
@@ -60,9 +66,12 @@ def redact(uri: str) -> str:
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """The access log line (Tornado's format) without credentials from the query string."""
     status = handler.get_status()
-    level = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
     req = handler.request
-    level(
+    access_log.log(
+        level,
         "%d %s %s (%s) %.2fms",
         status,
         req.method,
@@ -125,16 +134,19 @@ class APIHandler(tornado.web.RequestHandler):
         self._too_large = False
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Server", "controlplane")
-        for name, value in SECURITY_HEADERS.items():
-            self.set_header(name, value)
+        headers = self._headers  # Tornado's own response headers (cleared before this is called)
+        for name, value in FIXED_HEADERS.items():
+            headers[name] = value
         origin = self.request.headers.get("Origin")
         config: Config = self.settings["cp_config"]
         if origin and origin in config.api.cors_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Expose-Headers", "Retry-After")
             self.add_header("Vary", "Origin")
+
+    def compute_etag(self) -> None:
+        """No ETag: every answer is ``Cache-Control: no-store``, so none would be revalidated."""
+        return None
 
     # -- access control and body size ------------------------------------------
 
