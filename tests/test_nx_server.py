@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from bson import SON, Int64, ObjectId
 from hypothesis import given, settings
@@ -121,6 +124,41 @@ def test_written_documents_survive_a_restart(tmp_path: Path) -> None:
         assert counter is not None and counter["value"] == 5
     finally:
         again.close()
+        embedded.stop(proc)
+
+
+def _wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def test_each_connection_is_served_on_its_own_thread_that_ends_with_it(tmp_path: Path) -> None:
+    # The asyncio server nx-27017 runs by default would start no thread for a connection
+    # that sends nothing; the threaded one we ask for starts one per connection.
+    port = embedded.free_port()
+    proc = embedded.start_mongo(port, tmp_path)
+    client: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=5000)
+    sockets: list[socket.socket] = []
+    try:
+        server = psutil.Process(proc.pid)
+        client.admin.command("ping")
+        idle = server.num_threads()
+        sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+        assert _wait_for(lambda: server.num_threads() >= idle + 6), (idle, server.num_threads())
+        # Six silent connections hold six threads, and other clients are still answered.
+        client.t.tasks.insert_one({"_id": "k", "v": 1})
+        assert client.t.tasks.find_one({"_id": "k"}) == {"_id": "k", "v": 1}
+        for s in sockets:
+            s.close()
+        assert _wait_for(lambda: server.num_threads() <= idle), (idle, server.num_threads())
+    finally:
+        for s in sockets:
+            s.close()
+        client.close()
         embedded.stop(proc)
 
 
