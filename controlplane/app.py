@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import tornado.httputil
 import tornado.web
+from tornado.routing import PathMatches, Rule
 
 from controlplane.auth import Authenticator
 from controlplane.bus.feed import feed_url
 from controlplane.config import Config
-from controlplane.handlers.base import NotFoundHandler, log_request
+from controlplane.handlers.base import APIHandler, NotFoundHandler, log_request, streamed
 from controlplane.handlers.feed import FeedHandler
 from controlplane.handlers.meta import HealthHandler, OpenAPIHandler, WhoAmIHandler
 from controlplane.handlers.pages import static_routes
@@ -52,6 +54,28 @@ def extra_routes(
     return [(r"/metrics", MetricsHandler, services), *static_routes()]
 
 
+class BodilessMatches(PathMatches):
+    """A path, for requests that carry no body (no ``Transfer-Encoding``, no ``Content-Length`` above 0)."""
+
+    def match(self, request: tornado.httputil.HTTPServerRequest) -> dict[str, Any] | None:
+        headers = request.headers
+        if "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() not in ("", "0"):
+            return None
+        return super().match(request)
+
+
+def rules(table: list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]) -> list[Rule]:
+    """Tornado rules for ``table``: a JSON endpoint twice, plain for bodiless requests, else streamed."""
+    out = []
+    for pattern, handler, kwargs in table:
+        if issubclass(handler, APIHandler):
+            out.append(Rule(BodilessMatches(pattern), handler, kwargs))
+            out.append(Rule(PathMatches(pattern), streamed(handler), kwargs))
+        else:
+            out.append(Rule(PathMatches(pattern), handler, kwargs))
+    return out
+
+
 def make_app(
     config: Config, *, auth: Authenticator | None = None, **services: Any
 ) -> tornado.web.Application:
@@ -64,7 +88,7 @@ def make_app(
     if metrics is not None and services.get("manager") is not None:
         metrics.instrument(services["manager"])
     return tornado.web.Application(
-        [*extra_routes(services), *routes(services)],  # type: ignore[arg-type]
+        rules([*extra_routes(services), *routes(services)]),
         default_handler_class=NotFoundHandler,
         default_handler_args=services,
         cp_config=config,

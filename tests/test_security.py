@@ -201,6 +201,17 @@ def test_chunked_body_over_the_limit_is_413(api: Stack) -> None:
     assert b"PayloadTooLarge" in out
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_body_on_a_method_that_takes_none_is_bounded_too(api: Stack, method: str) -> None:
+    path = f"{API}/" if method == "GET" else f"{API}/00000000-0000-4000-8000-000000000000/"
+    out = _raw(api.port, _head(method, path, "Content-Length: 53687091200\r\n") + b"{")
+    assert out.startswith(b"HTTP/1.1 413"), out[:200]
+    piece = b"x" * 16384
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    out = _raw(api.port, _head(method, path, "Transfer-Encoding: chunked\r\n"), [chunk] * 5 + [b"0\r\n\r\n"])
+    assert out.startswith(b"HTTP/1.1 413"), out[:200]
+
+
 def test_body_at_the_limit_is_read(api: Stack) -> None:
     body = b'{"celery_ids": ["x"], "pad": "' + b"a" * (BODY_LIMIT - 40) + b'"}'
     assert len(body) <= BODY_LIMIT

@@ -108,13 +108,15 @@ def status_error(handler: tornado.web.RequestHandler, status_code: int) -> ApiEr
     return ApiError({}, "Error")
 
 
-@tornado.web.stream_request_body
 class APIHandler(tornado.web.RequestHandler):
     """Base of every JSON endpoint: authenticates, authorizes, rate-limits and bounds the body.
 
-    The body is streamed so that one larger than ``api.max_body_bytes`` gets a
-    413 envelope as soon as its ``Content-Length`` (or, chunked, its running
-    size) shows it, without being read into memory.
+    A request with a body reaches the :func:`streamed` variant of its handler
+    (see :mod:`controlplane.app`), so that a body larger than
+    ``api.max_body_bytes`` gets a 413 envelope as soon as its ``Content-Length``
+    (or, chunked, its running size) shows it, without being read into memory.
+    A request without one reaches the plain class, which Tornado runs without
+    the streaming hand-off (a turn of the event loop per request).
     """
 
     config: Config
@@ -309,8 +311,15 @@ class APIHandler(tornado.web.RequestHandler):
         return value
 
 
+def streamed(handler: type[APIHandler]) -> type[APIHandler]:
+    """``handler`` receiving its body as it arrives (:meth:`APIHandler.data_received`)."""
+    namespace = {"__doc__": handler.__doc__, "__module__": handler.__module__}
+    return tornado.web.stream_request_body(type(handler.__name__, (handler,), namespace))
+
+
+@tornado.web.stream_request_body
 class NotFoundHandler(APIHandler):
-    """Every unknown route: 404 with the envelope."""
+    """Every unknown route: 404 with the envelope (streamed: a body is never read)."""
 
     async def prepare(self) -> None:
         self.request.connection.set_max_body_size(_LIFTED_BODY_LIMIT)  # type: ignore[union-attr]
