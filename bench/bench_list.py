@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import time
 import uuid
@@ -154,6 +155,13 @@ def cases(
     return out
 
 
+def lookups(http_: Http) -> dict[str, int]:
+    """Our API's lookup-cache counters (``hit``, ``miss``) from its /metrics (auth is off here)."""
+    _status, body = http_.get("/metrics")
+    found = re.findall(rb'^controlplane_lookup_cache_lookups_total\{result="(\w+)"\} (\S+)$', body, re.M)
+    return {k.decode(): int(float(v)) for k, v in found}
+
+
 def timed_paths(http_: Http, paths: list[str]) -> list[float]:
     """Latencies (s) of one sequential GET of each path."""
     out = []
@@ -245,9 +253,13 @@ def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[s
             flower_path = f"/api/task/info/{flower_sample}"
         f_lat = timed_gets(flower_http, flower_path + ("?" + query(flower_q) if flower_q else ""), requests)
         rows.append(_row(n, label, ours_lat, f_lat))
+    polled = lookups(ours_http)
     ours_cold = timed_paths(ours_http, [f"/api/celery_task/?celery_id={c}&page=1&size=10" for c in ours_ids])
     flower_cold = timed_paths(flower_http, [f"/api/task/info/{c}" for c in flower_ids])
     rows.append(_row(n, "celery_id, a new task each time", ours_cold, flower_cold))
+    after = lookups(ours_http)
+    cache = {"polled": polled, "cold": {k: after[k] - polled.get(k, 0) for k in after}}
+    print(f"  {n:>8} our lookup cache, every lookup so far: {polled}; then the new tasks: {cache['cold']}")
     ours_http.close()
     flower_http.close()
     floor = TornadoFloor()
@@ -263,7 +275,13 @@ def compare_listing(stack: Any, flower: Flower, n: int, requests: int) -> dict[s
         f"{floor_ms['p99_ms']:8.2f} ms",
         flush=True,
     )
-    return {"flower_tasks_seen": flower_count, "counts": counts, "cases": rows, "tornado_floor": floor_ms}
+    return {
+        "flower_tasks_seen": flower_count,
+        "counts": counts,
+        "cases": rows,
+        "tornado_floor": floor_ms,
+        "lookup_cache": cache,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
