@@ -19,7 +19,10 @@ Why an answer from here is never older than the feed
   install the older state.
 * A read whose revision the feed has not reached yet (``rev > high``) is
   answered but not kept: it may be a task whose creation is being rolled back
-  (a create whose Celery publish failed is deleted, unannounced).
+  (a create whose Celery publish failed is deleted, unannounced; if other
+  changes passed its revision first, ``ttl`` bounds how long it is kept).
+* This process's own writes (revokes) update its entries at once
+  (:meth:`LookupCache.wrote`), before the feed brings them back.
 * When the feed's Redis subscription drops, the cache is emptied and answers
   nothing until the hub has resubscribed and caught up (:meth:`suspend`,
   :meth:`resume`).
