@@ -43,6 +43,7 @@ from bench.common import (
     start_ours,
     table,
     timed_gets,
+    timed_paths,
     workdir,
     write_result,
 )
@@ -160,18 +161,6 @@ def lookups(http_: Http) -> dict[str, int]:
     _status, body = http_.get("/metrics")
     found = re.findall(rb'^controlplane_lookup_cache_lookups_total\{result="(\w+)"\} (\S+)$', body, re.M)
     return {k.decode(): int(float(v)) for k, v in found}
-
-
-def timed_paths(http_: Http, paths: list[str]) -> list[float]:
-    """Latencies (s) of one sequential GET of each path."""
-    out = []
-    for path in paths:
-        t0 = time.perf_counter()
-        status, body = http_.get(path)
-        out.append(time.perf_counter() - t0)
-        if status != 200:
-            raise RuntimeError(f"GET {path} → {status} {body[:300]!r}")
-    return out
 
 
 def _row(n: int, label: str, ours_lat: list[float], f_lat: list[float]) -> dict[str, Any]:

@@ -365,8 +365,13 @@ def timed_gets(
     status, body = http_.get(path)
     if check:
         check(status, body)
+    return timed_paths(http_, [path] * count)
+
+
+def timed_paths(http_: Http, paths: list[str]) -> list[float]:
+    """Latencies (s) of one sequential GET of each path; any answer but 200 raises."""
     out = []
-    for _ in range(count):
+    for path in paths:
         t0 = time.perf_counter()
         status, body = http_.get(path)
         out.append(time.perf_counter() - t0)

@@ -13,6 +13,7 @@ import itertools
 import os
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,6 +22,7 @@ import pytest
 import redis
 
 from controlplane import embedded
+from controlplane.config import Config, load_config
 from tests.stack import Stack
 
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -50,6 +52,17 @@ def fresh_redis_url() -> str:
     client.flushdb()
     client.close()
     return url
+
+
+def in_process_config(mongo_url: str, prefix: str) -> Config:
+    """Defaults for services built inside the test: a fresh Redis database, a MongoDB database of
+    its own named ``prefix_…``, no authentication."""
+    config = load_config(None, env={})
+    config.broker.url = fresh_redis_url()
+    config.mongo.url = mongo_url
+    config.mongo.database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    config.auth.enabled = False
+    return config
 
 
 def amqp_url() -> str | None:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import redis
 
-from controlplane.config import MongoConfig, load_config
+from controlplane.config import MongoConfig
 from controlplane.lookups import LookupCache
 from controlplane.server import Services
 from controlplane.store import TaskFilter, TaskStore
-from tests.conftest import fresh_redis_url, make_stack
+from tests.conftest import in_process_config, make_stack
 from tests.stack import VIEWER_TOKEN, Stack, wait_for
 from tests.test_feed import Events
 
@@ -75,12 +75,18 @@ def until_cached(stack: Stack, celery_id: str, status: str) -> None:
     wait_for(answered_from_cache, timeout=15, what=f"{celery_id} {status} from the cache")
 
 
+def started(events: Events) -> str:
+    """A foreign task, received and started (as a worker reports it); its celery_id."""
+    cid = str(uuid.uuid4())
+    events.send("task-received", cid, name="controlplane.synthetic", timestamp=time.time())
+    events.send("task-started", cid, timestamp=time.time())
+    return cid
+
+
 def test_a_polled_task_is_answered_from_memory_and_follows_its_events(lstack: Stack) -> None:
     events = Events(lstack)
-    cid = str(uuid.uuid4())
     try:
-        events.send("task-received", cid, name="controlplane.synthetic", timestamp=time.time())
-        events.send("task-started", cid, timestamp=time.time())
+        cid = started(events)
         until_cached(lstack, cid, "STARTED")
         before = lookups(lstack)
         for _ in range(20):
@@ -104,10 +110,8 @@ def test_a_polled_task_is_answered_from_memory_and_follows_its_events(lstack: St
 def test_after_a_lost_subscription_lookups_read_mongodb_again(lstack: Stack) -> None:
     """A change the feed never carried shows once the subscription drops and comes back."""
     events = Events(lstack)
-    cid = str(uuid.uuid4())
     try:
-        events.send("task-received", cid, name="controlplane.synthetic", timestamp=time.time())
-        events.send("task-started", cid, timestamp=time.time())
+        cid = started(events)
     finally:
         events.close()
     until_cached(lstack, cid, "STARTED")
@@ -137,11 +141,7 @@ def test_after_a_lost_subscription_lookups_read_mongodb_again(lstack: Stack) -> 
 
 def test_this_process_sees_its_own_revoke_before_the_feed_brings_it(mongo_server: str) -> None:
     """No feed at all here: only the manager's own write can move the cached entry."""
-    config = load_config(None, env={})
-    config.broker.url = fresh_redis_url()
-    config.mongo.url = mongo_server
-    config.mongo.database = f"lookups_{uuid.uuid4().hex[:8]}"
-    config.auth.enabled = False
+    config = in_process_config(mongo_server, "lookups")
     config.scope.allow_loopback = True
     asyncio.run(_own_revoke(config))
 

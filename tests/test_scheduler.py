@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
-from controlplane.config import load_config
 from controlplane.scheduler import Scheduler, run_id
 from controlplane.server import Services
-from tests.conftest import fresh_redis_url
+from tests.conftest import in_process_config
 
 pytestmark = pytest.mark.integration
 
 
 def test_schedule_lifecycle(mongo_server: str) -> None:
-    config = load_config(None, env={})
-    config.broker.url = fresh_redis_url()
-    config.mongo.url = mongo_server
-    config.mongo.database = f"sched_{uuid.uuid4().hex[:8]}"
-    config.auth.enabled = False
-    asyncio.run(_lifecycle(config))
+    asyncio.run(_lifecycle(in_process_config(mongo_server, "sched")))
 
 
 async def _lifecycle(config) -> None:  # type: ignore[no-untyped-def]
