@@ -62,24 +62,22 @@ def _common(doc: Mapping[str, Any]) -> dict[str, Any]:
 _COMMON_KEYS = tuple(_common({}))
 
 
+def _list_entry(task_id: str, common: dict[str, Any], worker: Any, progress: Any) -> dict[str, Any]:
+    item = {"_id": task_id, **common, "task_id": task_id, "worker": worker}
+    if progress:
+        item["progress"] = progress
+    return item
+
+
 def list_item(doc: Mapping[str, Any]) -> dict[str, Any]:
     """One entry of ``GET /api/celery_task/`` (the spec's fields plus a few)."""
-    item = {"_id": str(doc.get("_id")), **_common(doc)}
-    item["task_id"] = item["_id"]
-    item["worker"] = doc.get("worker")
-    if doc.get("progress"):
-        item["progress"] = doc["progress"]
-    return item
+    return _list_entry(str(doc.get("_id")), _common(doc), doc.get("worker"), doc.get("progress"))
 
 
 def list_item_of_detail(shown: Mapping[str, Any]) -> dict[str, Any]:
     """The list entry of a task from its detail: ``list_item(doc) == list_item_of_detail(detail(doc))``."""
-    item = {"_id": shown["task_id"], **{key: shown.get(key) for key in _COMMON_KEYS}}
-    item["task_id"] = shown["task_id"]
-    item["worker"] = shown.get("worker")
-    if shown.get("progress"):
-        item["progress"] = shown["progress"]
-    return item
+    common = {key: shown.get(key) for key in _COMMON_KEYS}
+    return _list_entry(shown["task_id"], common, shown.get("worker"), shown.get("progress"))
 
 
 def detail(doc: Mapping[str, Any]) -> dict[str, Any]:

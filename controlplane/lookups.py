@@ -112,7 +112,7 @@ class LookupCache:
         if detail is None:
             return None
         newest = read.seen if read.seen is not None and _rev(read.seen) > _rev(detail) else detail
-        if self.live and self.size > 0 and read.generation == self.generation and _rev(newest) <= self.high:
+        if self.live and read.generation == self.generation and _rev(newest) <= self.high:
             self._put(read.celery_id, newest)
         return newest
 
@@ -173,10 +173,8 @@ class LookupCache:
 
     def resume(self, high: int) -> None:
         """The hub is subscribed and caught up to ``high``: start (again) from empty."""
-        if self.live:
-            self.high = max(self.high, high)
-            return
-        self.generation += 1
-        self._entries.clear()
+        if not self.live:
+            self.generation += 1  # reads begun before this are not kept
+            self._entries.clear()
+            self.live = True
         self.high = max(self.high, high)
-        self.live = True
