@@ -452,6 +452,17 @@ class TaskStore:
         )
         return [d for d in found if d.get("received_time") is None]
 
+    def received_by(self, host: str, before: float | None = None) -> list[str]:
+        """celery_ids of PENDING tasks that worker ``host`` received (before ``before``) but did not start."""
+        found = self._match(
+            {"status": PENDING, "worker": host}, {"celery_id": 1, "received_time": 1}, limit=100_000
+        )
+        return [
+            d["celery_id"]
+            for d in found
+            if d.get("received_time") is not None and (before is None or d["received_time"] < before)
+        ]
+
     def started_on_any(self) -> list[dict[str, Any]]:
         """Every task currently STARTED, with the worker running it."""
         return self._match({"status": STARTED}, {"celery_id": 1, "worker": 1, "status": 1, "start_time": 1})

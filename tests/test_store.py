@@ -202,3 +202,26 @@ def test_non_terminal_finds_every_unfinished_task_older_than_the_cut_and_honours
         assert len(store.non_terminal(older_than=cut, limit=0)) == 6  # 0: no limit
     finally:
         store.close()
+
+
+def test_received_by_lists_a_workers_received_but_unstarted_tasks(mongo_config: MongoConfig) -> None:
+    store = TaskStore(mongo_config)
+    try:
+        store.ensure_indexes()
+        early, late, other, started, queued = (str(uuid.uuid4()) for _ in range(5))
+        store.apply_events(
+            [
+                ev(queued, "task-sent", 1.0, hostname="api@h", name="controlplane.ip_task"),
+                ev(early, "task-received", 10.0, hostname="w1"),
+                ev(late, "task-received", 30.0, hostname="w1"),
+                ev(other, "task-received", 10.0, hostname="w2"),
+                ev(started, "task-received", 10.0, hostname="w1"),
+                ev(started, "task-started", 11.0, hostname="w1"),
+            ]
+        )
+        assert sorted(store.received_by("w1")) == sorted([early, late])
+        assert store.received_by("w1", before=20.0) == [early], "what an old process received"
+        assert store.received_by("w2") == [other]
+        assert store.received_by("api@h") == [], "sent, never received"
+    finally:
+        store.close()

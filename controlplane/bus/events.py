@@ -87,6 +87,10 @@ class WorkerTracker:
         self.seen: dict[str, dict[str, Any]] = {}
         self.dirty: dict[str, dict[str, Any]] = {}
         self.restarted = False
+        # Workers whose reserved messages were given back since they were last heard from,
+        # and workers that came back as a new process (hostname → when the new one started).
+        self.released: set[str] = set()
+        self.reborn: dict[str, float] = {}
 
     def load(self, stored: list[dict[str, Any]]) -> None:
         """Start from what an earlier consumer recorded, with a fresh grace period."""
@@ -120,11 +124,14 @@ class WorkerTracker:
             if restarted and isinstance(stamp, int | float):
                 info["online_since"] = float(stamp)
                 self.restarted = True
+                self.reborn[host] = float(stamp)
             info["pid"] = pid
             info["active"] = event.get("active")
             info["processed"] = event.get("processed")
         self.seen[host] = info
         self.dirty[host] = info
+        if info["online"]:
+            self.released.discard(host)
 
     def suspicious(self, now: float) -> bool:
         """Whether any known worker is offline, silent too long, or restarted since the last call.
@@ -155,6 +162,27 @@ class WorkerTracker:
         if since is not None and start_time is not None and start_time < since:
             return f"worker {host} restarted while the task ran"
         return None
+
+    def to_release(self, now: float) -> dict[str, float | None]:
+        """Workers whose reserved messages nobody will run: hostname → received before when.
+
+        A worker presumed gone (``None``: everything it received) or back as a new
+        process (its start: what the old process received), each reported until
+        :meth:`mark_released` — once per death, not on every check.
+        """
+        out: dict[str, float | None] = dict(self.reborn)
+        for host in self.seen:
+            if host not in self.released and self.verdict(host, None, now):
+                out[host] = None
+        return out
+
+    def mark_released(self, hosts: dict[str, float | None]) -> None:
+        """The reserved messages of ``hosts`` (from :meth:`to_release`) were given back."""
+        for host, before in hosts.items():
+            if before is None:
+                self.released.add(host)
+            elif self.reborn.get(host) == before:
+                del self.reborn[host]
 
 
 class FeedStage:
@@ -514,8 +542,30 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
                 )
                 changed = self.store.apply_events(events)
                 self._announce(changed)
+            self._give_back([e["uuid"] for e in events], now)
         except PyMongoError as exc:
             log.warning("worker liveness check failed: %s", exc)
+
+    def _give_back(self, lost: list[str], now: float) -> None:
+        """Return to their queues the messages that lost workers had reserved (Redis only).
+
+        ``lost``: tasks just presumed lost (an ``acks_late`` one's message is
+        still reserved); plus every task a gone or restarted worker had received
+        but not started.  See :meth:`Redeliverer.give_back`.
+        """
+        redeliverer = self.reconciler.redeliverer if self.reconciler is not None else None
+        if redeliverer is None or not redeliverer.enabled():
+            return
+        hosts = self.workers.to_release(now)
+        if not lost and not hosts:
+            return
+        held = [cid for host, before in hosts.items() for cid in self.store.received_by(host, before)]
+        try:
+            redeliverer.give_back(lost + held)
+        except BROKER_ERRORS as exc:
+            log.warning("could not give back reserved messages (%s); will retry", exc)
+            return
+        self.workers.mark_released(hosts)
 
     def stop(self) -> None:
         """Ask the consume loop to end; the last buffer is flushed by :meth:`run_forever`."""

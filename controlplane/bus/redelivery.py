@@ -12,6 +12,15 @@ is published again with the same celery_id and arguments (at most
 hash is read before and after the lists, so a message moving from a list to
 the hash during the search is still seen.
 
+The same transport keeps what a worker reserved (a message received but not
+started, or an ``acks_late`` task running) in that hash until the worker
+acknowledges it; a worker killed outright never does, and kombu puts such
+messages back only after ``visibility_timeout`` (hours).  So when the consumer
+presumes a worker dead (or back as a new process), :meth:`Redeliverer.give_back`
+restores the messages of the tasks that worker held, at once.  That is what the
+broker would do after the timeout, and what RabbitMQ does when the worker's
+connection drops.
+
 Only the Redis transport needs this: RabbitMQ redelivers unacknowledged
 messages itself.
 """
@@ -87,6 +96,29 @@ class Redeliverer:
                 continue
             resent.append(self._resend(task, now))
         return [cid for cid in resent if cid]
+
+    def give_back(self, celery_ids: Iterable[str]) -> list[str]:
+        """Put these tasks' reserved messages back on their queues; returns the ids given back.
+
+        Each restore is kombu's own (a transaction watching the hash: a message
+        acknowledged meanwhile is left alone); a task with nothing in the hash
+        (acknowledged at start, or already back) is skipped.
+        """
+        wanted = set(celery_ids)
+        if not wanted or not self.enabled():
+            return []
+        restored = []
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            client = channel.client
+            for tag, raw in client.hscan_iter(channel.unacked_key):
+                cid = _message_id(raw)
+                if cid is not None and cid in wanted:
+                    channel.qos.restore_by_tag(tag.decode() if isinstance(tag, bytes) else tag, client)
+                    restored.append(cid)
+        if restored:
+            log.warning("gave back %d message(s) reserved by a lost worker: %s", len(restored), restored[:5])
+        return restored
 
     def _queue(self, task: dict[str, Any]) -> str:
         return self.config.task_config(str(task.get("task_type"))).queue

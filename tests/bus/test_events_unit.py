@@ -80,3 +80,38 @@ def test_suspicious_only_when_a_worker_is_unhealthy_or_restarted() -> None:
     assert not t.suspicious(now=116), "a restart is reported once"
     t.observe(beat("w1", 117, kind="worker-offline"), now=117)
     assert t.suspicious(now=117)
+
+
+def test_a_gone_worker_is_released_once_until_heard_from_again() -> None:
+    t = WorkerTracker(timeout=10, now=0)
+    t.observe(beat("w1", 100), now=100)
+    t.observe(beat("w2", 100), now=100)
+    t.mark_released(t.to_release(now=101))  # what the first worker-heartbeats reported
+    assert t.to_release(now=105) == {}
+    t.observe(beat("w2", 108), now=108)
+    assert t.to_release(now=111) == {"w1": None}, "silent past the timeout: everything it received"
+    t.mark_released({"w1": None})
+    assert t.to_release(now=115) == {}, "given back once, not on every check"
+    t.observe(beat("w1", 120, pid=1), now=120)
+    assert t.to_release(now=135) == {"w1": None, "w2": None}, "heard from again, then silent again"
+
+
+def test_release_is_reported_until_marked() -> None:
+    t = WorkerTracker(timeout=10, now=0)
+    t.observe(beat("w1", 100, kind="worker-offline"), now=100)
+    assert t.to_release(now=100) == {"w1": None}
+    assert t.to_release(now=101) == {"w1": None}, "not given back yet (say the broker was down)"
+
+
+def test_a_restarted_worker_releases_what_its_old_process_received() -> None:
+    t = WorkerTracker(timeout=10, now=0)
+    t.observe(beat("w1", 100, pid=1), now=100)
+    t.mark_released(t.to_release(now=100))
+    t.observe(beat("w1", 130, pid=2, kind="worker-online"), now=130)
+    hosts = t.to_release(now=131)
+    assert hosts == {"w1": 130.0}, "what it received before its new process started"
+    t.observe(beat("w1", 140, pid=3, kind="worker-online"), now=140)
+    t.mark_released(hosts)
+    assert t.to_release(now=141) == {"w1": 140.0}, "a later restart is not marked by an earlier release"
+    t.mark_released({"w1": 140.0})
+    assert t.to_release(now=142) == {}

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from controlplane.bus.redelivery import _message_id
-from tests.conftest import make_stack
+from controlplane.bus.redelivery import Redeliverer, _message_id
+from controlplane.store import TaskStore
+from tests.conftest import in_process_config, make_stack
 from tests.stack import Stack, wait_for
+from workers.app import make_celery
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +67,48 @@ def test_lost_message_is_resent_and_the_task_runs(no_worker_stack: Stack) -> Non
     stack.wait_workers(1)
     assert stack.wait_status(lost, "SUCCESS")["status"] == "SUCCESS"
     assert stack.wait_status(waiting, "SUCCESS")["status"] == "SUCCESS"
+
+
+# A worker that reserves two messages of a queue and is then killed: kombu records each in the
+# broker's unacknowledged hash when it hands it out, and only an acknowledgement or a clean
+# close of the channel takes it out again.
+RESERVE = """
+import sys, time
+from kombu import Connection
+with Connection(sys.argv[1]) as conn:
+    channel = conn.channel()
+    for _ in range(2):
+        assert channel.basic_get(sys.argv[2], no_ack=False) is not None
+    print("reserved", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_give_back_restores_only_the_named_reserved_messages(mongo_server: str) -> None:
+    config = in_process_config(mongo_server, "giveback")
+    app = make_celery(config)
+    queue = f"giveback-{uuid.uuid4().hex[:6]}"
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for cid in ids:
+        app.send_task("controlplane.sleep_task", kwargs={"data": {}}, task_id=cid, queue=queue)
+    client = redis.Redis.from_url(config.broker.url)
+    reserve = [sys.executable, "-c", RESERVE, config.broker.url, queue]
+    worker = subprocess.Popen(reserve, stdout=subprocess.PIPE)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == b"reserved"
+    finally:
+        worker.kill()
+        worker.wait()
+    reserved = {_message_id(raw) for raw in client.hvals("unacked")}
+    assert reserved == set(ids[:2]) and queued_ids(client, queue) == ids[2:]
+
+    redeliverer = Redeliverer(app, TaskStore(config.mongo), config)
+    assert redeliverer.give_back([ids[0], ids[2], "never-sent"]) == [ids[0]]
+    assert sorted(queued_ids(client, queue)) == sorted([ids[0], ids[2]])
+    assert {_message_id(raw) for raw in client.hvals("unacked")} == {ids[1]}, "the other stays reserved"
+    assert client.zcard("unacked_index") == 1
+    assert redeliverer.give_back([ids[0]]) == [], "given back once: nothing is left to restore"
+    back = json.loads(next(raw for raw in client.lrange(queue, 0, -1) if _message_id(raw) == ids[0]))
+    assert back["headers"]["redelivered"] is True and back["headers"]["task"] == "controlplane.sleep_task"
+    client.close()
+    app.close()

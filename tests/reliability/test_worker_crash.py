@@ -1,13 +1,13 @@
 """Item 2: kill -9 a worker, or one of its pool processes, mid-task.
 
 The task ends FAILURE with a reason naming the lost worker (or is redelivered
-when its type is ``acks_late`` on RabbitMQ), nothing stays STARTED, and no
-process the task started outlives it.
+when its type is ``acks_late``), nothing stays STARTED, and no process the task
+started outlives it.  Messages the dead worker had reserved but not started
+go to another worker.
 
-On Redis an ``acks_late`` message of a dead worker comes back only after the
-broker's visibility timeout (``broker_transport_options.visibility_timeout``,
-6 h here), so there the task is first marked FAILURE (WorkerLostError) and a
-redelivered run later turns it SUCCESS; that path is not exercised here.
+RabbitMQ redelivers a dead worker's unacknowledged messages itself.  A Redis
+broker would only after its visibility timeout (6 h here); the consumer gives
+them back as soon as it presumes the worker dead (:mod:`controlplane.bus.redelivery`).
 """
 
 from __future__ import annotations
@@ -129,6 +129,50 @@ def test_worker_kill9_redelivers_an_acks_late_task_rabbitmq(
             outcome=f"message redelivered; SUCCESS on the other worker {took:.0f} s after the kill",
             lost=0,
             broker="RabbitMQ",
+        )
+    finally:
+        stack.close()
+
+
+def test_worker_kill9_redis_gives_back_its_reserved_and_acks_late_messages(
+    tmp_path: Path, own_redis: Server, mongo_server: str, record: Any
+) -> None:
+    safe = {"task": "workers.testing:sleep", "label": "Retry-safe sleep (test)", "acks_late": True}
+    stack = fast_stack(
+        tmp_path / "stack", own_redis.url, mongo_server, workers=1, concurrency=2, tasks={"safe_task": safe}
+    )
+    try:
+        stack.start()
+        late = stack.create("safe_task", {"name": "safe", "seconds": 3})
+        stack.wait_status(late, "STARTED")
+        early = stack.create("busy_task", {"name": "busy", "seconds": 120})
+        stack.wait_status(early, "STARTED")
+        # Both pool processes are busy; the worker reserves the next message without starting it.
+        waiting = stack.create("noop_task", {"name": "reserved"})
+        wait_for(
+            lambda: (stack.db.tasks.find_one({"celery_id": waiting}) or {}).get("received_time"),
+            what="the third task received (reserved) by the busy worker",
+        )
+        assert stack.detail(waiting)["status"] == "PENDING"
+        stack.kill_part("worker0")
+        killed = time.monotonic()
+        stack.start_worker(1)
+        # The acks_late task is presumed lost (FAILURE) first, then its redelivered run succeeds.
+        done = {c: stack.wait_status(c, "SUCCESS", timeout=60) for c in (late, waiting)}
+        took = time.monotonic() - killed
+        lost = stack.wait_status(early, "FAILURE", timeout=30)
+        assert "WorkerLostError" in lost["exception"], lost
+        for cid, doc in done.items():
+            assert doc["worker"].startswith("w1-"), f"{cid} ran on the new worker: {doc}"
+        statuses = [d["status"] for d in stack.db.tasks.find({}, {"status": 1})]
+        assert len(statuses) == 3 and not {"PENDING", "STARTED"} & set(statuses), statuses
+        record(
+            fault="kill -9 a worker holding an `acks_late` task, a plain one and a reserved one",
+            load="2 running tasks, 1 reserved; a new worker started",
+            outcome=f"acks_late and reserved messages given back; both SUCCESS on the new worker "
+            f"{took:.0f} s after the kill; the plain one FAILURE (WorkerLostError)",
+            lost=0,
+            broker="Redis",
         )
     finally:
         stack.close()
