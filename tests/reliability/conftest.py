@@ -37,6 +37,7 @@ ROWS: list[tuple[str, str]] = [
     ("test_pool_child_kill9_fails_its_task_and_the_worker_goes_on", "2"),
     ("test_worker_kill9_redelivers_an_acks_late_task_rabbitmq", "2"),
     ("test_worker_kill9_redis_gives_back_its_reserved_and_acks_late_messages", "2"),
+    ("test_worker_kill9_and_restart_redis_gives_back_what_the_old_process_reserved", "2"),
     ("test_broker_outage_under_load", "4"),
     ("test_database_outage_under_load", "5"),
     ("test_two_consumers_one_active_standby_takes_over", "6"),

@@ -176,3 +176,45 @@ def test_worker_kill9_redis_gives_back_its_reserved_and_acks_late_messages(
         )
     finally:
         stack.close()
+
+
+def test_worker_kill9_and_restart_redis_gives_back_what_the_old_process_reserved(
+    tmp_path: Path, own_redis: Server, mongo_server: str, record: Any
+) -> None:
+    # Heartbeat silence would take 30 s to count: only the restart can explain an earlier give-back.
+    stack = fast_stack(
+        tmp_path / "stack",
+        own_redis.url,
+        mongo_server,
+        workers=1,
+        concurrency=1,
+        events={"worker_timeout": 30.0},
+    )
+    try:
+        stack.start()
+        running = stack.create("busy_task", {"name": "busy", "seconds": 120})
+        stack.wait_status(running, "STARTED")
+        waiting = stack.create("noop_task", {"name": "reserved"})
+        wait_for(
+            lambda: (stack.db.tasks.find_one({"celery_id": waiting}) or {}).get("received_time"),
+            what="the second task received (reserved) by the busy worker",
+        )
+        stack.kill_part("worker0")
+        killed = time.monotonic()
+        stack.start_worker(0)  # the same hostname, a new process
+        done = stack.wait_status(waiting, "SUCCESS", timeout=25)
+        took = time.monotonic() - killed
+        lost = stack.wait_status(running, "FAILURE", timeout=10)
+        assert "restarted while the task ran" in lost["exception"], lost
+        assert took < 30, "given back on the restart, not after the heartbeat timeout"
+        record(
+            fault="kill -9 a worker and restart it under the same name at once",
+            load="1 running task, 1 reserved",
+            outcome=f"reserved message given back; SUCCESS {took:.0f} s after the kill; the running "
+            f'one FAILURE "{lost["exception"][:50]}…"',
+            lost=0,
+            broker="Redis",
+        )
+        assert done["worker"].startswith("w0-")
+    finally:
+        stack.close()
