@@ -199,6 +199,7 @@ class FeedConfig:
     max_replay: int = 100_000
     lookup_cache: int = 10_000
     lookup_ttl: float = 2.0
+    leave_tracking: int = 100_000
 
     def redis_url(self, broker_url: str) -> str:
         """Where updates fan out: ``feed.url``, else the broker when it is Redis, else empty."""
@@ -403,6 +404,8 @@ def _check(config: Config) -> None:
         raise ConfigError("feed.lookup_cache: must be 0 (off) or more")
     if config.feed.lookup_ttl <= 0:
         raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
+    if config.feed.leave_tracking < 0:
+        raise ConfigError("feed.leave_tracking: must be 0 (off) or more")
     if config.events.coalesce_above < 0:
         raise ConfigError("events.coalesce_above: must be 0 (off) or more")
     if config.api.max_batch < 1:

@@ -19,6 +19,12 @@ with ``since`` = the last revision it received (or the last ``synced`` or
 so no change is missed.  On
 one connection revisions only grow (replay, then live), so anything at or
 below the last revision is dropped: no change is yielded twice.
+
+With a ``status`` or ``task_type`` filter, a task that stops matching it is
+yielded once more as a ``leave`` (its new state).  The client remembers the
+last :data:`HOLDING` tasks it yielded that have not left, and names them
+(``holding``) when it resumes, so a task that left while it was away is a
+``leave`` too.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import websockets.exceptions
 log = logging.getLogger(__name__)
 
 PATH = "/api/celery_task/ws/"
+#: Tasks a client names as held when it resumes (each id costs ~37 bytes of URL).
+HOLDING = 200
 
 
 class FeedError(Exception):
@@ -52,7 +60,8 @@ class FeedError(Exception):
 
 @dataclass
 class Change:
-    """One task change: ``kind`` is ``replay`` (since the last revision) or ``change`` (live)."""
+    """One task change: ``kind`` is ``replay`` (since the last revision), ``change`` (live) or
+    ``leave`` (a task yielded before no longer matches the filter)."""
 
     kind: str
     rev: int
@@ -90,6 +99,8 @@ class TaskFeed:
     max_backoff: float = 10.0
     open_timeout: float = 10.0
     connections: int = field(default=0, init=False)
+    # Tasks yielded that have not left the filter, oldest first (only with a status or type filter).
+    held: dict[str, None] = field(default_factory=dict, init=False)
 
     def _url(self) -> str:
         return feed_url(
@@ -98,7 +109,17 @@ class TaskFeed:
             task_type=self.task_type,
             status=self.status,
             since=None if self.since is None else str(self.since),
+            holding=",".join(self.held) if self.held and self.since is not None else None,
         )
+
+    def _hold(self, kind: str, celery_id: Any) -> None:
+        if not (self.status or self.task_type) or not isinstance(celery_id, str):
+            return
+        self.held.pop(celery_id, None)
+        if kind != "leave":
+            self.held[celery_id] = None
+            if len(self.held) > HOLDING:
+                del self.held[next(iter(self.held))]
 
     async def __aiter__(self) -> AsyncIterator[Change]:
         delay = 0.2
@@ -113,11 +134,12 @@ class TaskFeed:
                     async for raw in ws:
                         message = json.loads(raw)
                         kind = message.get("type")
-                        if kind in ("replay", "change"):
+                        if kind in ("replay", "change", "leave"):
                             rev = int(message["rev"])
-                            if self.since is not None and rev <= self.since:
+                            if kind != "leave" and self.since is not None and rev <= self.since:
                                 continue
-                            self.since = rev
+                            self.since = max(self.since or 0, rev)
+                            self._hold(kind, message["task"].get("celery_id"))
                             yield Change(kind, rev, message["task"])
                         elif kind in ("synced", "heartbeat") and isinstance(message.get("rev"), int):
                             # Everything at or below these revisions has been delivered already.
@@ -175,4 +197,6 @@ async def watch(feed: TaskFeed, *, as_json: bool = False, out: Any = None) -> No
                 f"{change.rev:>8} {task.get('status', ''):<8} {task.get('task_type', '')} "
                 f"{task.get('celery_id', '')}{step}"
             )
+            if change.kind == "leave":
+                line += " (left the filter)"
         print(line, file=out, flush=True)

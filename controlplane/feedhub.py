@@ -33,6 +33,19 @@ has been published for a while but that never reached the channel (its writer
 died between the write and the publish, or Redis was unreachable for longer
 than ``feed.publish_timeout``).
 
+Leaving a filter
+================
+
+A filtered client that was sent a task is told when the task stops matching:
+``{"type": "leave", "rev", "task"}`` with the new state.  The hub remembers the
+state it last sent to a filtered client for up to ``feed.leave_tracking`` tasks
+(the least recently changed are forgotten first); a change of such a task that
+matched a client's filter before and does not now is a leave for that client.
+A resuming client names the tasks it holds (``holding``): the held tasks that
+no longer match are sent as leaves during the replay (in revision order), and
+a later live change of one that stops matching is a leave for it even if this
+process never sent it the task.
+
 Backpressure: each client's queue holds at most ``feed.client_queue``
 messages.  Offering to a full queue marks the client *overflowed*: it is sent
 ``{"type": "resync"}`` and closed; dispatch never waits on a client.
@@ -57,6 +70,8 @@ log = logging.getLogger(__name__)
 
 FILTER_KEYS = ("celery_id", "task_type", "status")
 MAX_FILTER_VALUES = 100
+#: At most this many task ids in ``holding``.
+MAX_HOLDING = 1000
 MAX_VALUE_LENGTH = 256
 
 
@@ -67,6 +82,11 @@ class FeedFilter:
     celery_id: frozenset[str] = frozenset()
     task_type: frozenset[str] = frozenset()
     status: frozenset[str] = frozenset()
+
+    @property
+    def narrows(self) -> bool:
+        """Whether the filter can exclude a task (an empty one never does, so never needs a leave)."""
+        return bool(self.celery_id or self.task_type or self.status)
 
     def matches(self, doc: Mapping[str, Any]) -> bool:
         """Whether a (detail or stored) task document passes the filter."""
@@ -129,6 +149,24 @@ class FeedFilter:
         return cls(**found)
 
 
+def parse_holding(value: Any) -> frozenset[str]:
+    """The task ids a resuming client holds: a string (comma-separated) or a list of strings."""
+    items = value if isinstance(value, list) else [value]
+    found: set[str] = set()
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidParam("holding", "must be a string or a list of strings")
+        for part in item.split(","):
+            part = part.strip()
+            if len(part) > MAX_VALUE_LENGTH:
+                raise InvalidParam("holding", "a task id is too long")
+            if part:
+                found.add(part)
+    if len(found) > MAX_HOLDING:
+        raise InvalidParam("holding", f"at most {MAX_HOLDING} task ids")
+    return frozenset(found)
+
+
 def change_message(kind: str, doc: Mapping[str, Any]) -> str:
     """One feed message: ``{"type", "rev", "task"}`` with the detail-shaped document."""
     return json.dumps(
@@ -146,6 +184,7 @@ class Entry:
     rev: int | None
     doc: Mapping[str, Any] | None
     text: str
+    leave: bool = False
 
 
 @dataclass(eq=False)
@@ -160,6 +199,8 @@ class FeedClient:
     floor: int = 0
     overflowed: bool = False
     sent: int = 0
+    # Tasks the client said it holds (on resume) and has not been told about since.
+    holding: set[str] = field(default_factory=set)
 
     def offer(self, entry: Entry) -> None:
         """Queue a message without ever waiting; a full queue overflows the client."""
@@ -174,12 +215,17 @@ class FeedClient:
         self.wakeup.set()
 
     def take(self) -> list[Entry]:
-        """Everything queued that is still due: above the floor and matching the current filter."""
+        """Everything queued that is still due: above the floor and matching the current filter
+        (a leave: not matching it)."""
         out = []
         while self.queue:
             entry = self.queue.popleft()
             if entry.rev is not None:
-                if entry.rev <= self.floor or entry.doc is None or not self.filter.matches(entry.doc):
+                if (
+                    entry.rev <= self.floor
+                    or entry.doc is None
+                    or self.filter.matches(entry.doc) == entry.leave
+                ):
                     continue
             out.append(entry)
         return out
@@ -219,9 +265,13 @@ class FeedHub:
         settle: float = 7.0,
         republish: Callable[[list[dict[str, Any]]], Any] | None = None,
         cache: LookupCache | None = None,
+        leave_tracking: int = 100_000,
     ) -> None:
         self.store = store
         self.cache = cache
+        self.leave_tracking = leave_tracking
+        # celery_id → (status, task_type) last sent to a filtered client; oldest change first.
+        self.shown: dict[str, tuple[Any, Any]] = {}
         self.client_queue = client_queue
         self.max_replay = max_replay
         self.settle = settle
@@ -247,12 +297,31 @@ class FeedHub:
         self.clients.add(client)
         return client
 
-    def begin(self, client: FeedClient, since: int | None) -> Seam:
-        """Start (or restart) a client's stream after ``since`` (None: live changes only)."""
+    def begin(self, client: FeedClient, since: int | None, holding: Iterable[str] = ()) -> Seam:
+        """Start (or restart) a client's stream after ``since`` (None: live changes only).
+
+        ``holding``: tasks the client holds; any of them that stops matching its
+        filter from now on is sent as a leave (see :meth:`departed` for before now).
+        """
         client.queue.clear()
+        client.holding = set(holding)
         seam = Seam(self.high if since is None else since, self.high)
         client.floor = seam.floor
         return seam
+
+    async def departed(self, seam: Seam, client: FeedClient) -> list[dict[str, Any]]:
+        """Held tasks whose state up to the seam no longer matches the client's filter, by revision.
+
+        They are no longer held (a later change of one is sent only if it matches again).
+        """
+        if not client.holding:
+            return []
+        found = await self.store.get_many(sorted(client.holding))
+        gone = [
+            d for d in found.values() if int(d.get("rev") or 0) <= seam.high and not client.filter.matches(d)
+        ]
+        client.holding.difference_update(d["celery_id"] for d in gone)
+        return sorted(gone, key=lambda d: int(d.get("rev") or 0))
 
     def unregister(self, client: FeedClient) -> None:
         """Forget a client."""
@@ -301,13 +370,34 @@ class FeedHub:
             self._received.add(rev)
             if self.cache is not None:
                 self.cache.observe(doc)
-            entry = None  # encoded once, and only if a client wants it
-            for client in list(self.clients):
-                if client.filter.matches(doc):
-                    entry = entry or Entry(rev, doc, change_message("change", doc))
-                    client.offer(entry)
+            self._offer(rev, doc)
             self.dispatched += 1
         self._samples.append((time.monotonic(), self.high))
+
+    def _offer(self, rev: int, doc: Mapping[str, Any]) -> None:
+        """Queue one change for every client it matches, and a leave for every client it left."""
+        cid = doc.get("celery_id")
+        before = self.shown.pop(cid, None) if isinstance(cid, str) else None
+        was = {"celery_id": cid, "status": before[0], "task_type": before[1]} if before else None
+        change = leave = None  # each encoded once, and only if a client wants it
+        shown = False
+        for client in list(self.clients):
+            flt = client.filter
+            if flt.matches(doc):
+                change = change or Entry(rev, doc, change_message("change", doc))
+                client.offer(change)
+                shown = shown or flt.narrows
+            elif (was is not None and flt.matches(was)) or (client.holding and cid in client.holding):
+                leave = leave or Entry(rev, doc, change_message("leave", doc), leave=True)
+                client.offer(leave)
+            else:
+                continue
+            if client.holding:
+                client.holding.discard(cid)  # type: ignore[arg-type]
+        if shown and isinstance(cid, str) and self.leave_tracking > 0:
+            self.shown[cid] = (doc.get("status"), doc.get("task_type"))
+            if len(self.shown) > self.leave_tracking:
+                del self.shown[next(iter(self.shown))]
 
     def on_disconnect(self) -> None:
         """The subscription dropped (on the IOLoop): the lookup cache stops answering until caught up."""
@@ -421,6 +511,7 @@ class FeedService:
             settle=fc.publish_timeout + 2 * fc.poll_interval,
             republish=self.publisher.publish,
             cache=self.cache,
+            leave_tracking=fc.leave_tracking,
         )
         self.subscriber = FeedSubscriber(
             config, self._from_thread_docs, self._from_thread_connect, self._from_thread_disconnect

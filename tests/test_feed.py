@@ -199,6 +199,46 @@ def test_live_changes_match_the_detail_endpoint_and_filters(fstack: Stack) -> No
     asyncio.run(run())
 
 
+def test_a_task_leaving_the_filter_is_announced_live_and_to_a_resuming_client_holding_it(
+    fstack: Stack,
+) -> None:
+    async def run() -> None:
+        url = ws_url(fstack, status="STARTED")
+        async with websockets.connect(url) as running:
+            await until(running, "synced")
+            cid = await asyncio.to_thread(fstack.create, "sleep_task", {"name": "leaves", "seconds": 0.5})
+            started = await until(running, "change")
+            assert started["task"]["celery_id"] == cid and started["task"]["status"] == "STARTED"
+            left = await until(running, "leave")
+            assert left["task"]["celery_id"] == cid and left["task"]["status"] == "SUCCESS"
+            assert left["rev"] > started["rev"] and left["task"] == await asyncio.to_thread(
+                fstack.detail, cid
+            )
+
+        # Away while a task it shows finishes: told on resume, among the replay, if it says it holds it.
+        async with websockets.connect(url) as running:
+            await until(running, "synced")
+            held = await asyncio.to_thread(fstack.create, "sleep_task", {"name": "held", "seconds": 0.3})
+            since = (await until(running, "change"))["rev"]
+        await asyncio.to_thread(fstack.wait_status, held, "SUCCESS")
+        async with websockets.connect(ws_url(fstack, status="STARTED", since=since)) as plain:
+            before_sync = []
+            while (msg := await recv_json(plain))["type"] != "synced":
+                before_sync.append(msg)
+            assert not [m for m in before_sync if m["type"] == "leave"], "no holding, no leave"
+        async with websockets.connect(ws_url(fstack, status="STARTED", since=since, holding=held)) as back:
+            before_sync = []
+            while (msg := await recv_json(back))["type"] != "synced":
+                before_sync.append(msg)
+            leaves = [m for m in before_sync if m["type"] == "leave"]
+            assert [m["task"]["celery_id"] for m in leaves] == [held]
+            assert leaves[0]["task"]["status"] == "SUCCESS" and leaves[0]["rev"] > since
+            revs = [m["rev"] for m in before_sync]
+            assert revs == sorted(revs), "leaves go out in revision order among the replay"
+
+    asyncio.run(run())
+
+
 # -- gap-free resume -------------------------------------------------------------------
 
 
@@ -431,12 +471,16 @@ class CuttableProxy:
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.refuse = False  # close new connections at once (the API unreachable)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            writer.transport.abort()
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self.writers |= {writer, up_writer}
 
@@ -501,6 +545,47 @@ def test_python_client_resumes_by_revision_after_a_dropped_connection(fstack: St
     assert connections >= 3
     for cid in ids:
         assert latest[cid] == fstack.detail(cid)
+
+
+def test_python_client_is_told_of_a_task_that_left_its_filter_while_it_was_away(fstack: Stack) -> None:
+    from controlplane.feedclient import Change, TaskFeed
+
+    async def run() -> tuple[list[Change], TaskFeed, str]:
+        proxy = CuttableProxy(fstack.port)
+        await proxy.start()
+        feed = TaskFeed(f"http://127.0.0.1:{proxy.port}", token=VIEWER_TOKEN, status="STARTED")
+        got: list[Change] = []
+
+        async def consume() -> None:
+            async for change in feed:
+                got.append(change)
+
+        consumer = asyncio.ensure_future(consume())
+        while feed.since is None:  # connected and synced
+            await asyncio.sleep(0.05)
+        cid = await asyncio.to_thread(fstack.create, "sleep_task", {"name": "away", "seconds": 0.5})
+        deadline = time.monotonic() + 20
+        while not any(c.task["celery_id"] == cid for c in got):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        assert cid in feed.held
+        proxy.refuse = True
+        proxy.cut()
+        await asyncio.to_thread(fstack.wait_status, cid, "SUCCESS")
+        proxy.refuse = False
+        while not any(c.kind == "leave" for c in got):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        consumer.cancel()
+        await proxy.close()
+        return got, feed, cid
+
+    got, feed, cid = asyncio.run(run())
+    assert [(c.kind, c.task["status"]) for c in got if c.task["celery_id"] == cid] == [
+        ("change", "STARTED"),
+        ("leave", "SUCCESS"),
+    ]
+    assert feed.connections >= 2 and cid not in feed.held
 
 
 def test_watch_prints_live_changes(fstack: Stack) -> None:

@@ -5,19 +5,22 @@ Protocol (every frame is one JSON object):
 client → server
     ``{"action": "auth", "token": "..."}`` — only when no token came with the
     upgrade request (``Authorization: Bearer``/``Token`` header or ``?token=``);
-    ``{"action": "subscribe", "celery_id"?, "task_type"?, "status"?, "since"?}``
+    ``{"action": "subscribe", "celery_id"?, "task_type"?, "status"?, "since"?, "holding"?}``
     — replace the filters (each a string, comma-separated string or list);
-    with ``since`` the stream restarts from that revision;
+    with ``since`` (or ``holding``) the stream restarts from that revision;
     ``{"action": "ping"}`` — answered with ``{"type": "pong"}``.
 
 Query arguments: ``celery_id``, ``task_type``, ``status`` (repeat them or separate
 values with commas), ``since`` (replay every matching task changed after that
-revision first; without it only live changes are sent), ``token``.
+revision first; without it only live changes are sent), ``holding`` (ids of tasks
+the client already shows: those that no longer match are sent as leaves), ``token``.
 
 server → client
     ``{"type": "replay", "rev", "task"}`` — a task changed after ``since`` (from MongoDB);
     ``{"type": "synced", "rev"}`` — the replay is complete, live changes follow;
     ``{"type": "change", "rev", "task"}`` — a live change;
+    ``{"type": "leave", "rev", "task"}`` — a task the client was sent (or holds) no longer
+    matches its filter (``task`` is its new state);
     ``{"type": "subscribed", "filters", "since"}``, ``{"type": "heartbeat", "rev", "time"}``,
     ``{"type": "resync", "reason"}`` (the client was too slow; the socket closes; reconnect
     with ``since`` = the last revision received), and errors, envelope-shaped:
@@ -30,6 +33,7 @@ See :mod:`controlplane.feedhub` for the resume guarantee.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -46,7 +50,7 @@ from pymongo.errors import PyMongoError
 from controlplane import documents
 from controlplane.config import Config
 from controlplane.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
-from controlplane.feedhub import FeedClient, FeedFilter, FeedHub, change_message
+from controlplane.feedhub import FeedClient, FeedFilter, FeedHub, change_message, parse_holding
 from controlplane.handlers.base import status_error
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         self.principal: Any = None
         self.pump: asyncio.Task[None] | None = None
         self.since: int | None = None
+        self.holding: frozenset[str] = frozenset()
         self.filter = FeedFilter()
         self.auth_timer: Any = None
 
@@ -195,7 +200,8 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
                 if len(raw.get(key, [])) > 1:
                     raise InvalidParam(key, "must be given once")
             self.since = parse_since(raw["since"][0]) if raw.get("since") else None
-            self.filter = FeedFilter.parse({k: v for k, v in raw.items() if k != "since"}, self.task_types)
+            self.holding = parse_holding(raw["holding"]) if raw.get("holding") else frozenset()
+            self.filter = FeedFilter.parse(raw, self.task_types)
         except ApiError as exc:
             self.write_message(error_frame(exc))
             self.close(CLOSE_BAD_REQUEST, "bad request")
@@ -209,7 +215,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
                 loop = asyncio.get_running_loop()
                 self.auth_timer = loop.call_later(self.config.feed.auth_timeout, self._auth_expired)
                 return
-        self._start(self.since)
+        self._start(self.since, self.holding)
 
     def _auth_expired(self) -> None:
         if self.principal is None:
@@ -224,7 +230,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
 
     # -- the stream ------------------------------------------------------------------
 
-    def _start(self, since: int | None) -> None:
+    def _start(self, since: int | None, holding: frozenset[str] = frozenset()) -> None:
         hub = self.hub
         assert hub is not None
         if self.client is None:
@@ -232,9 +238,9 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         self.client.filter = self.filter
         if self.pump is not None:
             self.pump.cancel()
-        self.pump = asyncio.ensure_future(self._run(since))
+        self.pump = asyncio.ensure_future(self._run(since, holding))
 
-    async def _run(self, since: int | None) -> None:
+    async def _run(self, since: int | None, holding: frozenset[str]) -> None:
         hub, client = self.hub, self.client
         assert hub is not None and client is not None
         try:
@@ -244,12 +250,20 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
                 except TimeoutError:
                     self._fail(ServiceUnavailable("feed", "the feed bus is unreachable"), CLOSE_UNAVAILABLE)
                     return
-            seam = hub.begin(client, since)
+            seam = hub.begin(client, since, holding)
             flt = client.filter
             try:
+                # Leaves of held tasks go out among the replayed changes, in revision order.
+                leaves = collections.deque(await hub.departed(seam, client))
                 async for docs in hub.replay(seam, flt):
                     for doc in docs:
+                        while leaves and int(leaves[0]["rev"]) < int(doc["rev"]):
+                            await self.write_message(
+                                change_message("leave", documents.detail(leaves.popleft()))
+                            )
                         await self.write_message(change_message("replay", documents.detail(doc)))
+                for doc in leaves:
+                    await self.write_message(change_message("leave", documents.detail(doc)))
             except OverflowError:
                 self._overflow(client, "more changes since that revision than feed.max_replay")
                 return
@@ -330,14 +344,17 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         self.write_message(json.dumps({"type": "authenticated"}))
-        self._start(self.since)
+        self._start(self.since, self.holding)
 
     def _subscribe(self, body: dict[str, Any]) -> None:
-        unknown = sorted(set(body) - {"action", "since", "celery_id", "task_type", "status"})
+        unknown = sorted(set(body) - {"action", "since", "holding", "celery_id", "task_type", "status"})
         if unknown:
-            raise InvalidParam(unknown[0][:64], "unknown field; valid: celery_id, task_type, status, since")
+            raise InvalidParam(
+                unknown[0][:64], "unknown field; valid: celery_id, task_type, status, since, holding"
+            )
         flt = FeedFilter.parse(body, self.task_types)
         since = parse_since(body["since"]) if body.get("since") is not None else None
+        holding = parse_holding(body["holding"]) if body.get("holding") else frozenset()
         self.filter = flt
         if self.client is not None:
             self.client.filter = flt
@@ -346,8 +363,8 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
                 {"type": "subscribed", "filters": flt.as_dict(), "since": since}, separators=(",", ":")
             )
         )
-        if since is not None or self.client is None:
-            self._start(since)
+        if since is not None or holding or self.client is None:
+            self._start(since, holding)
 
     def on_close(self) -> None:
         if self.auth_timer is not None:

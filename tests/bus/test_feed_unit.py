@@ -4,6 +4,7 @@ and the ordering gate against the real Redis and MongoDB-wire server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ import redis
 from controlplane.bus.feed import FeedPublisher, channel_name, decode
 from controlplane.config import Config, MongoConfig, load_config
 from controlplane.errors import InvalidParam
-from controlplane.feedhub import Entry, FeedClient, FeedFilter, FeedHub, Seam
+from controlplane.feedhub import MAX_HOLDING, Entry, FeedClient, FeedFilter, FeedHub, Seam, parse_holding
 from controlplane.lookups import LookupCache
 from controlplane.store import TaskStore, new_task_document
 from tests.conftest import fresh_redis_url
@@ -188,6 +189,98 @@ def test_hub_encodes_a_change_once_and_only_for_clients_that_want_it(monkeypatch
         assert hub.high == 3 and hub.dispatched == 3
 
     asyncio.run(run())
+
+
+# -- leaving a filter --------------------------------------------------------------------
+
+
+def kinds(client: FeedClient) -> list[tuple[str, int, str]]:
+    """(message type, rev, status) of everything due to the client."""
+    out = []
+    for entry in client.take():
+        msg = json.loads(entry.text)
+        out.append((msg["type"], msg["rev"], msg["task"]["status"]))
+    return out
+
+
+def test_a_task_leaving_a_filter_is_announced_to_the_clients_it_was_sent_to() -> None:
+    async def run() -> None:
+        hub = FeedHub(store=None, client_queue=100)
+        await hub.on_connect(0)
+        running = hub.register(FeedFilter(status=frozenset({"STARTED"})), lambda c: None)
+        done = hub.register(FeedFilter(status=frozenset({"SUCCESS"})), lambda c: None)
+        everything = hub.register(FeedFilter(), lambda c: None)
+        scans = hub.register(FeedFilter(task_type=frozenset({"domain_task"})), lambda c: None)
+        for client in (running, done, everything, scans):
+            hub.begin(client, None)
+        hub.on_docs([doc("a", 1, "PENDING")])
+        hub.on_docs([doc("a", 2, "STARTED")])
+        hub.on_docs([doc("a", 3, "SUCCESS")])
+        hub.on_docs([doc("a", 4, "FAILURE")])  # a later, winning terminal event
+        hub.on_docs([doc("a", 5, "FAILURE")])
+        assert kinds(running) == [("change", 2, "STARTED"), ("leave", 3, "SUCCESS")]
+        assert kinds(done) == [("change", 3, "SUCCESS"), ("leave", 4, "FAILURE")]
+        assert [k for k, _, _ in kinds(everything)] == ["change"] * 5, "an unfiltered client never leaves"
+        assert kinds(scans) == [], "never sent the task: nothing to leave"
+        assert hub.shown == {}, "no filtered client holds the task any more"
+
+    asyncio.run(run())
+
+
+def test_the_memory_of_what_filtered_clients_were_sent_is_bounded() -> None:
+    async def run() -> None:
+        hub = FeedHub(store=None, client_queue=100, leave_tracking=2)
+        await hub.on_connect(0)
+        running = hub.register(FeedFilter(status=frozenset({"STARTED"})), lambda c: None)
+        hub.begin(running, None)
+        hub.on_docs([doc("a", 1, "STARTED"), doc("b", 2, "STARTED"), doc("c", 3, "STARTED")])
+        assert list(hub.shown) == ["b", "c"], "the least recently changed is forgotten"
+        hub.on_docs([doc("b", 4, "STARTED")])  # b changes again: now the most recent
+        hub.on_docs([doc("a", 5, "SUCCESS"), doc("b", 6, "SUCCESS"), doc("c", 7, "SUCCESS")])
+        leaves = [r for k, r, _ in kinds(running) if k == "leave"]
+        assert leaves == [6, 7], "a was forgotten: its end (rev 5) is not a leave"
+
+        off = FeedHub(store=None, client_queue=100, leave_tracking=0)
+        await off.on_connect(0)
+        watcher = off.register(FeedFilter(status=frozenset({"STARTED"})), lambda c: None)
+        off.begin(watcher, None)
+        off.on_docs([doc("a", 1, "STARTED"), doc("a", 2, "SUCCESS")])
+        assert kinds(watcher) == [("change", 1, "STARTED")] and off.shown == {}
+
+    asyncio.run(run())
+
+
+def test_a_held_task_that_stops_matching_is_a_leave_even_if_this_process_never_sent_it() -> None:
+    async def run() -> None:
+        hub = FeedHub(store=None, client_queue=100)
+        await hub.on_connect(0)
+        client = hub.register(FeedFilter(status=frozenset({"STARTED"})), lambda c: None)
+        hub.begin(client, None, holding={"x", "y"})
+        hub.on_docs([doc("x", 1, "SUCCESS")])
+        hub.on_docs([doc("x", 2, "FAILURE")])  # told once; no longer held
+        hub.on_docs([doc("y", 3, "STARTED")])  # still matches: a change, and tracked from now on
+        hub.on_docs([doc("y", 4, "SUCCESS")])
+        assert kinds(client) == [("leave", 1, "SUCCESS"), ("change", 3, "STARTED"), ("leave", 4, "SUCCESS")]
+        assert client.holding == set()
+
+    asyncio.run(run())
+
+
+def test_take_drops_a_leave_of_a_task_the_current_filter_matches() -> None:
+    client = FeedClient(FeedFilter(status=frozenset({"STARTED"})), 10, lambda c: None)
+    client.offer(Entry(1, doc(rev=1, status="SUCCESS"), "left", leave=True))
+    client.offer(Entry(2, doc("b", rev=2, status="FAILURE"), "left too", leave=True))
+    client.filter = FeedFilter(status=frozenset({"STARTED", "SUCCESS"}))
+    assert [e.text for e in client.take()] == ["left too"]
+
+
+def test_holding_takes_strings_or_lists_and_names_the_field_when_bad() -> None:
+    assert parse_holding(["a,b", " c "]) == {"a", "b", "c"}
+    assert parse_holding("a") == {"a"}
+    for bad in ([1], {"$in": ["a"]}, "x" * 300, [str(i) for i in range(MAX_HOLDING + 1)]):
+        with pytest.raises(InvalidParam) as err:
+            parse_holding(bad)
+        assert err.value.field == "holding"
 
 
 # -- the ordering gate (real Redis, real MongoDB-wire server) ----------------------------------
