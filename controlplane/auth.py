@@ -155,7 +155,8 @@ class Authenticator:
                 raise ValueError(f"token {entry.name!r}: role must be one of {', '.join(ROLES)}")
             iterations, salt, digest = _parse_hash(entry.hash)
             if salt in self._by_salt:
-                raise ValueError(f"token {entry.name!r}: the same token is configured twice")
+                first = self._by_salt[salt].principal.name
+                raise ValueError(f"token {entry.name!r}: the same token as {first!r} is configured twice")
             self._by_salt[salt] = _Stored(Principal(entry.name or "unnamed", entry.role), iterations, digest)
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
@@ -173,13 +174,18 @@ class Authenticator:
         if not config.auth.enabled:
             return cls.disabled()
         path = token_file_path(config)
-        entries: list[TokenEntry | Mapping[str, Any]] = list(config.auth.tokens)
-        entries.extend(read_token_file(path))
+        in_file = read_token_file(path)
         try:
-            return cls(entries)
+            return cls([*config.auth.tokens, *in_file])
         except (ValueError, TypeError) as exc:
-            # An entry edited by hand (auth.tokens entries were checked when the config loaded).
-            raise ConfigError(f"token file {path}: {' '.join(str(exc).split())}") from None
+            # auth.tokens was checked when the config loaded: the file has an entry edited by
+            # hand, or one repeating a token of auth.tokens.
+            try:
+                cls(in_file)
+                where = f"token file {path} and auth.tokens"
+            except (ValueError, TypeError):
+                where = f"token file {path}"
+            raise ConfigError(f"{where}: {' '.join(str(exc).split())}") from None
 
     def __len__(self) -> int:
         return len(self._by_salt)

@@ -430,6 +430,27 @@ def test_bad_token_entries_are_config_errors(tmp_path: Path) -> None:
             load_config(path, env={})
 
 
+def test_a_token_configured_twice_names_both_entries_and_where_they_are(tmp_path: Path) -> None:
+    token = new_token()
+    in_config = token_entry("ci", "operator", token)
+    file = tmp_path / "tokens.yaml"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path), "auth": {"tokens": [in_config]}}))
+    file.write_text(yaml.safe_dump({"tokens": [token_entry("again", "viewer", token)]}))
+    with pytest.raises(ConfigError) as err:
+        Authenticator.from_config(load_config(path, env={}))
+    assert str(err.value) == (
+        f"token file {file} and auth.tokens: token 'again': the same token as 'ci' is configured twice"
+    )
+    file.write_text(
+        yaml.safe_dump({"tokens": [token_entry("a", "viewer", token), token_entry("b", "viewer", token)]})
+    )
+    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path)}))
+    with pytest.raises(ConfigError) as err:
+        Authenticator.from_config(load_config(path, env={}))
+    assert str(err.value) == f"token file {file}: token 'b': the same token as 'a' is configured twice"
+
+
 def test_token_create_prints_token_once_and_a_working_entry(tmp_path: Path) -> None:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}))
