@@ -1,13 +1,17 @@
 """Packaging for the reconnaissance task control plane."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="controlplane",
     version="0.1.0",
     description="A durable, secure control plane for Celery reconnaissance tasks (ARL-compatible API).",
     python_requires=">=3.11",
-    packages=find_packages(include=["controlplane", "controlplane.*", "workers", "workers.*"]),
+    # Namespace discovery: the data folders (static pages, wordlists, PoCs) are packages too,
+    # so setuptools ships them without warning that they "would be ignored".
+    packages=find_namespace_packages(
+        include=["controlplane", "controlplane.*", "workers", "workers.*"], exclude=["*.__pycache__"]
+    ),
     include_package_data=True,
     package_data={"workers": ["data/*", "data/**/*"], "controlplane": ["static/*", "static/**/*"]},
     install_requires=[
