@@ -316,7 +316,7 @@ class FeedHub:
         """
         if not client.holding:
             return []
-        found = await self.store.get_many(sorted(client.holding))
+        found = await self.store.get_many(sorted(client.holding), older=False)
         gone = [
             d for d in found.values() if int(d.get("rev") or 0) <= seam.high and not client.filter.matches(d)
         ]

@@ -568,13 +568,16 @@ class AsyncTaskStore:
             return await self.tasks.find_one({"_id": ObjectId(reference)}, {"_m": 0, "data": 0})
         return await self.get(reference)
 
-    async def get_many(self, celery_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Documents by celery_id (missing ids are absent from the result)."""
-        # By derived ``_id`` (the embedded server scans the collection for ``$in`` on other fields),
-        # then one indexed lookup each for any not found that way (older documents).
+    async def get_many(self, celery_ids: list[str], older: bool = True) -> dict[str, dict[str, Any]]:
+        """Documents by celery_id (missing ids are absent from the result).
+
+        One query by derived ``_id`` (the embedded server scans the collection for ``$in``
+        on other fields); then, with ``older``, one indexed lookup for each id not found
+        that way (documents written with another ``_id``) — not for ids a client made up.
+        """
         cursor = self.tasks.find({"_id": {"$in": [task_oid(c) for c in celery_ids]}}, {"_m": 0, "data": 0})
         found = {d["celery_id"]: d async for d in cursor}
-        missing = [cid for cid in celery_ids if cid not in found]
+        missing = [cid for cid in celery_ids if cid not in found] if older else []
         docs = await asyncio.gather(
             *(self.tasks.find_one({"celery_id": cid}, {"_m": 0, "data": 0}) for cid in missing)
         )

@@ -225,3 +225,30 @@ def test_received_by_lists_a_workers_received_but_unstarted_tasks(mongo_config: 
         assert store.received_by("api@h") == [], "sent, never received"
     finally:
         store.close()
+
+
+def test_get_many_looks_for_older_documents_only_when_asked(mongo_config: MongoConfig) -> None:
+    store = TaskStore(mongo_config)
+    try:
+        store.ensure_indexes()
+        derived, older = str(uuid.uuid4()), str(uuid.uuid4())
+        docs = [
+            new_task_document(celery_id=c, task_type="ip_task", data={"name": c}, created_time=1.0, rev=i)
+            for i, c in enumerate((derived, older), 1)
+        ]
+        docs[1]["_id"] = ObjectId()  # written with another _id (an older version)
+        store.tasks.insert_many(docs)
+
+        async def run() -> tuple[set[str], set[str]]:
+            api = AsyncTaskStore(mongo_config)
+            try:
+                asked = [derived, older, "made-up"]
+                return set(await api.get_many(asked)), set(await api.get_many(asked, older=False))
+            finally:
+                await api.close()
+
+        every, by_id = asyncio.run(run())
+        assert every == {derived, older}
+        assert by_id == {derived}, "one query by derived _id, none per unknown id"
+    finally:
+        store.close()
