@@ -452,16 +452,25 @@ class TaskStore:
         )
         return [d for d in found if d.get("received_time") is None]
 
-    def received_by(self, host: str, before: float | None = None) -> list[str]:
-        """celery_ids of PENDING tasks that worker ``host`` received (before ``before``) but did not start."""
+    def received_by(self, hosts: Mapping[str, float | None]) -> list[str]:
+        """celery_ids of PENDING tasks a worker of ``hosts`` received but did not start.
+
+        ``hosts``: hostname → only what it received before that time (None: all).  One
+        query for every host (reserved tasks are few; queued ones have no ``received_time``).
+        """
         found = self._match(
-            {"status": PENDING, "worker": host}, {"celery_id": 1, "received_time": 1}, limit=100_000
+            {"status": PENDING, "received_time": {"$gt": 0}},
+            {"celery_id": 1, "worker": 1, "received_time": 1},
+            limit=100_000,
         )
-        return [
-            d["celery_id"]
-            for d in found
-            if d.get("received_time") is not None and (before is None or d["received_time"] < before)
-        ]
+        out = []
+        for d in found:
+            host = d.get("worker")
+            if isinstance(host, str) and host in hosts:
+                before = hosts[host]
+                if before is None or d["received_time"] < before:
+                    out.append(d["celery_id"])
+        return out
 
     def started_on_any(self) -> list[dict[str, Any]]:
         """Every task currently STARTED, with the worker running it."""

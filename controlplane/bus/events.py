@@ -559,7 +559,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         hosts = self.workers.to_release(now)
         if not lost and not hosts:
             return
-        held = [cid for host, before in hosts.items() for cid in self.store.received_by(host, before)]
+        held = self.store.received_by(hosts) if hosts else []
         try:
             redeliverer.give_back(lost + held)
         except BROKER_ERRORS as exc:
