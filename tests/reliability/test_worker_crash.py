@@ -45,6 +45,18 @@ def spawn_and_wait(stack: Stack, pidfile: Path, seconds: float = 120) -> tuple[s
     return cid, child, pool
 
 
+def reserved_task(stack: Stack) -> str:
+    """A task the worker received but did not start (every pool process of it busy): its message
+    is reserved, waiting in the worker."""
+    cid = stack.create("noop_task", {"name": "reserved"})
+    wait_for(
+        lambda: (stack.db.tasks.find_one({"celery_id": cid}) or {}).get("received_time"),
+        what="a task received (reserved) by the busy worker",
+    )
+    assert stack.detail(cid)["status"] == "PENDING"
+    return cid
+
+
 def test_worker_kill9_fails_its_task_with_a_reason(
     tmp_path: Path, own_redis: Server, mongo_server: str, record: Any
 ) -> None:
@@ -147,13 +159,7 @@ def test_worker_kill9_redis_gives_back_its_reserved_and_acks_late_messages(
         stack.wait_status(late, "STARTED")
         early = stack.create("busy_task", {"name": "busy", "seconds": 120})
         stack.wait_status(early, "STARTED")
-        # Both pool processes are busy; the worker reserves the next message without starting it.
-        waiting = stack.create("noop_task", {"name": "reserved"})
-        wait_for(
-            lambda: (stack.db.tasks.find_one({"celery_id": waiting}) or {}).get("received_time"),
-            what="the third task received (reserved) by the busy worker",
-        )
-        assert stack.detail(waiting)["status"] == "PENDING"
+        waiting = reserved_task(stack)  # both pool processes are busy
         stack.kill_part("worker0")
         killed = time.monotonic()
         stack.start_worker(1)
@@ -194,11 +200,7 @@ def test_worker_kill9_and_restart_redis_gives_back_what_the_old_process_reserved
         stack.start()
         running = stack.create("busy_task", {"name": "busy", "seconds": 120})
         stack.wait_status(running, "STARTED")
-        waiting = stack.create("noop_task", {"name": "reserved"})
-        wait_for(
-            lambda: (stack.db.tasks.find_one({"celery_id": waiting}) or {}).get("received_time"),
-            what="the second task received (reserved) by the busy worker",
-        )
+        waiting = reserved_task(stack)
         stack.kill_part("worker0")
         killed = time.monotonic()
         stack.start_worker(0)  # the same hostname, a new process
