@@ -58,6 +58,7 @@ import collections
 import json
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,8 @@ FILTER_KEYS = ("celery_id", "task_type", "status")
 MAX_FILTER_VALUES = 100
 #: At most this many task ids in ``holding``.
 MAX_HOLDING = 1000
+# What a change is for a client (see FeedHub._offer).
+CHANGE, LEAVE = 1, 2
 MAX_VALUE_LENGTH = 256
 
 
@@ -146,7 +149,17 @@ class FeedFilter:
                 if bad:
                     raise InvalidParam(key, f"unknown task type {bad[0][:64]!r}")
             found[key] = frozenset(values)
-        return cls(**found)
+        return cls.shared(**found)
+
+    @classmethod
+    def shared(cls, **values: frozenset[str]) -> FeedFilter:
+        """The one instance of this filter in the process (equal filters are the same object, so
+        the hub judges a change once per distinct filter, by identity)."""
+        flt = cls(**values)
+        return _FILTERS.setdefault(flt, flt)
+
+
+_FILTERS: weakref.WeakValueDictionary[FeedFilter, FeedFilter] = weakref.WeakValueDictionary()
 
 
 def parse_holding(value: Any) -> frozenset[str]:
@@ -375,26 +388,35 @@ class FeedHub:
         self._samples.append((time.monotonic(), self.high))
 
     def _offer(self, rev: int, doc: Mapping[str, Any]) -> None:
-        """Queue one change for every client it matches, and a leave for every client it left."""
+        """Queue one change for every client it matches, and a leave for every client it left.
+
+        Clients mostly share a few filters (one object each, see :meth:`FeedFilter.shared`):
+        each is judged once per change.
+        """
         cid = doc.get("celery_id")
         before = self.shown.pop(cid, None) if isinstance(cid, str) else None
         was = {"celery_id": cid, "status": before[0], "task_type": before[1]} if before else None
         change = leave = None  # each encoded once, and only if a client wants it
-        shown = False
+        verdicts: dict[int, int] = {}  # id of a filter → CHANGE, LEAVE or 0
+        narrowing = False
         for client in list(self.clients):
             flt = client.filter
-            if flt.matches(doc):
+            verdict = verdicts.get(id(flt))
+            if verdict is None:
+                verdict = CHANGE if flt.matches(doc) else LEAVE if was and flt.matches(was) else 0
+                verdicts[id(flt)] = verdict
+                narrowing = narrowing or (verdict == CHANGE and flt.narrows)
+            if verdict == CHANGE:
                 change = change or Entry(rev, doc, change_message("change", doc))
                 client.offer(change)
-                shown = shown or flt.narrows
-            elif (was is not None and flt.matches(was)) or (client.holding and cid in client.holding):
+            elif verdict == LEAVE or (client.holding and cid in client.holding):
                 leave = leave or Entry(rev, doc, change_message("leave", doc), leave=True)
                 client.offer(leave)
             else:
                 continue
             if client.holding:
                 client.holding.discard(cid)  # type: ignore[arg-type]
-        if shown and isinstance(cid, str) and self.leave_tracking > 0:
+        if narrowing and isinstance(cid, str) and self.leave_tracking > 0:
             self.shown[cid] = (doc.get("status"), doc.get("task_type"))
             if len(self.shown) > self.leave_tracking:
                 del self.shown[next(iter(self.shown))]

@@ -274,6 +274,35 @@ def test_take_drops_a_leave_of_a_task_the_current_filter_matches() -> None:
     assert [e.text for e in client.take()] == ["left too"]
 
 
+def test_equal_filters_are_one_object_judged_once_per_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    a = FeedFilter.parse({"status": "STARTED,SUCCESS"}, TYPES)
+    assert a is FeedFilter.parse({"status": ["SUCCESS", "STARTED"]}, TYPES)
+    assert a is not FeedFilter.parse({"status": "STARTED"}, TYPES)
+    judged: list[str] = []
+    real = FeedFilter.matches
+
+    def counting(self: FeedFilter, d: Any) -> bool:
+        judged.append(d["celery_id"])
+        return real(self, d)
+
+    monkeypatch.setattr(FeedFilter, "matches", counting)
+
+    async def run() -> None:
+        hub = FeedHub(store=None, client_queue=100)
+        await hub.on_connect(0)
+        same = [
+            hub.register(FeedFilter.parse({"status": "STARTED"}, TYPES), lambda c: None) for _ in range(50)
+        ]
+        other = hub.register(FeedFilter.parse({"task_type": "domain_task"}, TYPES), lambda c: None)
+        for client in [*same, other]:
+            hub.begin(client, None)
+        hub.on_docs([doc("a", 1, "STARTED")])
+        assert len(judged) == 2, "one judgement per distinct filter, not per client"
+        assert all(len(c.take()) == 1 for c in same) and other.take() == []
+
+    asyncio.run(run())
+
+
 def test_holding_takes_strings_or_lists_and_names_the_field_when_bad() -> None:
     assert parse_holding(["a,b", " c "]) == {"a", "b", "c"}
     assert parse_holding("a") == {"a"}
