@@ -290,7 +290,29 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "taskFeed",
                 "summary": "WebSocket feed of task changes (viewer); token in a header or ?token=",
+                "description": (
+                    "Server messages (JSON): replay, synced, change, leave (a task the client was "
+                    "sent or holds no longer matches its filter), heartbeat, subscribed, resync, "
+                    "pong, error. Client messages: auth, subscribe (filters, since, holding), ping."
+                ),
                 "x-websocket": True,
+                "parameters": [
+                    _query("celery_id", {"type": "string"}, "only these tasks (comma-separated)"),
+                    _query("task_type", task_type, "only these task types (comma-separated)"),
+                    _query("status", {"type": "string"}, "only tasks in these statuses (comma-separated)"),
+                    _query(
+                        "since",
+                        {"type": "integer", "minimum": 0},
+                        "replay every matching task changed after this revision first",
+                    ),
+                    _query(
+                        "holding",
+                        {"type": "string"},
+                        "ids of tasks the client shows (comma-separated, up to 1000): those no "
+                        "longer matching are sent as leave",
+                    ),
+                    _query("token", {"type": "string"}, "the API token, for browsers"),
+                ],
                 "responses": {"101": {"description": "switching to the WebSocket protocol"}, **_errors()},
             }
         },
