@@ -554,7 +554,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         but not started.  See :meth:`Redeliverer.give_back`.
         """
         redeliverer = self.reconciler.redeliverer if self.reconciler is not None else None
-        if redeliverer is None or not redeliverer.enabled():
+        if redeliverer is None or not redeliverer.on_redis:
             return
         hosts = self.workers.to_release(now)
         if not lost and not hosts:

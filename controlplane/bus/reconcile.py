@@ -19,6 +19,7 @@ from typing import Any
 
 from celery import Celery
 
+from controlplane.bus.control import BROKER_ERRORS
 from controlplane.bus.redelivery import Redeliverer
 from controlplane.store import TaskStore
 
@@ -114,6 +115,11 @@ class Reconciler:
     def run_once(self, now: float | None = None) -> list[dict[str, Any]]:
         """One pass over every non-terminal task; returns the documents it changed."""
         now = time.time() if now is None else now
+        if self.redeliverer is not None:
+            try:
+                self.redeliverer.run_once(now)
+            except BROKER_ERRORS as exc:
+                log.warning("redelivery check skipped, broker unavailable: %s", exc)
         if not self.app.conf.result_backend:
             return []
         changed: list[dict[str, Any]] = []
@@ -131,6 +137,4 @@ class Reconciler:
                 changed.extend(self.store.apply_events(events))
         if changed:
             log.info("reconciled %d task(s) from the result backend", len(changed))
-        if self.redeliverer is not None:
-            self.redeliverer.run_once(now)
         return changed

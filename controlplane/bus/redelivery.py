@@ -1,4 +1,4 @@
-"""Resend tasks whose message a Redis broker lost in transit.
+"""Resend tasks whose message never reached a worker: lost by a Redis broker, or never sent.
 
 kombu's Redis transport pops a message (``BRPOP``) and only then records it as
 unacknowledged; a connection that breaks in between (a Redis restart under
@@ -21,8 +21,18 @@ restores the messages of the tasks that worker held, at once.  That is what the
 broker would do after the timeout, and what RabbitMQ does when the worker's
 connection drops.
 
-Only the Redis transport needs this: RabbitMQ redelivers unacknowledged
-messages itself.
+On RabbitMQ the broker keeps what it accepted, but a message can still be
+missing: an API process killed between storing a task and publishing its
+message leaves a PENDING task with nothing in any queue (on Redis the search
+above finds that too).  RabbitMQ queues cannot be searched, so there a task is
+lost when, on two passes at least :data:`CONFIRM_AFTER` seconds apart, it was
+still unreceived while its queue held no ready message and the events queue
+none either (no worker can hold the message: a worker that receives one says
+so with an event, and events wait in the durable events queue until written).
+A task queued behind others is left alone until its queue drains.
+
+Giving back a dead worker's reserved messages is for Redis only: RabbitMQ
+redelivers unacknowledged messages itself when the worker's connection drops.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from controlplane.tasktypes import Registry
 log = logging.getLogger(__name__)
 
 MAX_RESENDS = 3
+#: RabbitMQ: seconds between the two passes that must both find a task's queue empty.
+CONFIRM_AFTER = 5.0
 #: Queues longer than this are not searched (their tasks are presumably just waiting).
 MAX_SEARCH = 20_000
 
@@ -63,17 +75,29 @@ def _message_id(raw: Any) -> str | None:
 
 
 class Redeliverer:
-    """Finds PENDING tasks whose message is nowhere in a Redis broker, and publishes them again."""
+    """Finds PENDING tasks whose message is nowhere in the broker, and publishes them again."""
 
     def __init__(self, app: Celery, store: TaskStore, config: Config) -> None:
         self.app = app
         self.store = store
         self.config = config
         self.registry = Registry.from_config(config)
+        # RabbitMQ: celery_id → when its queue was first seen empty while it was unreceived.
+        self._suspects: dict[str, float] = {}
+
+    @property
+    def on_redis(self) -> bool:
+        """Whether the broker is Redis (searchable; reserved messages in the unacked hash)."""
+        return self.config.broker.url.startswith(("redis://", "rediss://", "redis+socket://"))
+
+    @property
+    def on_amqp(self) -> bool:
+        """Whether the broker speaks AMQP (RabbitMQ)."""
+        return self.config.broker.url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
     def enabled(self) -> bool:
-        """Only for a Redis broker."""
-        return self.config.broker.url.startswith(("redis://", "rediss://", "redis+socket://"))
+        """For a Redis or an AMQP broker."""
+        return self.on_redis or self.on_amqp
 
     def run_once(self, now: float | None = None) -> list[str]:
         """One pass; returns the celery_ids it published again."""
@@ -82,11 +106,18 @@ class Redeliverer:
         now = time.time() if now is None else now
         candidates = self.store.unreceived(older_than=now - self.config.events.lost_after)
         if not candidates:
+            self._suspects = {}
             return []
         with self.app.connection_for_write() as conn:
-            channel = conn.default_channel
-            present = self._present(channel, {self._queue(t) for t in candidates})
-        lost = [t for t in candidates if t["celery_id"] not in present and self._queue(t) in present.searched]
+            if self.on_redis:
+                present = self._present(conn.default_channel, {self._queue(t) for t in candidates})
+                lost = [
+                    t
+                    for t in candidates
+                    if t["celery_id"] not in present and self._queue(t) in present.searched
+                ]
+            else:
+                lost = self._confirmed_lost(conn, candidates, now)
         if not lost:
             return []
         backend = self._with_backend_entry([t["celery_id"] for t in lost])
@@ -97,6 +128,39 @@ class Redeliverer:
             resent.append(self._resend(task, now))
         return [cid for cid in resent if cid]
 
+    def _confirmed_lost(
+        self, conn: Any, candidates: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any]]:
+        """RabbitMQ: the candidates whose queue was empty now and on a pass ``CONFIRM_AFTER`` or more ago."""
+        empty = self._empty_queues(conn, {self._queue(t) for t in candidates})
+        if empty is None:  # task events wait to be consumed: nothing can be concluded yet
+            self._suspects = {}
+            return []
+        self._suspects = {
+            t["celery_id"]: self._suspects.get(t["celery_id"], now)
+            for t in candidates
+            if self._queue(t) in empty
+        }
+        return [t for t in candidates if now - self._suspects.get(t["celery_id"], now) >= CONFIRM_AFTER]
+
+    def _empty_queues(self, conn: Any, queues: Iterable[str]) -> set[str] | None:
+        """Which of ``queues`` hold no ready message (or do not exist); None while task events wait."""
+        empty = set()
+        for name in [self.config.events.queue, *sorted(queues)]:
+            channel = conn.channel()
+            try:
+                ready = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except conn.channel_errors:
+                ready = 0  # no such queue (the failed declare closed the channel)
+            else:
+                channel.close()
+            if name == self.config.events.queue:
+                if ready:
+                    return None
+            elif not ready:
+                empty.add(name)
+        return empty
+
     def give_back(self, celery_ids: Iterable[str]) -> list[str]:
         """Put these tasks' reserved messages back on their queues; returns the ids given back.
 
@@ -105,7 +169,7 @@ class Redeliverer:
         (acknowledged at start, or already back) is skipped.
         """
         wanted = set(celery_ids)
-        if not wanted or not self.enabled():
+        if not wanted or not self.on_redis:
             return []
         restored = []
         with self.app.connection_for_write() as conn:

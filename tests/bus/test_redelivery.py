@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
-from controlplane.bus.redelivery import Redeliverer, _message_id
-from controlplane.store import TaskStore
-from tests.conftest import in_process_config, make_stack
+from controlplane.bus.redelivery import CONFIRM_AFTER, Redeliverer, _message_id
+from controlplane.config import MongoConfig
+from controlplane.store import TaskStore, new_task_document
+from tests.conftest import in_process_config, make_stack, require_rabbitmq
 from tests.stack import Stack, wait_for
 from workers.app import make_celery
 
@@ -112,3 +115,74 @@ def test_give_back_restores_only_the_named_reserved_messages(mongo_server: str) 
     assert back["headers"]["redelivered"] is True and back["headers"]["task"] == "controlplane.sleep_task"
     client.close()
     app.close()
+
+
+def test_rabbitmq_a_task_whose_message_was_never_published_is_sent_once_its_queue_drains(
+    tmp_path: Path, mongo_server: str
+) -> None:
+    """An API process killed between storing a task and publishing its message (simulated: the
+    document is written as the API writes it, no message is sent).  RabbitMQ cannot be searched,
+    so the task is resent only once its queue has been seen empty on two passes."""
+    stack = Stack(
+        tmp_path / "stack",
+        require_rabbitmq(),
+        mongo_server,
+        extra_config={"events": {"lost_after": 1.0, "reconcile_interval": 0.5}},
+    )
+    try:
+        stack.start_part("ingest", "ingest")
+        stack.start_api()
+        waiting = stack.create("sleep_task", {"name": "waiting", "seconds": 0})
+        unsent = str(uuid.uuid4())
+        writer = TaskStore(MongoConfig(url=mongo_server, database=stack.database))
+        rev = writer.next_revisions(1)
+        writer.tasks.insert_one(
+            new_task_document(
+                celery_id=unsent,
+                task_type="sleep_task",
+                data={"name": "unsent", "seconds": 0},
+                created_time=time.time(),
+                rev=rev,
+            )
+        )
+        writer.close()
+        # Past lost_after and CONFIRM_AFTER, but the queue still holds a message: nothing is concluded.
+        time.sleep(1.0 + CONFIRM_AFTER + 2.0)
+        assert "published it again" not in stack.log("ingest")
+        assert not stack.db.tasks.find_one({"celery_id": unsent}).get("resent")
+
+        stack.start_worker(0)
+        assert stack.wait_status(waiting, "SUCCESS")["status"] == "SUCCESS"
+        assert stack.wait_status(unsent, "SUCCESS", timeout=40)["status"] == "SUCCESS"
+        assert stack.db.tasks.find_one({"celery_id": unsent})["resent"] == 1
+        assert not stack.db.tasks.find_one({"celery_id": waiting}).get("resent"), (
+            "the queued one was not resent"
+        )
+        assert f"task {unsent}: its message was nowhere in the broker" in stack.log("ingest")
+    finally:
+        stack.close()
+
+
+def test_rabbitmq_queues_count_as_empty_only_while_no_task_event_waits(mongo_server: str) -> None:
+    from kombu import Connection
+
+    config = in_process_config(mongo_server, "emptyq")
+    config.broker.url = require_rabbitmq()
+    config.events.queue = f"cp.events.{uuid.uuid4().hex[:8]}"
+    full, drained, missing = (f"q-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    redeliverer = Redeliverer(make_celery(config), TaskStore(config.mongo), config)
+    with Connection(config.broker.url) as conn:
+        channel = conn.channel()
+        try:
+            for name in (config.events.queue, full, drained):
+                channel.queue_declare(queue=name, auto_delete=False)
+            producer = conn.Producer(channel)
+            producer.publish({}, routing_key=full, exchange="")
+            producer.publish({}, routing_key=config.events.queue, exchange="")
+            assert redeliverer._empty_queues(conn, {full, drained, missing}) is None, "an event waits"
+            assert channel.basic_get(config.events.queue, no_ack=True) is not None
+            assert redeliverer._empty_queues(conn, {full, drained, missing}) == {drained, missing}
+        finally:
+            channel = conn.channel()
+            for name in (config.events.queue, full, drained):
+                channel.queue_delete(name)
