@@ -40,6 +40,8 @@ ROWS: list[tuple[str, str]] = [
     ("test_worker_kill9_and_restart_redis_gives_back_what_the_old_process_reserved", "2"),
     ("test_broker_outage_under_load", "4"),
     ("test_database_outage_under_load", "5"),
+    ("test_api_kill9_redis_leaves_no_stored_task_behind", "—"),
+    ("test_api_kill9_rabbitmq_leaves_no_stored_task_behind", "—"),
     ("test_two_consumers_one_active_standby_takes_over", "6"),
     ("test_hard_time_limit_kills_the_task_and_frees_its_slot", "7"),
     ("test_sigterm_flushes_and_exits_in_bounded_time", "8"),
