@@ -141,6 +141,7 @@ def test_bad_input_gets_an_error_and_the_socket_keeps_working(fstack: Stack) -> 
                 (json.dumps({"action": "subscribe", "task_type": ["no_such_type"]}), "task_type"),
                 (json.dumps({"action": "subscribe", "status": 5}), "status"),
                 (json.dumps({"action": "subscribe", "since": -3}), "since"),
+                (json.dumps({"action": "subscribe", "since": 0, "holding": [1]}), "holding"),
                 (json.dumps({"action": "subscribe", "colour": "red"}), "colour"),
                 (json.dumps({"action": "ping", "pad": "x" * 200_000}), "message"),
                 (b"\xff\xfe binary", "message"),
