@@ -126,20 +126,7 @@ class FeedFilter:
             if value is None:
                 found[key] = frozenset()
                 continue
-            items = value if isinstance(value, list) else [value]
-            values: set[str] = set()
-            for item in items:
-                if not isinstance(item, str):
-                    raise InvalidParam(key, "must be a string or a list of strings")
-                for part in item.split(","):
-                    part = part.strip()
-                    if not part:
-                        continue
-                    if len(part) > MAX_VALUE_LENGTH:
-                        raise InvalidParam(key, "a value is too long")
-                    values.add(part)
-            if len(values) > MAX_FILTER_VALUES:
-                raise InvalidParam(key, f"at most {MAX_FILTER_VALUES} values")
+            values = _strings(key, value, MAX_FILTER_VALUES, ("a value", "values"))
             if key == "status":
                 bad = sorted(values - set(STATUSES))
                 if bad:
@@ -162,22 +149,28 @@ class FeedFilter:
 _FILTERS: weakref.WeakValueDictionary[FeedFilter, FeedFilter] = weakref.WeakValueDictionary()
 
 
-def parse_holding(value: Any) -> frozenset[str]:
-    """The task ids a resuming client holds: a string (comma-separated) or a list of strings."""
+def _strings(field: str, value: Any, limit: int, names: tuple[str, str]) -> frozenset[str]:
+    """A string (comma-separated values allowed) or a list of strings, as a set of at most
+    ``limit`` values; InvalidParam naming ``field`` otherwise (``names``: one value, many)."""
     items = value if isinstance(value, list) else [value]
     found: set[str] = set()
     for item in items:
         if not isinstance(item, str):
-            raise InvalidParam("holding", "must be a string or a list of strings")
+            raise InvalidParam(field, "must be a string or a list of strings")
         for part in item.split(","):
             part = part.strip()
             if len(part) > MAX_VALUE_LENGTH:
-                raise InvalidParam("holding", "a task id is too long")
+                raise InvalidParam(field, f"{names[0]} is too long")
             if part:
                 found.add(part)
-    if len(found) > MAX_HOLDING:
-        raise InvalidParam("holding", f"at most {MAX_HOLDING} task ids")
+    if len(found) > limit:
+        raise InvalidParam(field, f"at most {limit} {names[1]}")
     return frozenset(found)
+
+
+def parse_holding(value: Any) -> frozenset[str]:
+    """The task ids a resuming client holds: a string (comma-separated) or a list of strings."""
+    return _strings("holding", value, MAX_HOLDING, ("a task id", "task ids"))
 
 
 def change_message(kind: str, doc: Mapping[str, Any]) -> str:
