@@ -261,6 +261,12 @@ def statuses(stack: Stack, ids: list[str] | None = None) -> dict[str, str]:
     return {d["celery_id"]: d["status"] for d in stack.db.tasks.find(query, {"celery_id": 1, "status": 1})}
 
 
+def non_terminal(stack: Stack) -> list[tuple[str, str]]:
+    """(celery_id, status) of every stored task not in a terminal status."""
+    docs = stack.db.tasks.find({}, {"celery_id": 1, "status": 1})
+    return [(d["celery_id"], d["status"]) for d in docs if d["status"] not in TERMINAL]
+
+
 def wait_final(stack: Stack, expected: dict[str, str], timeout: float) -> dict[str, str]:
     """Until every expected task is terminal in the store (or the deadline); returns the statuses."""
     seen: dict[str, str] = {}

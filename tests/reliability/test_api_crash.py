@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.merge import TERMINAL
-from tests.reliability.conftest import Server, fast_stack, wait_consuming
+from tests.reliability.conftest import Server, fast_stack, non_terminal, wait_consuming
 from tests.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,12 +66,7 @@ def check_api_crash(stack: Stack, broker: str, record: Any) -> None:
     accepted, failed = crash_under_load(stack)
     killed = time.monotonic()
     assert accepted and failed, "the kill landed while clients were creating tasks"
-
-    def unfinished() -> list[tuple[str, str]]:
-        docs = stack.db.tasks.find({}, {"celery_id": 1, "status": 1})
-        return [(d["celery_id"], d["status"]) for d in docs if d["status"] not in TERMINAL]
-
-    wait_for(lambda: not unfinished(), timeout=90, what="every stored task terminal")
+    wait_for(lambda: not non_terminal(stack), timeout=90, what="every stored task terminal")
     took = time.monotonic() - killed
     docs = list(stack.db.tasks.find({}, {"celery_id": 1, "status": 1, "resent": 1}))
     stored = {d["celery_id"] for d in docs}

@@ -16,8 +16,15 @@ from typing import Any
 
 import pytest
 
-from controlplane.merge import TERMINAL
-from tests.reliability.conftest import TRUTH, Server, fast_stack, lost, wait_consuming, wait_final
+from tests.reliability.conftest import (
+    TRUTH,
+    Server,
+    fast_stack,
+    lost,
+    non_terminal,
+    wait_consuming,
+    wait_final,
+)
 from tests.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -75,14 +82,6 @@ class Load:
             t.join(60)
 
 
-def _every_document_terminal(stack: Stack) -> list[tuple[str, str]]:
-    return [
-        (d["celery_id"], d["status"])
-        for d in stack.db.tasks.find({}, {"celery_id": 1, "status": 1})
-        if d["status"] not in TERMINAL
-    ]
-
-
 def test_broker_outage_under_load(tmp_path: Path, own_redis: Server, mongo_server: str, record: Any) -> None:
     stack = fast_stack(tmp_path / "stack", own_redis.url, mongo_server, events={"reconcile_interval": 5.0})
     try:
@@ -113,7 +112,7 @@ def test_broker_outage_under_load(tmp_path: Path, own_redis: Server, mongo_serve
         seen = wait_final(stack, load.accepted, timeout=120)
         missing = lost(load.accepted, seen)
         assert not missing, f"{len(missing)} task(s) not in their true state, e.g. {missing[:5]}"
-        wait_for(lambda: not _every_document_terminal(stack), timeout=30, what="no task left non-terminal")
+        wait_for(lambda: not non_terminal(stack), timeout=30, what="no task left non-terminal")
         record(
             fault=f"stop the broker (Redis) for {OUTAGE:.0f} s under load, start it again",
             load=f"4 clients creating tasks: {len(load.accepted)} accepted ({before} before the outage)",
@@ -167,7 +166,7 @@ def test_database_outage_under_load(
         assert "events kept" in stack.log("ingest"), (
             "the consumer kept its events while the database was down"
         )
-        wait_for(lambda: not _every_document_terminal(stack), timeout=30, what="no task left non-terminal")
+        wait_for(lambda: not non_terminal(stack), timeout=30, what="no task left non-terminal")
         record(
             fault=f"stop the database server (nx-27017) for {OUTAGE:.0f} s under load, start it again",
             load=f"8 running tasks + 4 clients creating tasks: {len(expected)} accepted",
