@@ -26,7 +26,7 @@ from controlplane.merge import TERMINAL
 from tests.conftest import require_rabbitmq
 from tests.stack import Stack, wait_for
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 
 # The table's rows, in order: (test function name, issue item).
