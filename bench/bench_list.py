@@ -48,8 +48,8 @@ from bench.common import (
     write_result,
 )
 from bench.publisher import FAIL_RATIO, TYPES, Publisher
-from controlplane.merge import fold
-from controlplane.store import _foreign_document
+from controlplane.core.merge import fold
+from controlplane.store.tasks import _foreign_document
 
 OURS_DB, FLOWER_DB = 12, 13
 

@@ -44,7 +44,7 @@ from bench.common import (
     write_result,
 )
 from bench.publisher import Publisher
-from controlplane import embedded
+from controlplane.runtime import embedded
 
 OURS_DB, FLOWER_DB = 14, 15
 EVENTS_PER_TASK = 4

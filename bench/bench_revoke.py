@@ -2,7 +2,7 @@
 and to ``GET`` showing REVOKED, p50/p99 over N runs.
 
 Each run starts a task that spawns a child process and writes "<child pid> <pool process pid>"
-to a file (``workers.testing:spawn``), waits until it runs, sends DELETE and polls ``/proc``
+to a file (``workers.tasks.testing:spawn``), waits until it runs, sends DELETE and polls ``/proc``
 and the detail endpoint.  One prefork worker, concurrency 2, on the embedded store and the
 machine's Redis (database 14).
 

@@ -36,7 +36,7 @@ import redis  # noqa: E402
 import websockets  # noqa: E402
 from celery import Celery  # noqa: E402
 
-from controlplane import embedded  # noqa: E402
+from controlplane.runtime import embedded  # noqa: E402
 from tests.stack import VIEWER_TOKEN, Stack  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/14"

@@ -167,7 +167,7 @@ def run(
     runtime: tuple[float, float] = (0.02, 0.3),
 ) -> None:
     """Publish ``count`` task lifecycles at ``rate`` tasks/s (process entry point)."""
-    from controlplane.embedded import die_with_parent
+    from controlplane.runtime.embedded import die_with_parent
 
     # A benchmark killed outright must not leave its publishers sending heartbeats into
     # the next run (a consumer would take them for the same workers restarting).

@@ -139,7 +139,7 @@ class TokenEntry:
 
 @dataclass
 class AuthConfig:
-    """API authentication (see :mod:`controlplane.auth`); disabling it needs this explicit key."""
+    """API authentication (see :mod:`controlplane.service.auth`); disabling it needs this explicit key."""
 
     enabled: bool = True
     tokens: list[TokenEntry] = field(default_factory=list)
@@ -148,7 +148,7 @@ class AuthConfig:
 
 @dataclass
 class ScopeConfig:
-    """What may be scanned (see :mod:`controlplane.scope`); metadata and link-local are always denied."""
+    """What may be scanned (see :mod:`controlplane.core.scope`); metadata and link-local are always denied."""
 
     allow_private: bool = False
     allow_loopback: bool = False

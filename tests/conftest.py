@@ -21,8 +21,8 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from controlplane import embedded
 from controlplane.config import Config, load_config
+from controlplane.runtime import embedded
 from tests.stack import Stack
 
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL", "redis://127.0.0.1:6379")

@@ -23,8 +23,8 @@ import yaml
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from controlplane import embedded
-from controlplane.auth import token_entry
+from controlplane.runtime import embedded
+from controlplane.service.auth import token_entry
 
 # The stacks' API tokens (hashed into their config with few PBKDF2 iterations, for speed).
 OPERATOR_TOKEN = "cp_00000000000000a1_operator-test-secret-0123456789abcdef"
@@ -40,11 +40,11 @@ TEST_AUTH = {
 TEST_SCOPE = {"allow_private": True, "allow_loopback": True}
 
 TEST_TASKS = {
-    "sleep_task": {"task": "workers.testing:sleep", "label": "Sleep (test)"},
-    "busy_task": {"task": "workers.testing:busy", "label": "Busy (test)"},
-    "fail_task": {"task": "workers.testing:fail", "label": "Fail (test)"},
-    "spawn_task": {"task": "workers.testing:spawn", "label": "Spawn child (test)"},
-    "flaky_task": {"task": "workers.testing:flaky", "label": "Retry then succeed (test)"},
+    "sleep_task": {"task": "workers.tasks.testing:sleep", "label": "Sleep (test)"},
+    "busy_task": {"task": "workers.tasks.testing:busy", "label": "Busy (test)"},
+    "fail_task": {"task": "workers.tasks.testing:fail", "label": "Fail (test)"},
+    "spawn_task": {"task": "workers.tasks.testing:spawn", "label": "Spawn child (test)"},
+    "flaky_task": {"task": "workers.tasks.testing:flaky", "label": "Retry then succeed (test)"},
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from controlplane.tasktypes import SPEC_TYPES
+from controlplane.core.tasktypes import SPEC_TYPES
 from tests.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration

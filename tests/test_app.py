@@ -5,10 +5,10 @@ from __future__ import annotations
 import tornado.web
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
-from controlplane.app import rules
 from controlplane.handlers.meta import HealthHandler
 from controlplane.handlers.tasks import CollectionHandler
-from controlplane.metrics import MetricsHandler
+from controlplane.runtime.webapp import rules
+from controlplane.service.metrics import MetricsHandler
 
 
 def handler_for(app: tornado.web.Application, method: str, uri: str, **headers: str) -> type:

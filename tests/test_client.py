@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import cli, embedded
-from controlplane.client import progress_bar
+from controlplane.runtime import cli, embedded
+from controlplane.runtime.client import progress_bar
 from tests.stack import OPERATOR_TOKEN, VIEWER_TOKEN, Stack
 
 
@@ -174,7 +174,7 @@ def test_console_script_and_progress_bar(stack: Stack) -> None:
         "CONTROLPLANE_TOKEN": OPERATOR_TOKEN,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "controlplane.cli", "types", "--json"],
+        [sys.executable, "-m", "controlplane.runtime.cli", "types", "--json"],
         env=env,
         capture_output=True,
         timeout=60,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.cron import Cron, next_fire
+from controlplane.core.cron import Cron, next_fire
 
 UTC = dt.UTC
 

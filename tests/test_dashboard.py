@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from controlplane import embedded
+from controlplane.runtime import embedded
 from tests.stack import OPERATOR_TOKEN, VIEWER_TOKEN, Stack, wait_for
 
 pytestmark = pytest.mark.integration

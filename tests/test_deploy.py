@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane import cli, embedded
 from controlplane.config import Config, load_config
-from controlplane.logs import JsonFormatter
+from controlplane.runtime import cli, embedded
+from controlplane.runtime.logs import JsonFormatter
 from tests.conftest import REDIS_URL
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -119,7 +119,7 @@ def test_json_formatter_includes_task_ids_and_extras() -> None:
 def test_log_format_json_makes_every_line_json(tmp_path: Path) -> None:
     code = (
         "import logging; from controlplane.config import load_config;"
-        "from controlplane.logs import setup_logging;"
+        "from controlplane.runtime.logs import setup_logging;"
         "setup_logging(load_config(None));"
         "logging.getLogger('x').warning('hello %s', 'world', extra={'celery_id': 'c-1'})"
     )

@@ -9,7 +9,7 @@ from bson import ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.documents import detail, iso, list_item, list_item_of_detail
+from controlplane.core.documents import detail, iso, list_item, list_item_of_detail
 
 
 def test_iso_is_utc_with_milliseconds() -> None:

@@ -19,7 +19,7 @@ import websockets
 from celery import Celery
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from controlplane import documents
+from controlplane.core import documents
 from tests.conftest import make_stack
 from tests.stack import VIEWER_TOKEN, Stack
 
@@ -509,7 +509,7 @@ class CuttableProxy:
 
 
 def test_python_client_resumes_by_revision_after_a_dropped_connection(fstack: Stack) -> None:
-    from controlplane.feedclient import TaskFeed
+    from controlplane.runtime.feedclient import TaskFeed
 
     async def run() -> tuple[dict[str, dict[str, Any]], int, list[str]]:
         proxy = CuttableProxy(fstack.port)
@@ -549,7 +549,7 @@ def test_python_client_resumes_by_revision_after_a_dropped_connection(fstack: St
 
 
 def test_python_client_is_told_of_a_task_that_left_its_filter_while_it_was_away(fstack: Stack) -> None:
-    from controlplane.feedclient import Change, TaskFeed
+    from controlplane.runtime.feedclient import Change, TaskFeed
 
     async def run() -> tuple[list[Change], TaskFeed, str]:
         proxy = CuttableProxy(fstack.port)

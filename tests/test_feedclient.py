@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.feedclient import progress_bar
+from controlplane.runtime.feedclient import progress_bar
 
 
 @pytest.mark.parametrize(

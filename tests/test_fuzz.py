@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from controlplane import openapi
+from controlplane.service import openapi
 from tests.conftest import fresh_redis_url
 from tests.stack import OPERATOR_TOKEN, Stack
 

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlplane.auth import Authenticator, hash_token, new_token, token_entry, token_from_request
+from controlplane.celeryapp import make_celery
 from controlplane.config import Config, LimitsConfig, RateLimitConfig
-from controlplane.errors import InvalidParam, NotLogin, TooManyRequests
-from controlplane.ratelimit import RateLimiter, TokenBucket
-from controlplane.targets import Limits, classify_target, parse_targets
-from controlplane.validate import limits_for, validate_task_data
-from workers.app import make_celery
+from controlplane.core.errors import InvalidParam, NotLogin, TooManyRequests
+from controlplane.core.targets import Limits, classify_target, parse_targets
+from controlplane.core.validate import limits_for, validate_task_data
+from controlplane.service.auth import Authenticator, hash_token, new_token, token_entry, token_from_request
+from controlplane.service.ratelimit import RateLimiter, TokenBucket
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_KINDS = frozenset({"ip", "cidr", "iprange", "hostport", "url", "domain"})

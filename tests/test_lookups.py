@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.lookups import LookupCache
+from controlplane.service.lookups import LookupCache
 
 
 class Clock:

@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from controlplane.config import MongoConfig
-from controlplane.lookups import LookupCache
-from controlplane.server import Services
-from controlplane.store import TaskFilter, TaskStore
+from controlplane.runtime.server import Services
+from controlplane.service.lookups import LookupCache
+from controlplane.store.tasks import TaskFilter, TaskStore
 from tests.conftest import in_process_config, make_stack
 from tests.stack import VIEWER_TOKEN, Stack, wait_for
 from tests.test_feed import Events

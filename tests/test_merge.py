@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlplane.merge import (
+from controlplane.core.merge import (
     FAILURE,
     PENDING,
     RESULT_LIMIT,

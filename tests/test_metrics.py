@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane import embedded
-from controlplane.metrics import IngestMetrics, outcome_name
+from controlplane.runtime import embedded
+from controlplane.service.metrics import IngestMetrics, outcome_name
 from tests.conftest import make_stack
 from tests.stack import VIEWER_TOKEN, Stack, wait_for
 
@@ -153,7 +153,7 @@ def test_grafana_dashboard_uses_only_exported_metrics() -> None:
     from pathlib import Path
 
     from controlplane.config import Config
-    from controlplane.metrics import ApiMetrics
+    from controlplane.service.metrics import ApiMetrics
 
     names: set[str] = set()
     for registry in (ApiMetrics(Config()).registry, IngestMetrics().registry):

@@ -1,4 +1,4 @@
-"""The embedded server as we run it: nx-27017 with the changes of :mod:`controlplane.nx_server`."""
+"""The embedded server as we run it: nx-27017 with the changes of :mod:`controlplane.runtime.nx_server`."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pymongo import MongoClient, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from controlplane import embedded
-from controlplane.nx_server import (
+from controlplane.runtime import embedded
+from controlplane.runtime.nx_server import (
     QuietSections,
     _patch_writes,
     _quiet_sections,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from controlplane import embedded
+from controlplane.runtime import embedded
 from tests.conftest import fresh_redis_url
 from tests.stack import Stack
 

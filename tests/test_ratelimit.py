@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from controlplane import embedded
 from controlplane.config import RateLimitConfig
-from controlplane.errors import TooManyRequests
-from controlplane.ratelimit import RateLimiter
+from controlplane.core.errors import TooManyRequests
+from controlplane.runtime import embedded
+from controlplane.service.ratelimit import RateLimiter
 from tests.conftest import fresh_redis_url
 
 LIMITS = RateLimitConfig(create_per_minute=1, create_burst=3, revoke_per_minute=1, revoke_burst=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.recent import RecentTasks
+from controlplane.store.recent import RecentTasks
 
 
 def doc(cid: str, status: str = "STARTED", rev: int = 1) -> dict[str, Any]:

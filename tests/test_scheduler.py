@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from controlplane.scheduler import Scheduler, run_id
-from controlplane.server import Services
+from controlplane.runtime.scheduler import Scheduler, run_id
+from controlplane.runtime.server import Services
 from tests.conftest import in_process_config
 
 pytestmark = pytest.mark.integration

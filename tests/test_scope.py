@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controlplane.config import Config, ScopeConfig
-from controlplane.scope import ScopePolicy
+from controlplane.core.scope import ScopePolicy
 
 DEFAULT = ScopePolicy.from_config(Config())
 OPEN = ScopePolicy.from_scope_config(ScopeConfig(allow_private=True, allow_loopback=True))

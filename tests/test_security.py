@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from controlplane import embedded, openapi
-from controlplane.app import routes
-from controlplane.auth import (
+from controlplane.config import ConfigError, load_config
+from controlplane.handlers.base import SECURITY_HEADERS
+from controlplane.runtime import embedded
+from controlplane.runtime.webapp import routes
+from controlplane.service import openapi
+from controlplane.service.auth import (
     OPERATOR,
     Authenticator,
     ensure_operator_token,
@@ -27,8 +30,6 @@ from controlplane.auth import (
     read_token_file,
     token_entry,
 )
-from controlplane.config import ConfigError, load_config
-from controlplane.handlers.base import SECURITY_HEADERS
 from tests.conftest import fresh_redis_url
 from tests.stack import OPERATOR_TOKEN, TEST_AUTH, VIEWER_TOKEN, Response, Stack, wait_for
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.config import MongoConfig
-from controlplane.recent import RecentTasks
-from controlplane.store import AsyncTaskStore, TaskStore, new_task_document, task_oid
+from controlplane.store.recent import RecentTasks
+from controlplane.store.tasks import AsyncTaskStore, TaskStore, new_task_document, task_oid
 
 
 @settings(max_examples=200, deadline=None)
@@ -176,7 +176,7 @@ def test_status_fields_take_a_new_revision_and_need_a_task(mongo_config: MongoCo
 def test_non_terminal_finds_every_unfinished_task_older_than_the_cut_and_honours_the_limit(
     mongo_config: MongoConfig,
 ) -> None:
-    from controlplane.merge import STATUSES, TERMINAL
+    from controlplane.core.merge import STATUSES, TERMINAL
 
     store = TaskStore(mongo_config)
     try:

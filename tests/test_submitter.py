@@ -14,9 +14,9 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from controlplane.bus.control import BrokerUnavailable, ControlBus
 from controlplane.bus.feed import FeedPublisher, channel_name, gate_key
 from controlplane.config import Config, load_config
-from controlplane.store import TaskStore, new_task_document
-from controlplane.submitter import Submission, Submitter
-from controlplane.tasktypes import Registry
+from controlplane.core.tasktypes import Registry
+from controlplane.service.submitter import Submission, Submitter
+from controlplane.store.tasks import TaskStore, new_task_document
 from tests.conftest import fresh_redis_url
 
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlplane.errors import InvalidParam
-from controlplane.targets import KINDS, parse_ports, show
-from controlplane.tasktypes import SPEC_TYPES
-from controlplane.validate import Limits, parse_int, parse_targets, parse_uuid, validate_task_data
+from controlplane.core.errors import InvalidParam
+from controlplane.core.targets import KINDS, parse_ports, show
+from controlplane.core.tasktypes import SPEC_TYPES
+from controlplane.core.validate import Limits, parse_int, parse_targets, parse_uuid, validate_task_data
 
 ALL_KINDS = frozenset(KINDS)
 DOMAIN = frozenset({"domain"})
@@ -151,7 +151,7 @@ def test_url_commas_encoded_so_display_reparses() -> None:
 
 
 def test_idn_without_idna_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("controlplane.targets._idna", None)
+    monkeypatch.setattr("controlplane.core.targets._idna", None)
     assert targets("Bücher.example", DOMAIN) == ["xn--bcher-kva.example"]
     assert reject(targets, "bü\u0000cher.example", DOMAIN).field == "data.target"
 

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
+from controlplane.celeryapp import make_celery
 from controlplane.config import Config
-from controlplane.errors import ServiceUnavailable
-from controlplane.tasktypes import TaskType
-from workers.app import make_celery
+from controlplane.core.errors import ServiceUnavailable
+from controlplane.core.tasktypes import TaskType
 
 log = logging.getLogger(__name__)
 

@@ -44,9 +44,9 @@ from pymongo.errors import PyMongoError
 from controlplane.bus.control import BROKER_ERRORS
 from controlplane.bus.reconcile import Reconciler
 from controlplane.config import Config
-from controlplane.merge import TASK_EVENT_TYPES, ends_task
-from controlplane.metrics import IngestMetrics
-from controlplane.store import TaskStore
+from controlplane.core.merge import TASK_EVENT_TYPES, ends_task
+from controlplane.service.metrics import IngestMetrics
+from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ delivers pub/sub messages in publish order on each connection, every serve
 process sees it in that order.  A rejected writer *restamps* its documents
 (:meth:`TaskStore.restamp`: new revisions, conditioned on the revision it
 wrote, so a document that moved on is left to its newer writer) and goes
-through the gate again.  Consequences, used by :mod:`controlplane.feedhub`:
+through the gate again.  Consequences, used by :mod:`controlplane.service.feedhub`:
 
 * every published revision ``r`` landed in MongoDB before ``r`` was published,
   and so did every revision published before it;
@@ -32,14 +32,14 @@ through the gate again.  Consequences, used by :mod:`controlplane.feedhub`:
 Hence, for a client that has received revision ``L``: every change with a
 revision ``≤ L`` was published before ``L`` and is either in MongoDB (found by
 the ``since`` query) or already delivered; changes it has not seen all carry
-revisions ``> L``.  See :mod:`controlplane.feedhub` for the resume seam.
+revisions ``> L``.  See :mod:`controlplane.service.feedhub` for the resume seam.
 
 The feed needs Redis (``feed.url``, or the broker when the broker is Redis):
 the gate and the publish must be one atomic step, which Redis scripts give and
 an AMQP fanout does not.  Without a Redis URL the feed is disabled.
 
 Messages on the channel are JSON ``{"docs": [detail, ...]}``, revisions
-ascending, ``detail`` being :func:`controlplane.documents.detail`.
+ascending, ``detail`` being :func:`controlplane.core.documents.detail`.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from controlplane import documents
 from controlplane.config import Config
-from controlplane.store import TaskStore
+from controlplane.core import documents
+from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from celery import Celery
 
 from controlplane.bus.control import BROKER_ERRORS
 from controlplane.bus.redelivery import Redeliverer
-from controlplane.store import TaskStore
+from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from celery import Celery
 
 from controlplane.bus.control import task_kwargs
 from controlplane.config import Config
-from controlplane.store import TaskStore
-from controlplane.tasktypes import Registry
+from controlplane.core.tasktypes import Registry
+from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 

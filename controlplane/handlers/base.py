@@ -1,7 +1,7 @@
 """The one base handler: JSON envelope, error mapping, body parsing.
 
 Every response, success or failure, is ``{"code", "message", "data"}``.  Domain
-errors (:class:`controlplane.errors.ApiError`) become their code here and only
+errors (:class:`controlplane.core.errors.ApiError`) become their code here and only
 here; database and broker outages become 503; anything unexpected becomes a
 500 "Error" without a stack trace (the trace goes to the log).
 """
@@ -17,9 +17,8 @@ from typing import Any, ClassVar, TypeVar
 import tornado.web
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from controlplane.auth import OPERATOR, VIEWER, Authenticator, Principal, token_from_request
 from controlplane.config import Config
-from controlplane.errors import (
+from controlplane.core.errors import (
     ApiError,
     Forbidden,
     InvalidParam,
@@ -28,7 +27,8 @@ from controlplane.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
-from controlplane.ratelimit import RateLimiter
+from controlplane.service.auth import OPERATOR, VIEWER, Authenticator, Principal, token_from_request
+from controlplane.service.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class APIHandler(tornado.web.RequestHandler):
     """Base of every JSON endpoint: authenticates, authorizes, rate-limits and bounds the body.
 
     A request with a body reaches the :func:`streamed` variant of its handler
-    (see :mod:`controlplane.app`), so that a body larger than
+    (see :mod:`controlplane.runtime.webapp`), so that a body larger than
     ``api.max_body_bytes`` gets a 413 envelope as soon as its ``Content-Length``
     (or, chunked, its running size) shows it, without being read into memory.
     A request without one reaches the plain class, which Tornado runs without

@@ -26,8 +26,8 @@ server → client
     with ``since`` = the last revision received), and errors, envelope-shaped:
     ``{"type": "error", "code", "message", "data"}``.
 
-``task`` is the detail endpoint's document (:func:`controlplane.documents.detail`).
-See :mod:`controlplane.feedhub` for the resume guarantee.
+``task`` is the detail endpoint's document (:func:`controlplane.core.documents.detail`).
+See :mod:`controlplane.service.feedhub` for the resume guarantee.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ import tornado.web
 import tornado.websocket
 from pymongo.errors import PyMongoError
 
-from controlplane import documents
 from controlplane.config import Config
-from controlplane.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
-from controlplane.feedhub import FeedClient, FeedFilter, FeedHub, change_message, parse_holding
+from controlplane.core import documents
+from controlplane.core.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
 from controlplane.handlers.base import status_error
+from controlplane.service.feedhub import FeedClient, FeedFilter, FeedHub, change_message, parse_holding
 
 log = logging.getLogger(__name__)
 

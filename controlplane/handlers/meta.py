@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from controlplane import openapi
 from controlplane.handlers.base import APIHandler
+from controlplane.service import openapi
 
 
 class HealthHandler(APIHandler):

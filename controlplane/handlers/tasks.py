@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from controlplane.errors import InvalidParam
+from controlplane.core.errors import InvalidParam
+from controlplane.core.validate import parse_int, parse_page, parse_uuid
 from controlplane.handlers.base import APIHandler
-from controlplane.manager import TaskManager
-from controlplane.store import TaskFilter
-from controlplane.validate import parse_int, parse_page, parse_uuid
+from controlplane.service.manager import TaskManager
+from controlplane.store.tasks import TaskFilter
 
 
 def parse_terminate(body: dict[str, Any]) -> bool:

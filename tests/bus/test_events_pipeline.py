@@ -18,7 +18,7 @@ from pymongo.errors import AutoReconnect
 
 from controlplane.bus.events import EventConsumer, FeedStage
 from controlplane.config import Config, MongoConfig
-from controlplane.store import TaskStore
+from controlplane.store.tasks import TaskStore
 
 
 class GatedStore(TaskStore):

@@ -14,10 +14,18 @@ import redis
 
 from controlplane.bus.feed import FeedPublisher, channel_name, decode
 from controlplane.config import Config, MongoConfig, load_config
-from controlplane.errors import InvalidParam
-from controlplane.feedhub import MAX_HOLDING, Entry, FeedClient, FeedFilter, FeedHub, Seam, parse_holding
-from controlplane.lookups import LookupCache
-from controlplane.store import TaskStore, new_task_document
+from controlplane.core.errors import InvalidParam
+from controlplane.service.feedhub import (
+    MAX_HOLDING,
+    Entry,
+    FeedClient,
+    FeedFilter,
+    FeedHub,
+    Seam,
+    parse_holding,
+)
+from controlplane.service.lookups import LookupCache
+from controlplane.store.tasks import TaskStore, new_task_document
 from tests.conftest import fresh_redis_url
 
 TYPES = ["sleep_task", "domain_task"]
@@ -161,7 +169,7 @@ def test_a_subscription_lost_before_its_connect_ran_does_not_revive_the_cache() 
 
 
 def test_hub_encodes_a_change_once_and_only_for_clients_that_want_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from controlplane import feedhub
+    from controlplane.service import feedhub
 
     encoded: list[int] = []
     real = feedhub.change_message

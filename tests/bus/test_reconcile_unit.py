@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controlplane.bus.reconcile import events_from_meta
-from controlplane.merge import fold
+from controlplane.core.merge import fold
 
 
 def test_success_meta_becomes_a_succeeded_event_at_date_done() -> None:

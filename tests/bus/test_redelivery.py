@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from controlplane.bus.redelivery import CONFIRM_AFTER, Redeliverer, _message_id
+from controlplane.celeryapp import make_celery
 from controlplane.config import MongoConfig
-from controlplane.store import TaskStore, new_task_document
+from controlplane.store.tasks import TaskStore, new_task_document
 from tests.conftest import in_process_config, make_stack, require_rabbitmq
 from tests.stack import Stack, wait_for
-from workers.app import make_celery
 
 pytestmark = pytest.mark.integration
 

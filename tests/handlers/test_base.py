@@ -12,9 +12,9 @@ import pytest
 import tornado.web
 import yaml
 
-from controlplane.app import make_app
 from controlplane.config import load_config
-from controlplane.server import Services
+from controlplane.runtime.server import Services
+from controlplane.runtime.webapp import make_app
 from tests.conftest import fresh_redis_url
 from tests.stack import OPERATOR_TOKEN, TEST_AUTH, VIEWER_TOKEN
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from controlplane import embedded
-from controlplane.merge import TERMINAL
+from controlplane.core.merge import TERMINAL
+from controlplane.runtime import embedded
 from tests.conftest import require_rabbitmq
 from tests.stack import Stack, wait_for
 
@@ -293,7 +293,7 @@ def fast_stack(
     """A stack with the quick test types, no create rate limit, and ``extra`` config merged in."""
     config: dict[str, Any] = {
         **SPEED,
-        "tasks": {"noop_task": {"task": "workers.testing:noop", "label": "No-op (test)"}},
+        "tasks": {"noop_task": {"task": "workers.tasks.testing:noop", "label": "No-op (test)"}},
     }
     for key, value in extra.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value

@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from controlplane import embedded
+from controlplane.runtime import embedded
 from tests.reliability.conftest import Server, fast_stack, pids_mentioning, statuses, wait_consuming
 from tests.stack import wait_for
 
@@ -97,7 +97,7 @@ class Up:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.out, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "controlplane.cli", "--config", str(config), "up"],
+                [sys.executable, "-m", "controlplane.runtime.cli", "--config", str(config), "up"],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -131,7 +131,7 @@ def test_up_stops_without_orphans_and_restarts_on_the_same_data(tmp_path: Path, 
         "data_dir": str(data),
         "api": {"port": port},
         "embedded": {"redis_port": embedded.free_port(), "mongo_port": embedded.free_port()},
-        "tasks": {"noop_task": {"task": "workers.testing:noop", "label": "No-op (test)"}},
+        "tasks": {"noop_task": {"task": "workers.tasks.testing:noop", "label": "No-op (test)"}},
     }
     cfg = root / "config.yaml"
     cfg.write_text(yaml.safe_dump(config), encoding="utf-8")

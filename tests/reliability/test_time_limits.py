@@ -19,13 +19,13 @@ def test_hard_time_limit_kills_the_task_and_frees_its_slot(
     tasks = {
         # Ignores SoftTimeLimitExceeded: only the hard limit stops it.
         "stubborn_task": {
-            "task": "workers.testing:stubborn",
+            "task": "workers.tasks.testing:stubborn",
             "label": "Stubborn (test)",
             "soft_time_limit": 1,
             "time_limit": 2,
         },
         "short_sleep_task": {
-            "task": "workers.testing:sleep",
+            "task": "workers.tasks.testing:sleep",
             "label": "Short sleep (test)",
             "soft_time_limit": 1,
             "time_limit": 5,

@@ -120,7 +120,7 @@ def test_pool_child_kill9_fails_its_task_and_the_worker_goes_on(
 def test_worker_kill9_redelivers_an_acks_late_task_rabbitmq(
     tmp_path: Path, rabbitmq: str, mongo_server: str, record: Any
 ) -> None:
-    safe = {"task": "workers.testing:sleep", "label": "Retry-safe sleep (test)", "acks_late": True}
+    safe = {"task": "workers.tasks.testing:sleep", "label": "Retry-safe sleep (test)", "acks_late": True}
     stack = fast_stack(
         tmp_path / "stack", rabbitmq, mongo_server, workers=2, concurrency=1, tasks={"safe_task": safe}
     )
@@ -149,7 +149,7 @@ def test_worker_kill9_redelivers_an_acks_late_task_rabbitmq(
 def test_worker_kill9_redis_gives_back_its_reserved_and_acks_late_messages(
     tmp_path: Path, own_redis: Server, mongo_server: str, record: Any
 ) -> None:
-    safe = {"task": "workers.testing:sleep", "label": "Retry-safe sleep (test)", "acks_late": True}
+    safe = {"task": "workers.tasks.testing:sleep", "label": "Retry-safe sleep (test)", "acks_late": True}
     stack = fast_stack(
         tmp_path / "stack", own_redis.url, mongo_server, workers=1, concurrency=2, tasks={"safe_task": safe}
     )

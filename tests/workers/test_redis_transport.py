@@ -6,8 +6,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
+from controlplane.celeryapp import redis_transport
 from tests.conftest import fresh_redis_url
-from workers import redis_transport
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.tasktypes import SPEC_TYPES
-from workers.tasks import PipelineNotImplemented, builtin_pipeline, load_callable
+from controlplane.core.tasktypes import SPEC_TYPES
+from workers.register import PipelineNotImplemented, builtin_pipeline, load_callable
+from workers.tasks import PIPELINES
 
 
 def test_a_type_without_a_pipeline_fails_loudly() -> None:
@@ -15,16 +16,14 @@ def test_a_type_without_a_pipeline_fails_loudly() -> None:
 
 
 def test_every_spec_type_has_a_pipeline() -> None:
-    import workers.pipelines
-
-    missing = [t.value for t in SPEC_TYPES if not callable(getattr(workers.pipelines, t.value, None))]
+    missing = [t.value for t in SPEC_TYPES if not callable(PIPELINES.get(t.value))]
     assert missing == []
 
 
 def test_config_callables_are_checked() -> None:
-    assert load_callable("workers.testing:sleep").__name__ == "sleep"
-    for bad in ("workers.testing", "workers.testing:", ":sleep"):
+    assert load_callable("workers.tasks.testing:sleep").__name__ == "sleep"
+    for bad in ("workers.tasks.testing", "workers.tasks.testing:", ":sleep"):
         with pytest.raises(ValueError, match=r"package\.module:function"):
             load_callable(bad)
     with pytest.raises(AttributeError):
-        load_callable("workers.testing:nope")
+        load_callable("workers.tasks.testing:nope")

@@ -3,6 +3,6 @@
 Call :func:`run_domain_task` or :func:`run_ip_task` with a :class:`ReconContext`; see ``pipeline.py``.
 """
 
-from workers.recon.pipeline import ReconContext, run_domain_task, run_ip_task
+from workers.recon.scan import ReconContext, run_domain_task, run_ip_task
 
 __all__ = ["ReconContext", "run_domain_task", "run_ip_task"]

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from controlplane.config import Config, load_config
-from controlplane.store import TaskStore, new_task_document
-from controlplane.validate import validate_task_data
+from controlplane.core.validate import validate_task_data
+from controlplane.store.tasks import TaskStore, new_task_document
 from tests.lab import H1, H2, H3, Lab, MongoServer
 from tests.lab.fofa import BAD_KEY_MESSAGE, QUOTA_MESSAGE, FofaServer
-from workers.base import TaskContext
-from workers.fofa_pipeline import fofa_client, fofa_task
+from workers.context import TaskContext
 from workers.recon.fofa import (
     FIELDS,
     FofaAuthError,
@@ -27,6 +26,7 @@ from workers.recon.fofa import (
     store_hits,
     unique_addresses,
 )
+from workers.tasks.fofa import fofa_client, fofa_task
 
 KEY = "lab-fofa-key"
 QUERY = 'title="管理后台" && port="443"'

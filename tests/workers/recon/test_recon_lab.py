@@ -24,7 +24,7 @@ from tests.lab import (
 from tests.lab.scenarios import all_options, in_lab_scope
 from workers.recon import ReconContext, run_domain_task, run_ip_task
 from workers.recon.nmap import nmap_path
-from workers.recon.pipeline import STAGES
+from workers.recon.scan import STAGES
 from workers.recon.storage import UNIQUE_KEYS
 
 

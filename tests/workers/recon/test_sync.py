@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from controlplane.config import Config, load_config
-from controlplane.store import TaskStore, new_task_document
+from controlplane.store.tasks import TaskStore, new_task_document
 from tests.lab import MongoServer
-from workers.base import TaskContext
-from workers.fofa_pipeline import domain_task_sync_task
+from workers.context import TaskContext
 from workers.recon.assets import scope_assets, scope_counts, sync_results
 from workers.recon.storage import ResultStore
+from workers.tasks.fofa import domain_task_sync_task
 
 SCOPE = "scope-sync-1"
 

@@ -1,0 +1,147 @@
+"""The ``controlplane`` command: run the parts of the stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from controlplane.config import Config, ConfigError, load_config
+from controlplane.runtime import client
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    parser.add_argument("--config", help="path of config.yaml (default: $CONTROLPLANE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run the whole stack with embedded Redis and MongoDB-wire server")
+    sub.add_parser("serve", help="run the REST API and WebSocket feed")
+    sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
+    sub.add_parser("scheduler", help="submit the runs of stored schedules (monitors, asset updates)")
+    client.add_subcommands(sub)
+    check = sub.add_parser("check", help="validate the config and reach the broker and database (exit 0/1)")
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default 3)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    worker = sub.add_parser("worker", help="run a Celery worker with every task type")
+    worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
+    watch = sub.add_parser(
+        "watch", help="print live task changes (resumes by revision after a dropped connection)"
+    )
+    watch.add_argument("--url", help="API base URL (default http://<api.host>:<api.port>)")
+    watch.add_argument("--token", help="API token (env CONTROLPLANE_TOKEN or CP_TOKEN)")
+    watch.add_argument("--client-config", help="client config file (url, token); see `controlplane list -h`")
+    watch.add_argument("--task-type", action="append", help="only this task type (repeatable)")
+    watch.add_argument("--status", action="append", help="only this status (repeatable)")
+    watch.add_argument("--celery-id", action="append", help="only this task (repeatable)")
+    watch.add_argument("--since", type=int, help="first replay every change after this revision (0: all)")
+    watch.add_argument("--json", action="store_true", help="print each change as a JSON line")
+    token = sub.add_parser("token", help="manage API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="print a new API token once, and its config entry")
+    create.add_argument("--role", choices=["viewer", "operator"], default="viewer")
+    create.add_argument("--name", required=True, help="who or what uses the token (shown in the audit log)")
+    create.add_argument(
+        "--write", action="store_true", help="also add the entry to the token file (<data_dir>/tokens.yaml)"
+    )
+    return parser
+
+
+def _logging(config: Config) -> None:
+    from controlplane.runtime.logs import setup_logging
+
+    setup_logging(config)  # text, or JSON lines with celery_id (log_format)
+
+
+def _watch(config: Config, args: argparse.Namespace) -> int:
+    from controlplane.runtime.feedclient import FeedError, TaskFeed, watch
+
+    try:
+        settings = client.resolve_settings(args, default_url=f"http://{config.api.host}:{config.api.port}")
+    except client.ClientError as exc:
+        print(f"controlplane watch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    feed = TaskFeed(
+        settings.url,
+        token=settings.token,
+        celery_id=args.celery_id,
+        task_type=args.task_type,
+        status=args.status,
+        since=args.since,
+    )
+    try:
+        asyncio.run(watch(feed, as_json=args.json))
+    except FeedError as exc:
+        print(f"controlplane watch: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    if args.command in client.COMMANDS:
+        return client.run(args)  # the client needs no server config
+    if args.command == "check":
+        from controlplane.runtime.check import check
+
+        return check(args.config, timeout=args.timeout, as_json=args.json)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+    _logging(config)
+    try:
+        return _run(config, args)
+    except ConfigError as exc:  # found after loading (a token file edited by hand)
+        print(f"controlplane: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    if args.command in ("serve", "up"):
+        from controlplane.service.auth import Authenticator
+
+        Authenticator.from_config(config)  # a broken token file stops here, before any process starts
+    if args.command == "token":
+        from controlplane.runtime.tokens import create_token
+
+        return create_token(config, args.name, args.role, write=args.write)
+    if args.command == "watch":
+        return _watch(config, args)
+    if args.command == "up":
+        from controlplane.runtime.up import run_up
+
+        return run_up(config, args.config)
+    if args.command == "serve":
+        if config.api.processes > 1:
+            from controlplane.runtime.processes import supervise
+
+            return supervise(config)
+        from controlplane.runtime.server import serve
+
+        asyncio.run(serve(config))
+        return 0
+    if args.command == "ingest":
+        from controlplane.runtime.ingest import run_ingest
+
+        run_ingest(config)
+        return 0
+    if args.command == "scheduler":
+        from controlplane.runtime.scheduler import run_scheduler
+
+        asyncio.run(run_scheduler(config))
+        return 0
+    if args.command == "worker":
+        from workers.worker import run_worker
+
+        run_worker(config, args.name)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

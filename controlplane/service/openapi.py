@@ -1,0 +1,429 @@
+"""The OpenAPI 3.1 description of the API, served at ``/api/openapi.json``.
+
+Built from the application's routes: every route's path template must have an
+entry in :data:`OPERATIONS` (``tests/test_security.py`` fails otherwise). The
+document describes shapes only; it reveals nothing about tasks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from controlplane.core.merge import STATUSES
+
+_ENVELOPE = "#/components/schemas/Envelope"
+_ERROR = "#/components/schemas/Error"
+
+
+def _ok(data: dict[str, Any], description: str = "success") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["code", "message", "data"],
+                    "properties": {
+                        "code": {"const": 200},
+                        "message": {"type": "string"},
+                        "data": data,
+                    },
+                }
+            }
+        },
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": _ERROR}}}}
+
+
+def _errors(*statuses: int, public: bool = False) -> dict[str, Any]:
+    text = {
+        400: "InvalidParam: `data.field` and `data.reason` say what and why",
+        401: "NotLogin: no token, or a wrong one",
+        403: "Forbidden: the token's role does not allow this",
+        404: "CeleryIdNotFound (102) or unknown route",
+        405: "MethodNotAllowed",
+        409: "TaskIsRunning (104) or TaskIsDone (105)",
+        413: "PayloadTooLarge: the body exceeds api.max_body_bytes",
+        429: "TooManyRequests: rate limit of this token; see Retry-After",
+        503: "ServiceUnavailable: broker or database unreachable; see Retry-After",
+    }
+    wanted = set(statuses) | ({413} if not public else set()) | ({401, 403} if not public else set())
+    out = {str(s): _error(text[s]) for s in sorted(wanted)}
+    out["default"] = _error("any other error, in the same envelope")
+    return out
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_UUID = {"type": "string", "format": "uuid"}
+_TERMINATE = {"type": "boolean", "default": True, "description": "stop a running task (default true)"}
+_CELERY_ID_PATH = {
+    "name": "celery_id",
+    "in": "path",
+    "required": True,
+    "description": "the task's celery_id (a UUID; anything else is 400)",
+    "schema": {"type": "string"},
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _task_item() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["celery_id", "status"],
+        "properties": {"celery_id": {"type": "string"}, "status": {"type": "string", "enum": list(STATUSES)}},
+    }
+
+
+def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Path template → path item, for every route the API has (or may have)."""
+    task_type: dict[str, Any] = {"type": "string"}
+    if task_types:
+        task_type = {"type": "string", "enum": list(task_types)}
+    revoke_result = {
+        "type": "object",
+        "required": ["celery_id", "status"],
+        "properties": {"celery_id": {"type": "string"}, "status": {"const": "revoked"}},
+    }
+    return {
+        "/api/celery_task/types/": {
+            "get": {
+                "operationId": "listTaskTypes",
+                "summary": "Task types and their labels",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["task_types"],
+                            "properties": {
+                                "task_types": {"type": "object", "additionalProperties": {"type": "string"}}
+                            },
+                        }
+                    ),
+                    **_errors(),
+                },
+            }
+        },
+        "/api/celery_task/active/": {
+            "get": {
+                "operationId": "activeTasks",
+                "summary": "Tasks workers hold now (active, reserved, scheduled)",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["active_tasks"],
+                            "properties": {"active_tasks": {"type": "array", "items": {"type": "object"}}},
+                        }
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
+        "/api/celery_task/revoke/": {
+            "post": {
+                "operationId": "revokeTask",
+                "summary": "Revoke one task (operator)",
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["celery_id"],
+                        "properties": {"celery_id": _UUID, "terminate": _TERMINATE},
+                    }
+                ),
+                "responses": {"200": _ok(revoke_result), **_errors(400, 404, 409, 429, 503)},
+            }
+        },
+        "/api/celery_task/batch_revoke/": {
+            "post": {
+                "operationId": "batchRevoke",
+                "summary": "Revoke many tasks in one broadcast (operator); one result per id",
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["celery_ids"],
+                        "properties": {
+                            "celery_ids": {"type": "array", "items": _UUID, "minItems": 1, "maxItems": 1000},
+                            "terminate": _TERMINATE,
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["results"],
+                            "properties": {
+                                "results": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["celery_id", "code", "message"],
+                                        "properties": {
+                                            "celery_id": {"type": "string"},
+                                            "code": {"type": "integer"},
+                                            "message": {"type": "string"},
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    ),
+                    **_errors(400, 429, 503),
+                },
+            }
+        },
+        "/api/celery_task/": {
+            "get": {
+                "operationId": "listTasks",
+                "summary": "Tasks, newest first, filtered and paged",
+                "parameters": [
+                    _query("celery_id", _UUID, "only this task"),
+                    _query("status", {"type": "string", "enum": list(STATUSES)}, "only this status"),
+                    _query("task_type", task_type, "only this task type"),
+                    _query("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
+                    _query(
+                        "size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
+                    ),
+                ],
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["total", "page", "size", "items"],
+                            "properties": {
+                                "total": {"type": "integer", "minimum": 0},
+                                "page": {"type": "integer"},
+                                "size": {"type": "integer"},
+                                "items": {"type": "array", "items": _task_item()},
+                            },
+                        }
+                    ),
+                    **_errors(400, 503),
+                },
+            },
+            "post": {
+                "operationId": "createTask",
+                "summary": "Create a task (operator); the targets must be inside the scan scope",
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "required": ["task_type", "data"],
+                        "properties": {
+                            "task_type": task_type,
+                            "data": {"type": "object", "description": "the task type's fields (see README)"},
+                        },
+                    }
+                ),
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["celery_id", "status", "task_id"],
+                            "properties": {
+                                "celery_id": _UUID,
+                                "status": {"const": "PENDING"},
+                                "task_id": {"type": "string"},
+                            },
+                        }
+                    ),
+                    **_errors(400, 429, 503),
+                },
+            },
+        },
+        "/api/celery_task/{celery_id}/": {
+            "parameters": [_CELERY_ID_PATH],
+            "get": {
+                "operationId": "getTask",
+                "summary": "One task: status, times, worker, progress, result or error",
+                "responses": {"200": _ok(_task_item()), **_errors(400, 404, 503)},
+            },
+            "delete": {
+                "operationId": "stopTask",
+                "summary": "Stop a task, terminating it if it runs (operator)",
+                "responses": {"200": _ok(revoke_result), **_errors(400, 404, 409, 429, 503)},
+            },
+        },
+        "/api/celery_task/{celery_id}/results/": {
+            "parameters": [_CELERY_ID_PATH],
+            "get": {
+                "operationId": "taskResults",
+                "summary": "A page of what the task found, of one result kind",
+                "parameters": [
+                    _query(
+                        "kind", {"type": "string", "default": "site"}, "result kind (site, domain, ip, ...)"
+                    ),
+                    _query("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
+                    _query(
+                        "size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
+                    ),
+                ],
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["total", "page", "size", "kind", "items"],
+                            "properties": {
+                                "total": {"type": "integer", "minimum": 0},
+                                "page": {"type": "integer"},
+                                "size": {"type": "integer"},
+                                "kind": {"type": "string"},
+                                "items": {"type": "array", "items": {"type": "object"}},
+                            },
+                        }
+                    ),
+                    **_errors(400, 404, 503),
+                },
+            },
+        },
+        "/api/celery_task/ws/": {
+            "get": {
+                "operationId": "taskFeed",
+                "summary": "WebSocket feed of task changes (viewer); token in a header or ?token=",
+                "description": (
+                    "Server messages (JSON): replay, synced, change, leave (a task the client was "
+                    "sent or holds no longer matches its filter), heartbeat, subscribed, resync, "
+                    "pong, error. Client messages: auth, subscribe (filters, since, holding), ping."
+                ),
+                "x-websocket": True,
+                "parameters": [
+                    _query("celery_id", {"type": "string"}, "only these tasks (comma-separated)"),
+                    _query("task_type", task_type, "only these task types (comma-separated)"),
+                    _query("status", {"type": "string"}, "only tasks in these statuses (comma-separated)"),
+                    _query(
+                        "since",
+                        {"type": "integer", "minimum": 0},
+                        "replay every matching task changed after this revision first",
+                    ),
+                    _query(
+                        "holding",
+                        {"type": "string"},
+                        "ids of tasks the client shows (comma-separated, up to 1000): those no "
+                        "longer matching are sent as leave",
+                    ),
+                    _query("token", {"type": "string"}, "the API token, for browsers"),
+                ],
+                "responses": {"101": {"description": "switching to the WebSocket protocol"}, **_errors()},
+            }
+        },
+        "/api/health/": {
+            "get": {
+                "operationId": "health",
+                "summary": "Liveness of this API process; no authentication, reveals nothing about tasks",
+                "security": [],
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["status", "auth"],
+                            "properties": {
+                                "status": {"const": "ok"},
+                                "auth": {
+                                    "enum": ["token", "none"],
+                                    "description": "whether requests need a token (none: auth is off)",
+                                },
+                            },
+                        }
+                    ),
+                    **_errors(public=True),
+                },
+            }
+        },
+        "/api/whoami/": {
+            "get": {
+                "operationId": "whoami",
+                "summary": "The calling token's name and role (viewer or operator)",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["name", "role"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "role": {"type": "string", "enum": ["viewer", "operator"]},
+                            },
+                        }
+                    ),
+                    **_errors(),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document; no authentication",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "the OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(public=True),
+                },
+            }
+        },
+    }
+
+
+def template_of(pattern: str) -> str:
+    """The OpenAPI path template of a Tornado route pattern (``([^/]+)`` → ``{celery_id}``)."""
+    path = pattern.rstrip("$")
+    if path.endswith("/?"):
+        path = path[:-1]
+    path = path.replace("([^/]+)", "{celery_id}")
+    return re.sub(r"\\(.)", r"\1", path)
+
+
+def undocumented(templates: Iterable[str]) -> list[str]:
+    """Route templates without an entry in the document."""
+    known = operations()
+    return [t for t in templates if t not in known]
+
+
+def build(templates: Iterable[str], task_types: Sequence[str] = ()) -> dict[str, Any]:
+    """The OpenAPI document for the routes ``templates``."""
+    known = operations(task_types)
+    paths = {t: known[t] for t in templates if t in known}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "controlplane",
+            "version": "1",
+            "description": "Task control plane for reconnaissance work (ARL-compatible celery_task API). "
+            'Every response is {"code", "message", "data"}.',
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"token": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Authorization: Bearer <token>",
+                },
+                "token": {"type": "apiKey", "in": "header", "name": "Token", "description": "ARL clients"},
+            },
+            "schemas": {
+                "Envelope": {
+                    "type": "object",
+                    "required": ["code", "message", "data"],
+                    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
+                },
+                "Error": {
+                    "allOf": [{"$ref": _ENVELOPE}],
+                    "properties": {"code": {"type": "integer", "not": {"const": 200}}},
+                },
+            },
+        },
+    }

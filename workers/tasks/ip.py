@@ -1,0 +1,15 @@
+"""``ip_task``: port scan, sites, certificates, file leaks for IPs, CIDRs and ranges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.context import TaskContext
+from workers.recon.scan import run_ip_task
+from workers.tasks.shared import recon_context
+
+
+def ip_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Port scan, sites, certificates, file leaks for IPs, CIDRs and ranges."""
+    stats = run_ip_task(list(data.get("targets") or []), dict(data.get("options") or {}), recon_context(ctx))
+    return ctx.finish(stats)
