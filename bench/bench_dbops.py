@@ -31,8 +31,9 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from bench.common import Mongo, table, workdir, write_result
 from controlplane.config import EventsConfig, MongoConfig
+from controlplane.store.asynctasks import AsyncTaskStore
 from controlplane.store.recent import RecentTasks
-from controlplane.store.tasks import AsyncTaskStore, TaskFilter, TaskStore, new_task_document
+from controlplane.store.tasks import TaskFilter, TaskStore, new_task_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "events"
 EVENTS = EventsConfig()  # the consumer's defaults: its batch size and its memory of written tasks

@@ -35,8 +35,8 @@ if str(ROOT) not in sys.path:
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
-from controlplane.runtime import embedded  # noqa: E402
 from controlplane.config import EventsConfig  # noqa: E402
+from controlplane.runtime import embedded  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")

@@ -6,9 +6,9 @@ import tornado.web
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from controlplane.handlers.meta import HealthHandler
+from controlplane.handlers.metrics import MetricsHandler
 from controlplane.handlers.tasks import CollectionHandler
 from controlplane.runtime.webapp import rules
-from controlplane.service.metrics import MetricsHandler
 
 
 def handler_for(app: tornado.web.Application, method: str, uri: str, **headers: str) -> type:

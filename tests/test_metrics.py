@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from controlplane.bus.metrics import IngestMetrics
 from controlplane.runtime import embedded
-from controlplane.service.metrics import IngestMetrics, outcome_name
+from controlplane.service.metrics import outcome_name
 from tests.conftest import make_stack
 from tests.stack import VIEWER_TOKEN, Stack, wait_for
 

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.config import MongoConfig
+from controlplane.store.asynctasks import AsyncTaskStore
 from controlplane.store.recent import RecentTasks
-from controlplane.store.tasks import AsyncTaskStore, TaskStore, new_task_document, task_oid
+from controlplane.store.tasks import TaskStore, new_task_document, task_oid
 
 
 @settings(max_examples=200, deadline=None)

@@ -27,10 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -39,18 +36,19 @@ from kombu import Connection, Queue
 from kombu.exceptions import MessageStateError
 from kombu.message import Message
 from kombu.mixins import ConsumerMixin
-from pymongo.errors import PyMongoError
 
 from controlplane.bus.control import BROKER_ERRORS
+from controlplane.bus.feedstage import Changes, FeedStage
+from controlplane.bus.liveness import WorkerTracker
+from controlplane.bus.metrics import IngestMetrics
 from controlplane.bus.reconcile import Reconciler
 from controlplane.config import Config
+from controlplane.core.errors import StoreError
 from controlplane.core.merge import TASK_EVENT_TYPES, ends_task
-from controlplane.service.metrics import IngestMetrics
 from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 
-WORKER_EVENTS = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 LEASE = "ingest"
 # Acking a message of a lost channel fails with one of these (see EventConsumer.flush).
 ACK_ERRORS: tuple[type[BaseException], ...] = (MessageStateError, *BROKER_ERRORS)
@@ -60,8 +58,6 @@ FULL_LIVENESS_SCAN = 15.0
 # A consume loop that did not come back for this long was not listening (see on_iteration).
 DEAF_AFTER = 2.0
 
-Changes = Callable[[list[dict[str, Any]]], None]
-
 
 def flatten_body(body: Any) -> list[dict[str, Any]]:
     """One message body → its events (``task.multi`` messages carry a list)."""
@@ -70,174 +66,6 @@ def flatten_body(body: Any) -> list[dict[str, Any]]:
     if isinstance(body, list):
         return [e for e in body if isinstance(e, dict)]
     return []
-
-
-class WorkerTracker:
-    """Liveness of workers, judged against our own clock.
-
-    A task STARTED on a worker is lost when that worker went offline, stayed
-    silent past the timeout (heartbeats every ~2 s), or came back as a new
-    process (a ``worker-online`` event or a new pid) after the task started:
-    a restarted worker is not running its predecessor's tasks.
-    """
-
-    def __init__(self, timeout: float, now: float | None = None) -> None:
-        self.timeout = timeout
-        self.started = time.time() if now is None else now
-        self.seen: dict[str, dict[str, Any]] = {}
-        self.dirty: dict[str, dict[str, Any]] = {}
-        self.restarted = False
-        # Workers whose reserved messages were given back since they were last heard from,
-        # and workers that came back as a new process (hostname → when the new one started).
-        self.released: set[str] = set()
-        self.reborn: dict[str, float] = {}
-
-    def load(self, stored: list[dict[str, Any]]) -> None:
-        """Start from what an earlier consumer recorded, with a fresh grace period."""
-        for info in stored:
-            host = info.get("hostname")
-            if isinstance(host, str):
-                self.seen[host] = {**info, "last_heartbeat": self.started}
-
-    def grace(self, now: float) -> None:
-        """Restart every worker's silence clock (the consumer was disconnected until ``now``)."""
-        self.started = max(self.started, now)
-        for info in self.seen.values():
-            info["last_heartbeat"] = max(float(info.get("last_heartbeat") or 0.0), now)
-
-    def observe(self, event: dict[str, Any], now: float) -> None:
-        """Record a worker event (any task event from a worker also proves it alive)."""
-        host = event.get("hostname")
-        kind = event.get("type")
-        if not isinstance(host, str) or not host or kind == "task-sent":
-            return
-        info = dict(self.seen.get(host) or {"freq": 2.0})
-        info["last_heartbeat"] = now
-        info["online"] = kind != "worker-offline"
-        freq = event.get("freq")
-        if isinstance(freq, int | float) and not isinstance(freq, bool):
-            info["freq"] = float(freq)
-        if kind in WORKER_EVENTS:
-            pid = event.get("pid")
-            stamp = event.get("timestamp")
-            restarted = kind == "worker-online" or (info.get("pid") is not None and pid != info.get("pid"))
-            if restarted and isinstance(stamp, int | float):
-                info["online_since"] = float(stamp)
-                self.restarted = True
-                self.reborn[host] = float(stamp)
-            info["pid"] = pid
-            info["active"] = event.get("active")
-            info["processed"] = event.get("processed")
-        self.seen[host] = info
-        self.dirty[host] = info
-        if info["online"]:
-            self.released.discard(host)
-
-    def suspicious(self, now: float) -> bool:
-        """Whether any known worker is offline, silent too long, or restarted since the last call.
-
-        Lets the consumer skip the query for running tasks while every worker is
-        healthy (that query grows with the store on the embedded server).
-        """
-        restarted, self.restarted = self.restarted, False
-        for info in self.seen.values():
-            limit = max(self.timeout, 3 * float(info.get("freq") or 2.0))
-            if not info.get("online") or now - float(info.get("last_heartbeat") or 0.0) > limit:
-                return True
-        return restarted
-
-    def verdict(self, host: str, start_time: float | None, now: float) -> str | None:
-        """Why a task STARTED on ``host`` at ``start_time`` is lost, or None if it may be running."""
-        info = self.seen.get(host)
-        if info is None:
-            if now - self.started > self.timeout:
-                return f"worker {host} sent no heartbeat for {self.timeout:g}s"
-            return None
-        if not info.get("online"):
-            return f"worker {host} went offline"
-        limit = max(self.timeout, 3 * float(info.get("freq") or 2.0))
-        if now - float(info["last_heartbeat"]) > limit:
-            return f"worker {host} stopped sending heartbeats"
-        since = info.get("online_since")
-        if since is not None and start_time is not None and start_time < since:
-            return f"worker {host} restarted while the task ran"
-        return None
-
-    def to_release(self, now: float) -> dict[str, float | None]:
-        """Workers whose reserved messages nobody will run: hostname → received before when.
-
-        A worker presumed gone (``None``: everything it received) or back as a new
-        process (its start: what the old process received), each reported until
-        :meth:`mark_released` — once per death, not on every check.
-        """
-        out: dict[str, float | None] = dict(self.reborn)
-        for host in self.seen:
-            if host not in self.released and self.verdict(host, None, now):
-                out[host] = None
-        return out
-
-    def mark_released(self, hosts: dict[str, float | None]) -> None:
-        """The reserved messages of ``hosts`` (from :meth:`to_release`) were given back."""
-        for host, before in hosts.items():
-            if before is None:
-                self.released.add(host)
-            elif self.reborn.get(host) == before:
-                del self.reborn[host]
-
-
-class FeedStage:
-    """Hands written changes to ``on_changes`` on a thread of its own, in the order given.
-
-    At most ``depth`` batches wait or run; a caller that would exceed that waits
-    for the oldest (backpressure, so a slow feed cannot hold unbounded memory).
-    ``on_changes`` must not raise (the feed publisher never does: what it
-    cannot publish, the serve processes' orphan sweep republishes); if it does,
-    the error is logged and the stage goes on.
-    """
-
-    def __init__(self, on_changes: Changes, depth: int = 2) -> None:
-        self.on_changes = on_changes
-        self.depth = depth
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="event-feed")
-        self._pending: deque[Future[None]] = deque()
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def put(self, changed: list[dict[str, Any]]) -> None:
-        """Queue one batch of written documents (waits while ``depth`` batches are queued).
-
-        After :meth:`close` (a write still finishing while the consumer stops) the
-        batch is handed over on the caller's thread.
-        """
-        with self._lock:
-            if self._closed:
-                self._call(changed)
-                return
-            while self._pending and self._pending[0].done():
-                self._pending.popleft()
-            while len(self._pending) >= self.depth:
-                self._pending.popleft().result()
-            self._pending.append(self._thread.submit(self._call, changed))
-
-    def drain(self) -> None:
-        """Wait until every queued batch has been handed over."""
-        with self._lock:
-            while self._pending:
-                self._pending.popleft().result()
-
-    def close(self) -> None:
-        """Hand over what is queued, then stop the thread."""
-        with self._lock:
-            self._closed = True
-            while self._pending:
-                self._pending.popleft().result()
-        self._thread.shutdown(wait=True)
-
-    def _call(self, changed: list[dict[str, Any]]) -> None:
-        try:
-            self.on_changes(changed)
-        except Exception:
-            log.exception("announcing %d change(s) failed", len(changed))
 
 
 class EventConsumer(ConsumerMixin):  # type: ignore[misc]
@@ -272,7 +100,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self.workers = WorkerTracker(config.events.worker_timeout)
         try:
             self.workers.load(store.workers())
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("could not load worker liveness: %s", exc)
         self.last_liveness = time.monotonic()
         self.last_full_liveness = 0.0
@@ -386,7 +214,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             return
         try:
             changed = self.reconciler.run_once()
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("reconciliation skipped, database unavailable: %s", exc)
             self.last_reconcile = (
                 time.monotonic() - self.config.events.reconcile_interval + self.db_backoff + 1
@@ -478,7 +306,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
         self._writing = None
         try:
             future.result()
-        except PyMongoError as exc:
+        except StoreError as exc:
             if self.metrics is not None:
                 self.metrics.on_db_error()
             self.buffer[:0] = events
@@ -543,7 +371,7 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
                 changed = self.store.apply_events(events)
                 self._announce(changed)
             self._give_back([e["uuid"] for e in events], now)
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("worker liveness check failed: %s", exc)
 
     def _give_back(self, lost: list[str], now: float) -> None:

@@ -1,4 +1,4 @@
-"""Shapes of task documents as clients see them (pure functions).
+"""The task document: its stored shape (:class:`TaskDocument`) and how clients see it (pure functions).
 
 Times are stored as epoch seconds (floats) and shown as ISO 8601 UTC with
 milliseconds, ``2023-07-10T08:30:00.000Z``; ``None`` when not known yet.
@@ -10,8 +10,44 @@ import datetime as dt
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
+
+
+class TaskDocument(TypedDict, total=False):
+    """One document of the ``tasks`` collection, as the store writes it and the merge updates it.
+
+    ``_id`` is derived from ``celery_id`` (:func:`controlplane.store.tasks.task_oid`); times are
+    epoch seconds; ``_m`` is the merge's bookkeeping (:mod:`controlplane.core.merge`), never shown.
+    """
+
+    _id: Any
+    celery_id: str
+    task_type: str
+    name: str | None
+    target: Any
+    type: str | None
+    task_tag: str | None
+    options: dict[str, Any]
+    data: dict[str, Any]
+    status: str
+    created_time: float | None
+    received_time: float | None
+    start_time: float | None
+    end_time: float | None
+    worker: str | None
+    worker_pid: int | None
+    progress: dict[str, Any]
+    retries: int
+    retry_reason: Any
+    outcome: dict[str, Any]
+    revoke: dict[str, Any]
+    statistic: dict[str, Any]
+    partial: bool
+    rev: int
+    _m: dict[str, Any]
+
 
 _YEAR_10000 = 253_402_300_800  # the first second datetime cannot show
 
@@ -117,3 +153,23 @@ def _revoke(doc: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, Any
         info["terminated"] = bool(outcome.get("terminated"))
         info["reason"] = outcome.get("reason")
     return info
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """A validated list filter; every value is a plain string (never an operator)."""
+
+    celery_id: str | None = None
+    status: str | None = None
+    task_type: str | None = None
+
+    def query(self) -> dict[str, Any]:
+        """The MongoDB filter document."""
+        q: dict[str, Any] = {}
+        if self.celery_id is not None:
+            q["celery_id"] = self.celery_id
+        if self.status is not None:
+            q["status"] = self.status
+        if self.task_type is not None:
+            q["task_type"] = self.task_type
+        return q

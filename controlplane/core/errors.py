@@ -99,3 +99,11 @@ class ServiceUnavailable(ApiError):
 
     def __init__(self, what: str, detail: str = "") -> None:
         super().__init__({"service": what, "detail": detail}, f"ServiceUnavailable: {what} unreachable")
+
+
+class StoreError(Exception):
+    """The database failed an operation (not the client's fault).
+
+    The store raises it for every database failure (:mod:`controlplane.store.errors`); the
+    unreachable kind is also a :class:`ServiceUnavailable`, so a handler answers it with 503.
+    """

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from controlplane.config import LimitsConfig
 from controlplane.core.errors import InvalidParam
 
 _idna: Any
@@ -41,17 +42,20 @@ _URL_SAFE = "!#$%&'()*+/:;=?@[]"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+_DEFAULTS = LimitsConfig()  # the one place the default limits are written
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Size limits applied to task input; the defaults suit a public API."""
+    """Size limits applied to one task type's input (``limits`` in config; defaults from there)."""
 
-    max_targets: int = 1000
-    max_cidr_addresses: int = 65536
-    max_string: int = 4096
-    max_name: int = 256
-    max_depth: int = 6
-    max_data_bytes: int = 256 * 1024
-    max_keys: int = 200
+    max_targets: int = _DEFAULTS.max_targets
+    max_cidr_addresses: int = _DEFAULTS.max_cidr_addresses
+    max_string: int = _DEFAULTS.max_string
+    max_name: int = _DEFAULTS.max_name
+    max_depth: int = _DEFAULTS.max_depth
+    max_data_bytes: int = _DEFAULTS.max_data_bytes
+    max_keys: int = _DEFAULTS.max_keys
 
 
 class _Reject(Exception):

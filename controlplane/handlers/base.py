@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import tornado.web
-from pymongo.errors import ConnectionFailure, PyMongoError
 
 from controlplane.config import Config
 from controlplane.core.errors import (
@@ -26,6 +25,7 @@ from controlplane.core.errors import (
     NotLogin,
     PayloadTooLarge,
     ServiceUnavailable,
+    StoreError,
 )
 from controlplane.service.auth import OPERATOR, VIEWER, Authenticator, Principal, token_from_request
 from controlplane.service.ratelimit import RateLimiter
@@ -262,7 +262,7 @@ class APIHandler(tornado.web.RequestHandler):
         self._send(error.http_status, error.code, error.message, error.data)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ApiError | tornado.web.HTTPError | PyMongoError):
+        if isinstance(value, ApiError | tornado.web.HTTPError | StoreError):
             log.info("%s %s -> %s", self.request.method, self.request.path, type(value).__name__)
             return
         super().log_exception(typ, value, tb)
@@ -272,14 +272,13 @@ class APIHandler(tornado.web.RequestHandler):
         self.clear()
         self.set_default_headers()
         if isinstance(exc, ApiError):
+            if isinstance(exc, StoreError):
+                log.warning("database error on %s %s: %s", self.request.method, self.request.path, exc)
             self.send_api_error(exc)
-        elif isinstance(exc, ConnectionFailure):
-            log.warning("database error on %s %s: %s", self.request.method, self.request.path, exc)
-            self.send_api_error(ServiceUnavailable("database", type(exc).__name__))
         elif status_code < 500:
             self.send_api_error(status_error(self, status_code))
         else:
-            if isinstance(exc, PyMongoError):
+            if isinstance(exc, StoreError):
                 log.error("database error on %s %s: %s", self.request.method, self.request.path, exc)
             self._send(500, 500, "Error", {})
 

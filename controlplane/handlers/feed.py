@@ -45,12 +45,12 @@ from urllib.parse import urlparse
 
 import tornado.web
 import tornado.websocket
-from pymongo.errors import PyMongoError
 
 from controlplane.config import Config
 from controlplane.core import documents
-from controlplane.core.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable
+from controlplane.core.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable, StoreError
 from controlplane.handlers.base import status_error
+from controlplane.service.auth import token_from_request
 from controlplane.service.feedhub import FeedClient, FeedFilter, FeedHub, change_message, parse_holding
 
 log = logging.getLogger(__name__)
@@ -60,24 +60,6 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_LOGIN = 4401
 CLOSE_RESYNC = 4408
 CLOSE_UNAVAILABLE = 4503
-
-
-def presented_token(handler: tornado.web.RequestHandler) -> str | None:
-    """``Authorization: Bearer <t>``, ``Token: <t>`` or ``?token=<t>`` (browsers cannot set headers)."""
-    header = handler.request.headers.get("Authorization")
-    if header:
-        scheme, _, value = header.strip().partition(" ")
-        return value.strip() or None if scheme.lower() == "bearer" else None
-    token = handler.request.headers.get("Token")
-    if token:
-        return token.strip() or None
-    values = handler.request.query_arguments.get("token") or []
-    if values:
-        try:
-            return values[-1].decode("utf-8").strip() or None
-        except UnicodeDecodeError:
-            return None
-    return None
 
 
 def error_frame(error: ApiError) -> str:
@@ -171,7 +153,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         if self.hub is None:
             self._refuse(ServiceUnavailable("feed", "the live feed needs a Redis URL (feed.url)"))
             return
-        token = presented_token(self)
+        token = token_from_request(self.request)
         auth = self.settings.get("cp_auth")
         if token is not None and auth is not None:
             try:
@@ -267,9 +249,11 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
             except OverflowError:
                 self._overflow(client, "more changes since that revision than feed.max_replay")
                 return
-            except PyMongoError as exc:
+            except StoreError as exc:
                 log.warning("feed replay failed: %s", exc)
-                self._fail(ServiceUnavailable("database", type(exc).__name__), CLOSE_UNAVAILABLE)
+                self._fail(
+                    ServiceUnavailable("database", type(exc.__cause__ or exc).__name__), CLOSE_UNAVAILABLE
+                )
                 return
             await self.write_message(json.dumps({"type": "synced", "rev": seam.floor}))
             while True:

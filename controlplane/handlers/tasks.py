@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from controlplane.core.documents import TaskFilter
 from controlplane.core.errors import InvalidParam
 from controlplane.core.validate import parse_int, parse_page, parse_uuid
 from controlplane.handlers.base import APIHandler
 from controlplane.service.manager import TaskManager
-from controlplane.store.tasks import TaskFilter
 
 
 def parse_terminate(body: dict[str, Any]) -> bool:

@@ -17,15 +17,14 @@ import uuid
 from types import FrameType
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
 from controlplane.bus.events import LEASE, EventConsumer
 from controlplane.bus.feed import FeedPublisher
+from controlplane.bus.metrics import start_ingest_metrics
 from controlplane.bus.reconcile import Reconciler
 from controlplane.bus.redelivery import Redeliverer
 from controlplane.celeryapp import make_celery
 from controlplane.config import Config
-from controlplane.service.metrics import start_ingest_metrics
+from controlplane.core.errors import StoreError
 from controlplane.store.recent import RecentTasks
 from controlplane.store.tasks import TaskStore
 
@@ -42,7 +41,7 @@ class LeasedConsumer(EventConsumer):
             self._lease_at = now
             try:
                 held = self.store.acquire_lease(LEASE, self.owner, self.config.events.lease_seconds)
-            except PyMongoError:
+            except StoreError:
                 held = True  # keep going; database writes fail anyway until it is back
             if not held:
                 log.warning("lease lost to another consumer; standing by")
@@ -73,7 +72,7 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
     while not stop_event.is_set():
         try:
             held = store.acquire_lease(LEASE, owner, config.events.lease_seconds)
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("database unreachable (%s); waiting", exc)
             stop_event.wait(1.0)
             continue
@@ -83,7 +82,7 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
         log.info("holding the ingest lease as %s", owner)
         try:
             store.ensure_indexes()
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("could not ensure indexes: %s", exc)
         consumer = LeasedConsumer(config, store, owner=owner, reconciler=reconciler, on_changes=publisher)
         consumer.metrics = metrics
@@ -102,7 +101,7 @@ def run_ingest(config: Config, stop_event: threading.Event | None = None) -> Non
             metrics.lease_held.set(0)
     try:
         store.release_lease(LEASE, owner)
-    except PyMongoError:
+    except StoreError:
         pass
     publisher.close()
     store.close()

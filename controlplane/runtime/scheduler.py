@@ -19,11 +19,11 @@ import time
 import uuid
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from controlplane.config import Config
 from controlplane.core.cron import next_fire
-from controlplane.core.errors import ApiError
+from controlplane.core.errors import ApiError, StoreError
 from controlplane.core.merge import TERMINAL
 from controlplane.runtime.server import Services, ensure_indexes
 
@@ -92,7 +92,7 @@ async def run_scheduler(config: Config, interval: float = 1.0) -> None:
     while not stop.is_set():
         try:
             await scheduler.tick()
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("scheduler tick failed, database unavailable: %s", exc)
         try:
             await asyncio.wait_for(stop.wait(), interval)

@@ -8,16 +8,17 @@ import signal
 import threading
 
 import tornado.httpserver
-from pymongo.errors import PyMongoError
 
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
+from controlplane.core.errors import StoreError
 from controlplane.core.tasktypes import Registry
 from controlplane.runtime.webapp import make_app
 from controlplane.service.auth import Authenticator, warn_if_disabled
 from controlplane.service.feedhub import FeedService
 from controlplane.service.manager import TaskManager
-from controlplane.store.tasks import AsyncTaskStore, TaskStore
+from controlplane.store.asynctasks import AsyncTaskStore
+from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def ensure_indexes(store: TaskStore, stop: threading.Event) -> None:
         try:
             store.ensure_indexes()
             return
-        except PyMongoError as exc:
+        except StoreError as exc:
             log.warning("database not ready (%s); retrying in %.1fs", exc, delay)
             stop.wait(delay)
             delay = min(delay * 2, 10.0)
@@ -48,7 +49,16 @@ class Services:
         self.store = AsyncTaskStore(config.mongo)
         self.writer = TaskStore(config.mongo)
         self.bus = ControlBus(config)
-        self.manager = TaskManager(config, self.store, self.writer, self.bus, self.registry)
+        self.feed = FeedService(config, self.store, self.writer)
+        self.manager = TaskManager(
+            config,
+            self.store,
+            self.writer,
+            self.bus,
+            self.registry,
+            feed=self.feed.publisher,
+            cache=self.feed.cache,
+        )
 
     async def close(self) -> None:
         """Release connections and pools."""
@@ -67,9 +77,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None, *, reuse_por
     warn_if_disabled(config, log)
     if auth.enabled and not len(auth):
         log.warning("no API tokens configured: every request gets 401; create one: controlplane token create")
-    feed = FeedService(config, services.store, services.writer)
-    services.manager.feed = feed.publisher
-    services.manager.cache = feed.cache
+    feed = services.feed
     feed.start()
     app = make_app(config, auth=auth, manager=services.manager, feed_hub=feed.hub)
     server = tornado.httpserver.HTTPServer(

@@ -13,6 +13,7 @@ from controlplane.config import Config
 from controlplane.handlers.base import APIHandler, NotFoundHandler, log_request, streamed
 from controlplane.handlers.feed import FeedHandler
 from controlplane.handlers.meta import HealthHandler, OpenAPIHandler, WhoAmIHandler
+from controlplane.handlers.metrics import MetricsHandler
 from controlplane.handlers.pages import static_routes
 from controlplane.handlers.tasks import (
     ActiveHandler,
@@ -24,7 +25,7 @@ from controlplane.handlers.tasks import (
     TypesHandler,
 )
 from controlplane.service.auth import Authenticator
-from controlplane.service.metrics import ApiMetrics, MetricsHandler
+from controlplane.service.metrics import ApiMetrics
 from controlplane.service.ratelimit import RateLimiter, key_prefix
 
 PREFIX = r"/api/celery_task"
@@ -85,8 +86,10 @@ def make_app(
     ``settings["cp_auth"]`` and the rate limiter in ``settings["cp_ratelimit"]``.
     """
     metrics = ApiMetrics(config) if config.metrics.enabled else None
-    if metrics is not None and services.get("manager") is not None:
-        metrics.instrument(services["manager"])
+    if metrics is not None:
+        metrics.feed_hub = services.get("feed_hub")
+        if services.get("manager") is not None:
+            metrics.instrument(services["manager"])
     return tornado.web.Application(
         rules([*extra_routes(services), *routes(services)]),
         default_handler_class=NotFoundHandler,

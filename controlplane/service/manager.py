@@ -14,9 +14,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
-
-from pymongo.errors import PyMongoError
+from typing import Any, Protocol
 
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
@@ -26,6 +24,7 @@ from controlplane.core.errors import (
     CeleryIdNotFound,
     InvalidParam,
     NotFoundTask,
+    StoreError,
     TaskIsDone,
     TaskIsRunning,
 )
@@ -35,7 +34,8 @@ from controlplane.core.tasktypes import Registry
 from controlplane.core.validate import limits_for, validate_task_data
 from controlplane.service.lookups import LookupCache
 from controlplane.service.submitter import Submission, Submitter
-from controlplane.store.tasks import RESULT_KINDS, AsyncTaskStore, TaskFilter, TaskStore, new_task_document
+from controlplane.store.asynctasks import AsyncTaskStore
+from controlplane.store.tasks import RESULT_KINDS, TaskFilter, TaskStore, new_task_document
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ QUEUED = frozenset({PENDING, RETRY})
 
 @dataclass
 class RevokeOutcome:
-    """What happened to one celery_id in a revoke request."""
+    """What happened to one celery_id in a revoke request (``error`` None: revoked)."""
 
     celery_id: str
     error: ApiError | None = None
@@ -61,11 +61,29 @@ class RevokeOutcome:
         }
 
 
+class TaskObserver(Protocol):
+    """What :meth:`TaskManager.observe` calls after each create and revoke."""
+
+    def submitted(self, task_type: Any, error: BaseException | None) -> None:
+        """A create ended: accepted (``error`` None) or refused."""
+
+    def revoked(self, requested: int, outcomes: list[RevokeOutcome], error: BaseException | None) -> None:
+        """A revoke request for ``requested`` ids ended: one outcome per id, or ``error`` for all."""
+
+
 class TaskManager:
     """Create, read, list, revoke and inspect tasks."""
 
     def __init__(
-        self, config: Config, store: AsyncTaskStore, writer: TaskStore, bus: ControlBus, registry: Registry
+        self,
+        config: Config,
+        store: AsyncTaskStore,
+        writer: TaskStore,
+        bus: ControlBus,
+        registry: Registry,
+        *,
+        feed: Callable[[list[dict[str, Any]]], Any] | None = None,
+        cache: LookupCache | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -75,10 +93,11 @@ class TaskManager:
         self.scope = ScopePolicy.from_config(config)
         self._db_pool = ThreadPoolExecutor(4, thread_name_prefix="store-write")
         self._cleanups: set[asyncio.Future[None]] = set()  # deletions of unpublished tasks
-        # Publishes written documents to the live feed (a blocking FeedPublisher); set by the server.
-        self.feed: Callable[[list[dict[str, Any]]], Any] | None = None
-        # Recent lookups kept fresh by the feed (controlplane.service.lookups); set by the server.
-        self.cache: LookupCache | None = None
+        # Publishes written documents to the live feed (a blocking FeedPublisher).
+        self.feed = feed
+        # Recent lookups kept fresh by the feed (controlplane.service.lookups).
+        self.cache = cache
+        self.observers: list[TaskObserver] = []
         self.submitter = Submitter(writer, bus, self._announce, self._forget)
 
     def close(self) -> None:
@@ -90,6 +109,10 @@ class TaskManager:
         """``{value: label}`` of every task type."""
         return self.registry.labels()
 
+    def observe(self, observer: TaskObserver) -> None:
+        """Tell ``observer`` of every create and revoke from now on (the API's metrics)."""
+        self.observers.append(observer)
+
     async def create(
         self, task_type: Any, data: Any, *, celery_id: str | None = None, schedule_id: str | None = None
     ) -> dict[str, Any]:
@@ -99,6 +122,19 @@ class TaskManager:
         submits through this same method (passing ``schedule_id`` and a celery_id
         derived from the run, so a run is never submitted twice).
         """
+        try:
+            reply = await self._create(task_type, data, celery_id=celery_id, schedule_id=schedule_id)
+        except Exception as exc:
+            for observer in self.observers:
+                observer.submitted(task_type, exc)
+            raise
+        for observer in self.observers:
+            observer.submitted(task_type, None)
+        return reply
+
+    async def _create(
+        self, task_type: Any, data: Any, *, celery_id: str | None, schedule_id: str | None
+    ) -> dict[str, Any]:
         if not isinstance(task_type, str) or not task_type:
             raise InvalidParam("task_type", "is required and must be a string", valid=self.registry.values())
         kind = self.registry.get(task_type)
@@ -216,7 +252,18 @@ class TaskManager:
         return {"total": total, "page": page, "size": size, "kind": kind, "items": items}
 
     async def revoke(self, celery_ids: list[str], terminate: bool) -> list[RevokeOutcome]:
-        """Revoke each id as design.md says; one broadcast for all that need one."""
+        """Revoke each id as docs/design.md says; one broadcast for all that need one."""
+        try:
+            outcomes = await self._revoke(celery_ids, terminate)
+        except Exception as exc:
+            for observer in self.observers:
+                observer.revoked(len(celery_ids), [], exc)
+            raise
+        for observer in self.observers:
+            observer.revoked(len(celery_ids), outcomes, None)
+        return outcomes
+
+    async def _revoke(self, celery_ids: list[str], terminate: bool) -> list[RevokeOutcome]:
         docs = await self.store.get_many(celery_ids)
         outcomes: list[RevokeOutcome] = []
         queued: list[str] = []
@@ -272,7 +319,7 @@ class TaskManager:
                 try:
                     await self.store.delete(celery_id)
                     return
-                except PyMongoError as exc:
+                except StoreError as exc:
                     log.warning("unpublished task %s not deleted yet (%s); retrying", celery_id, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)

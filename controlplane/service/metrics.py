@@ -22,54 +22,30 @@ API process (``controlplane serve``), on its own port under ``/metrics``:
   ``controlplane_api_request_duration_seconds{handler,method}`` (histogram);
 * ``controlplane_metrics_database_up`` — whether the last aggregation worked.
 
-Consumer process (``controlplane ingest``), when ``metrics.ingest_port`` is not
-0, served by :func:`prometheus_client.start_http_server` on
-``metrics.ingest_host:metrics.ingest_port`` (each consumer its own port; only the
-lease holder's counters move):
-
-* ``controlplane_events_received_total``, ``controlplane_events_applied_total``
-  (ingestion rate: ``rate(...[1m])``), ``controlplane_events_dropped_total``;
-* ``controlplane_event_batch_size`` (histogram of events per bulk write);
-* ``controlplane_event_lag_seconds`` (histogram of write time minus the event's
-  own timestamp) and ``controlplane_event_lag_last_seconds`` (the largest lag of
-  the last batch);
-* ``controlplane_event_buffer``, ``controlplane_ingest_database_errors_total``,
-  ``controlplane_ingest_lease_held``, ``controlplane_ingest_last_flush_timestamp_seconds``.
+The consumer's metrics are in :mod:`controlplane.bus.metrics`.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import tornado.web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    start_http_server,
-)
-from pymongo.errors import PyMongoError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controlplane.config import Config
-from controlplane.core.errors import NotLogin
+from controlplane.core.errors import StoreError
 from controlplane.core.merge import STATUSES
-from controlplane.service.auth import token_from_request
-from controlplane.store.tasks import TASKS, WORKERS
+from controlplane.service.feedhub import FeedHub
+from controlplane.service.manager import RevokeOutcome, TaskManager
+from controlplane.store.asynctasks import AsyncTaskStore
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
 def outcome_name(error: BaseException | None) -> str:
@@ -123,6 +99,8 @@ class ApiMetrics:
         )
         self.refreshed = 0.0
         self.known_types: list[str] = []
+        self.store: AsyncTaskStore | None = None  # counted from, once instrument() named it
+        self.feed_hub: FeedHub | None = None  # clients and lookup cache, when the app has a feed
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -149,44 +127,32 @@ class ApiMetrics:
 
         return log_and_measure
 
-    def instrument(self, manager: Any) -> None:
-        """Count the manager's creates and revokes (wraps the bound methods of this instance)."""
+    def instrument(self, manager: TaskManager) -> None:
+        """Count the manager's creates and revokes (this object observes it) and read its store."""
         self.known_types = list(manager.types())
-        create, revoke = manager.create, manager.revoke
+        self.store = manager.store
+        manager.observe(self)
 
-        @functools.wraps(create)
-        async def counted_create(task_type: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
-            label = task_type if isinstance(task_type, str) and task_type in self.known_types else "unknown"
-            try:
-                reply: dict[str, Any] = await create(task_type, data, **kwargs)
-            except Exception as exc:
-                self.submissions.labels(label, outcome_name(exc)).inc()
-                raise
-            self.submissions.labels(label, "accepted").inc()
-            return reply
+    def submitted(self, task_type: Any, error: BaseException | None) -> None:
+        """A create ended (the manager's observer hook)."""
+        label = task_type if isinstance(task_type, str) and task_type in self.known_types else "unknown"
+        self.submissions.labels(label, "accepted" if error is None else outcome_name(error)).inc()
 
-        @functools.wraps(revoke)
-        async def counted_revoke(celery_ids: list[str], terminate: bool) -> Any:
-            try:
-                outcomes = await revoke(celery_ids, terminate)
-            except Exception as exc:
-                self.revokes.labels(outcome_name(exc)).inc(len(celery_ids))
-                raise
-            for outcome in outcomes:
-                error = getattr(outcome, "error", None)
-                self.revokes.labels("revoked" if error is None else outcome_name(error)).inc()
-            return outcomes
-
-        setattr(manager, "create", counted_create)  # noqa: B010 - an instance attribute over the method
-        setattr(manager, "revoke", counted_revoke)  # noqa: B010
+    def revoked(self, requested: int, outcomes: list[RevokeOutcome], error: BaseException | None) -> None:
+        """A revoke request ended (the manager's observer hook)."""
+        if error is not None:
+            self.revokes.labels(outcome_name(error)).inc(requested)
+            return
+        for outcome in outcomes:
+            self.revokes.labels("revoked" if outcome.error is None else outcome_name(outcome.error)).inc()
 
     # -- scrape --------------------------------------------------------------------
 
-    async def refresh(self, db: Any, feed_hub: Any = None, now: float | None = None) -> None:
-        """Recount tasks and workers (at most every ``metrics.cache_seconds``); ``db`` is async pymongo."""
-        if feed_hub is not None:
-            self.feed_clients.set(len(getattr(feed_hub, "clients", ())))
-            cache = getattr(feed_hub, "cache", None)
+    async def refresh(self, now: float | None = None) -> None:
+        """Recount tasks and workers (at most every ``metrics.cache_seconds``)."""
+        if self.feed_hub is not None:
+            self.feed_clients.set(len(self.feed_hub.clients))
+            cache = self.feed_hub.cache
             if cache is not None:
                 hits, misses = cache.hits, cache.misses
                 self.lookups.labels("hit").inc(hits - self._lookups_seen[0])
@@ -194,13 +160,13 @@ class ApiMetrics:
                 self._lookups_seen = (hits, misses)
                 self.lookup_entries.set(len(cache))
         now = time.time() if now is None else now
-        if db is None or now - self.refreshed < self.config.metrics.cache_seconds:
+        if self.store is None or now - self.refreshed < self.config.metrics.cache_seconds:
             return
         self.refreshed = now
         try:
-            counts = await count_tasks(db)
-            workers = await db[WORKERS].find({}, {"_id": 0, "online": 1, "last_heartbeat": 1}).to_list(None)
-        except PyMongoError as exc:
+            counts = await self.store.count_by_type_and_status()
+            workers = await self.store.workers()
+        except StoreError as exc:
             log.warning("metrics: task counts unavailable: %s", exc)
             self.database_up.set(0)
             return
@@ -224,139 +190,3 @@ def worker_online(info: Mapping[str, Any], now: float, timeout: float) -> bool:
     """Whether a worker document (from the consumer) shows a live worker."""
     beat = info.get("last_heartbeat")
     return bool(info.get("online")) and isinstance(beat, int | float) and now - float(beat) <= timeout
-
-
-async def count_tasks(db: Any) -> dict[tuple[str, str], int]:
-    """``{(task_type, status): n}`` in one aggregation over the task collection."""
-    # A compound ``_id`` of field paths is standard, but the embedded server groups only on
-    # scalars; ``$concat`` works on both (a missing field makes the key null: "unknown").
-    pipeline = [{"$group": {"_id": {"$concat": ["$task_type", "|", "$status"]}, "n": {"$sum": 1}}}]
-    cursor = await db[TASKS].aggregate(pipeline)
-    out: dict[tuple[str, str], int] = {}
-    async for row in cursor:
-        task_type, _, status = str(row.get("_id") or "unknown|unknown").rpartition("|")
-        key = (task_type[:64] or "unknown", status[:16] or "unknown")
-        out[key] = out.get(key, 0) + int(row["n"])
-    return out
-
-
-class MetricsHandler(tornado.web.RequestHandler):
-    """``GET /metrics``: Prometheus text format, counts only.
-
-    Task counts by type and status still say something about the work a team
-    runs, so a viewer token is needed (Prometheus sends it as a bearer token)
-    unless ``metrics.public`` is true.
-    """
-
-    def initialize(self, **services: Any) -> None:
-        self.services = services
-
-    def set_default_headers(self) -> None:
-        self.set_header("Server", "controlplane")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Cache-Control", "no-store")
-
-    async def get(self) -> None:
-        metrics: ApiMetrics | None = self.settings.get("cp_metrics")
-        if metrics is None:
-            raise tornado.web.HTTPError(404)
-        if not self.settings["cp_config"].metrics.public:
-            try:
-                self.settings["cp_auth"].authenticate(token_from_request(self.request, allow_query=False))
-            except NotLogin:
-                self.set_status(401)
-                self.set_header("Content-Type", "application/json; charset=utf-8")
-                self.set_header("WWW-Authenticate", 'Bearer realm="controlplane"')
-                self.finish(json.dumps({"code": 401, "message": "NotLogin", "data": {}}))
-                return
-        manager = self.services.get("manager")
-        db = getattr(getattr(manager, "store", None), "db", None)
-        await metrics.refresh(db, self.services.get("feed_hub"))
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(metrics.exposition())
-
-
-class IngestMetrics:
-    """The consumer's metrics (see the module docstring)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.received = Counter("controlplane_events_received", "Task events received", registry=r)
-        self.applied = Counter("controlplane_events_applied", "Task events written to the store", registry=r)
-        self.dropped = Counter(
-            "controlplane_events_dropped", "Events dropped over the buffer bound (reconciled)", registry=r
-        )
-        self.batch_size = Histogram(
-            "controlplane_event_batch_size", "Events per bulk write", buckets=BATCH_BUCKETS, registry=r
-        )
-        self.lag = Histogram(
-            "controlplane_event_lag_seconds",
-            "Write time minus the event's timestamp",
-            buckets=LAG_BUCKETS,
-            registry=r,
-        )
-        self.lag_last = Gauge(
-            "controlplane_event_lag_last_seconds", "Largest event lag of the last batch", registry=r
-        )
-        self.buffer = Gauge("controlplane_event_buffer", "Events buffered, not yet written", registry=r)
-        self.db_errors = Counter(
-            "controlplane_ingest_database_errors", "Failed bulk writes (retried)", registry=r
-        )
-        self.lease_held = Gauge(
-            "controlplane_ingest_lease_held", "1 while this consumer holds the ingest lease", registry=r
-        )
-        self.last_flush = Gauge(
-            "controlplane_ingest_last_flush_timestamp_seconds",
-            "Time of the last successful write",
-            registry=r,
-        )
-
-    def on_received(self, count: int, buffered: int) -> None:
-        """``count`` task events arrived; ``buffered`` are now waiting."""
-        if count:
-            self.received.inc(count)
-        self.buffer.set(buffered)
-
-    def on_batch(self, events: Iterable[Mapping[str, Any]], now: float | None = None) -> None:
-        """A batch was written."""
-        now = time.time() if now is None else now
-        n = 0
-        worst = 0.0
-        for event in events:
-            n += 1
-            stamp = event.get("timestamp")
-            if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-                lag = max(0.0, now - float(stamp))
-                self.lag.observe(lag)
-                worst = max(worst, lag)
-        if n:
-            self.applied.inc(n)
-            self.batch_size.observe(n)
-            self.lag_last.set(worst)
-        self.buffer.set(0)
-        self.last_flush.set(now)
-
-    def on_db_error(self) -> None:
-        """A bulk write failed."""
-        self.db_errors.inc()
-
-    def on_dropped(self, count: int) -> None:
-        """Events were shed over the buffer bound."""
-        self.dropped.inc(count)
-
-    def exposition(self) -> bytes:
-        """The text format of every metric."""
-        return bytes(generate_latest(self.registry))
-
-
-def start_ingest_metrics(config: Config) -> IngestMetrics | None:
-    """Serve the consumer's metrics on ``metrics.ingest_host:ingest_port`` (None when the port is 0)."""
-    if not config.metrics.enabled or not config.metrics.ingest_port:
-        return None
-    metrics = IngestMetrics()
-    start_http_server(config.metrics.ingest_port, config.metrics.ingest_host, registry=metrics.registry)
-    log.info(
-        "consumer metrics on http://%s:%d/metrics", config.metrics.ingest_host, config.metrics.ingest_port
-    )
-    return metrics

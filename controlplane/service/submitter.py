@@ -30,12 +30,13 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-from pymongo.errors import ConnectionFailure, PyMongoError
+from typing import Any, cast
 
 from controlplane.bus.control import BROKER_ERRORS, BrokerUnavailable, ControlBus
+from controlplane.core.documents import TaskDocument
+from controlplane.core.errors import StoreError
 from controlplane.core.tasktypes import TaskType
+from controlplane.store.errors import DatabaseUnavailable
 from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Submission:
     """One task to create: its document (revision not yet set) and its message."""
 
     kind: TaskType
-    doc: dict[str, Any]
+    doc: TaskDocument
     message: dict[str, Any]
     error: BaseException | None = None
     unpublished: bool = False  # written but not published: the caller deletes it again
@@ -154,7 +155,7 @@ class Submitter:
         """Reserve revisions and insert the batch's documents (blocking); failures set on items."""
         try:
             rev = self.writer.next_revisions(len(batch))
-        except PyMongoError as exc:
+        except StoreError as exc:
             for item in batch:
                 item.error = exc
             return
@@ -162,12 +163,12 @@ class Submitter:
             item.doc["rev"] = rev + i
         try:
             failed = self.writer.insert_new([item.doc for item in batch])
-        except ConnectionFailure as exc:
+        except DatabaseUnavailable as exc:
             # The server may have written some before the connection broke.
             for item in batch:
                 item.error, item.unpublished = exc, True
             return
-        except PyMongoError as exc:
+        except StoreError as exc:
             for item in batch:
                 item.error = exc
             return
@@ -194,9 +195,9 @@ class Submitter:
             # database fails too, the caller's retrying clean-up takes over.
             try:
                 self.writer.delete_new([item.celery_id for item in ready])
-            except PyMongoError as db_exc:
+            except StoreError as db_exc:
                 log.warning("unpublished tasks not deleted yet (%s); retrying in the background", db_exc)
                 for item in ready:
                     item.unpublished = True
             return
-        self.announce([item.doc for item in ready])
+        self.announce(cast(list[dict[str, Any]], [item.doc for item in ready]))

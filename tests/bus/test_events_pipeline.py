@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from pymongo.errors import AutoReconnect
 
-from controlplane.bus.events import EventConsumer, FeedStage
+from controlplane.bus.events import EventConsumer
+from controlplane.bus.feedstage import FeedStage
 from controlplane.config import Config, MongoConfig
 from controlplane.store.tasks import TaskStore
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from controlplane.bus.events import WorkerTracker, flatten_body
+from controlplane.bus.events import flatten_body
+from controlplane.bus.liveness import WorkerTracker
 
 
 def test_flatten_body_handles_single_and_multi_messages() -> None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from kombu.exceptions import MessageStateError
 
-from controlplane.bus.events import EventConsumer, WorkerTracker
+from controlplane.bus.events import EventConsumer
+from controlplane.bus.liveness import WorkerTracker
 from controlplane.config import Config
 
 

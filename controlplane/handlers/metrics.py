@@ -1,0 +1,47 @@
+"""``GET /metrics``: the API process's Prometheus metrics (:mod:`controlplane.service.metrics`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from controlplane.core.errors import NotLogin
+from controlplane.service.auth import token_from_request
+from controlplane.service.metrics import ApiMetrics
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """``GET /metrics``: Prometheus text format, counts only.
+
+    Task counts by type and status still say something about the work a team
+    runs, so a viewer token is needed (Prometheus sends it as a bearer token)
+    unless ``metrics.public`` is true.
+    """
+
+    def initialize(self, **services: Any) -> None:
+        self.services = services
+
+    def set_default_headers(self) -> None:
+        self.set_header("Server", "controlplane")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    async def get(self) -> None:
+        metrics: ApiMetrics | None = self.settings.get("cp_metrics")
+        if metrics is None:
+            raise tornado.web.HTTPError(404)
+        if not self.settings["cp_config"].metrics.public:
+            try:
+                self.settings["cp_auth"].authenticate(token_from_request(self.request, allow_query=False))
+            except NotLogin:
+                self.set_status(401)
+                self.set_header("Content-Type", "application/json; charset=utf-8")
+                self.set_header("WWW-Authenticate", 'Bearer realm="controlplane"')
+                self.finish(json.dumps({"code": 401, "message": "NotLogin", "data": {}}))
+                return
+        await metrics.refresh()
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(metrics.exposition())
