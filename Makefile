@@ -18,9 +18,11 @@ $(VENV)/.installed: setup.py pyproject.toml | $(BIN)/python
 up: $(VENV)/.installed
 	$(BIN)/controlplane --config config.yaml up
 
+# Style, formatting, and the dependency rule of docs/architecture.md (import-linter, pyproject.toml).
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy controlplane workers bench

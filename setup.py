@@ -42,6 +42,7 @@ setup(
             "trustme>=1.1",
             "ruff>=0.6",
             "mypy>=1.10",
+            "import-linter>=2.1",
             "types-PyYAML",
             "types-redis",
             "playwright>=1.45",
