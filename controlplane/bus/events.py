@@ -379,17 +379,19 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
 
         ``lost``: tasks just presumed lost (an ``acks_late`` one's message is
         still reserved); plus every task a gone or restarted worker had received
-        but not started.  See :meth:`Redeliverer.give_back`.
+        but not started (:meth:`Redeliverer.give_back`); plus every message whose
+        holder process is gone, whatever our task documents say
+        (:meth:`Redeliverer.release_orphans`).
         """
         redeliverer = self.reconciler.redeliverer if self.reconciler is not None else None
         if redeliverer is None or not redeliverer.on_redis:
             return
         hosts = self.workers.to_release(now)
-        if not lost and not hosts:
-            return
         held = self.store.received_by(hosts) if hosts else []
         try:
-            redeliverer.give_back(lost + held)
+            redeliverer.release_orphans(lambda node, pid: self.workers.holds(node, pid, now))
+            if lost or hosts:
+                redeliverer.give_back(lost + held)
         except BROKER_ERRORS as exc:
             log.warning("could not give back reserved messages (%s); will retry", exc)
             return

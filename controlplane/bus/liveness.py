@@ -99,6 +99,20 @@ class WorkerTracker:
             return f"worker {host} restarted while the task ran"
         return None
 
+    def holds(self, host: str, pid: int, now: float) -> bool:
+        """Whether process ``pid`` of worker ``host`` may still hold messages it reserved.
+
+        No: the worker is presumed gone, or is known to run as another process now.
+        A worker never heard of is given the grace period of this consumer's start.
+        """
+        info = self.seen.get(host)
+        if info is None:
+            return now - self.started <= self.timeout
+        if self.verdict(host, None, now):
+            return False
+        known = info.get("pid")
+        return not isinstance(known, int) or known == pid
+
     def to_release(self, now: float) -> dict[str, float | None]:
         """Workers whose reserved messages nobody will run: hostname → received before when.
 

@@ -40,12 +40,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import Celery
 
 from controlplane.bus.control import task_kwargs
+from controlplane.celeryapp.redis_transport import holder_of
 from controlplane.config import Config
 from controlplane.core.tasktypes import Registry
 from controlplane.store.tasks import TaskStore
@@ -57,6 +58,10 @@ MAX_RESENDS = 3
 CONFIRM_AFTER = 5.0
 #: Queues longer than this are not searched (their tasks are presumably just waiting).
 MAX_SEARCH = 20_000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _message_id(raw: Any) -> str | None:
@@ -182,6 +187,45 @@ class Redeliverer:
                     restored.append(cid)
         if restored:
             log.warning("gave back %d message(s) reserved by a lost worker: %s", len(restored), restored[:5])
+        return restored
+
+    def release_orphans(self, holds: Callable[[str, int], bool]) -> list[str]:
+        """Give back every reserved message whose holder process is gone; returns their task ids.
+
+        Holder records are written by workers' transport (see
+        :mod:`controlplane.celeryapp.redis_transport`).  An entry is an orphan when its
+        worker node runs as another process now, or ``holds(node, pid)`` says that
+        process is gone.  Records whose message was acknowledged meanwhile are dropped.
+        """
+        if not self.on_redis:
+            return []
+        restored: list[str] = []
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            client = channel.client
+            holders = client.hgetall(channel.holders_key)
+            if not holders:
+                return []
+            current = {_text(k): _text(v) for k, v in client.hgetall(channel.incarnations_key).items()}
+            tags = list(holders)
+            entries = client.hmget(channel.unacked_key, tags)
+            for tag, raw in zip(tags, entries, strict=True):
+                name = _text(tag)
+                if raw is None:
+                    client.hdel(channel.holders_key, name)
+                    continue
+                holder = holder_of(holders[tag])
+                if holder is None:
+                    continue
+                node, pid, incarnation = holder
+                if current.get(node, incarnation) == incarnation and holds(node, pid):
+                    continue
+                channel.qos.restore_by_tag(name, client)
+                restored.append(_message_id(raw) or name)
+        if restored:
+            log.warning(
+                "gave back %d message(s) whose worker process is gone: %s", len(restored), restored[:5]
+            )
         return restored
 
     def _queue(self, task: dict[str, Any]) -> str:
