@@ -7,7 +7,7 @@ whatever needs it; nothing reads options at import time.
 Every key can be overridden from the environment as ``CP_<SECTION>_<KEY>``
 (for example ``CP_API_PORT=9000``); the most common ones also have short
 aliases: ``CP_BROKER_URL``, ``CP_MONGO_URL``, ``CP_RESULT_BACKEND``,
-``CP_DATA_DIR``.  Every key is documented in ``config.yaml`` and the README.
+``CP_DATA_DIR``.  Every key is documented in ``config.yaml`` and docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The browser is Debian's ``chromium`` driven by Playwright (``executable_path``; no
 browser download). Without it the browser test is skipped locally and fails in CI.
 Screenshots go to the test's tmp dir; the last one is copied to ``docs/dashboard.png``
-(the README's picture) when that file is missing or ``CP_UPDATE_SCREENSHOT=1``.
+(the picture in docs/operations.md) when that file is missing or ``CP_UPDATE_SCREENSHOT=1``.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def test_dashboard_end_to_end(dstack: Stack, browser: Any, tmp_path: Path) -> No
 
     assert errors == [], errors
     page.context.close()
-    # The README's picture: written when missing or asked for, so test runs leave the tree clean.
+    # The picture in docs/operations.md: written when missing or asked for, so test runs leave the tree clean.
     if not DOCS_SCREENSHOT.exists() or os.environ.get("CP_UPDATE_SCREENSHOT"):
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(last, DOCS_SCREENSHOT)

@@ -221,7 +221,7 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                         "required": ["task_type", "data"],
                         "properties": {
                             "task_type": task_type,
-                            "data": {"type": "object", "description": "the task type's fields (see README)"},
+                            "data": {"type": "object", "description": "the task type's fields (see docs/task-types.md)"},
                         },
                     }
                 ),

@@ -1,1 +1,1 @@
-"""Reliability under real faults (GitHub issue 4)."""
+"""Reliability under real faults: each test is a row of the table in docs/reliability.md."""

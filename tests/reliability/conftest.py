@@ -1,9 +1,9 @@
-"""Fixtures of the reliability suite: restartable servers, bulk load, ground truth, the README table.
+"""Fixtures of the reliability suite: restartable servers, bulk load, ground truth, the table in docs/reliability.md.
 
 Every test here injects a real fault (signals to real processes, stopping the
 real Redis or MongoDB-wire server it started itself) and then compares the
 store with ground truth.  Each test calls ``record(...)``; when every test of
-:data:`ROWS` ran and passed, the session rewrites the README's reliability
+:data:`ROWS` ran and passed, the session rewrites docs/reliability.md's reliability
 table (between ``<!-- reliability:start -->`` and ``<!-- reliability:end -->``).
 """
 
@@ -26,7 +26,7 @@ from controlplane.runtime import embedded
 from tests.conftest import require_rabbitmq
 from tests.stack import Stack, wait_for
 
-README = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+TABLE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 
 # The table's rows, in order: (test function name, issue item).
@@ -78,7 +78,7 @@ _started = time.monotonic()
 
 @pytest.fixture
 def record(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """``record(fault=, load=, outcome=, lost=, broker=)``: this test's row of the README table."""
+    """``record(fault=, load=, outcome=, lost=, broker=)``: this test's row of the table in docs/reliability.md."""
     began = time.monotonic()
     name = request.node.originalname
 
@@ -104,7 +104,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     complete = all(n in _passed and n not in _failed and n in _records for n in names)
     if not complete:
         return
-    write_table(README, render_table())
+    write_table(TABLE_PAGE, render_table())
 
 
 def render_table() -> str:
