@@ -221,7 +221,10 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                         "required": ["task_type", "data"],
                         "properties": {
                             "task_type": task_type,
-                            "data": {"type": "object", "description": "the task type's fields (see docs/task-types.md)"},
+                            "data": {
+                                "type": "object",
+                                "description": "the fields of the task type (docs/task-types.md)",
+                            },
                         },
                     }
                 ),

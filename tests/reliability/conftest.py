@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite: restartable servers, bulk load, ground truth, the table in docs/reliability.md.
+"""Fixtures of the reliability suite: restartable servers, bulk load, ground truth, docs/reliability.md.
 
 Every test here injects a real fault (signals to real processes, stopping the
 real Redis or MongoDB-wire server it started itself) and then compares the
@@ -78,7 +78,7 @@ _started = time.monotonic()
 
 @pytest.fixture
 def record(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """``record(fault=, load=, outcome=, lost=, broker=)``: this test's row of the table in docs/reliability.md."""
+    """``record(fault=, load=, outcome=, lost=, broker=)``: this test's row in docs/reliability.md."""
     began = time.monotonic()
     name = request.node.originalname
 
