@@ -15,12 +15,21 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 
-def _children_map() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a ``/proc/<pid>/stat`` line after the command name: state, ppid, pgrp, ...
+
+    The command name is in parentheses and may itself contain spaces or ')'.
+    """
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, :func:`_stat_fields`) of every process whose stat could be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -28,11 +37,15 @@ def _children_map() -> dict[int, list[int]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # The command name is in parentheses and may itself contain spaces or ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
+        yield int(entry.name), _stat_fields(stat)
+
+
+def _children_map() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for pid, fields in _proc_stats():
         if len(fields) < 2:
             continue
-        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+        tree.setdefault(int(fields[1]), []).append(pid)
     return tree
 
 
@@ -83,7 +96,7 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return state[state.rfind(")") + 2 :].split()[0] != "Z"
+    return _stat_fields(state)[0] != "Z"
 
 
 def _terminate_handler(sig: int, frame: FrameType | None) -> None:
@@ -104,18 +117,11 @@ def install_terminate_handler(signum: int = signal.SIGTERM) -> None:
 
 def _proc_table() -> list[tuple[int, int, int]]:
     """(pid, parent pid, process group) of every live process."""
-    rows = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and fields[0] != "Z":
-            rows.append((int(entry.name), int(fields[1]), int(fields[2])))
-    return rows
+    return [
+        (pid, int(fields[1]), int(fields[2]))
+        for pid, fields in _proc_stats()
+        if len(fields) >= 3 and fields[0] != "Z"
+    ]
 
 
 def lead_own_group(signum: int = signal.SIGTERM) -> None:

@@ -1,11 +1,14 @@
-"""Loaders for the data files bundled in ``workers/data``: wordlists, port presets, leak paths."""
+"""Loaders for the data files bundled in ``workers/data``: wordlists, port presets, leak paths, rule files."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -120,3 +123,18 @@ def load_leak_paths() -> tuple[LeakPath, ...]:
             path = "/" + path
         out.append(LeakPath(path, marker.strip() or None))
     return tuple(out)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """The parsed content of a UTF-8 YAML file."""
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def rule_entries(document: Any, source: str, error: Callable[[str], Exception]) -> list[tuple[str, Any]]:
+    """(``"<source> rule #<index>"``, raw rule) for every rule of a rule document ``{"rules": [...]}``.
+
+    Raises ``error`` (called with the reason) when the document is not such a mapping.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
+        raise error(f"{source}: expected a mapping with a 'rules' list")
+    return [(f"{source} rule #{index}", raw) for index, raw in enumerate(document["rules"])]

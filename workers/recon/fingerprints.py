@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from workers.recon.datafiles import DATA_DIR
+from workers.recon.datafiles import DATA_DIR, read_yaml, rule_entries
 
 DEFAULT_RULES = DATA_DIR / "fingerprints.yaml"
 MATCHER_TYPES = ("header", "body", "title", "favicon_hash", "regex")
@@ -88,11 +86,8 @@ def _parse_matcher(raw: Any, where: str) -> Matcher:
 
 def parse_rules(document: Any, source: str = "<rules>") -> list[Rule]:
     """Validate a parsed rule document (``{"rules": [...]}``) and build :class:`Rule` objects."""
-    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-        raise RuleError(f"{source}: expected a mapping with a 'rules' list")
     rules = []
-    for index, raw in enumerate(document["rules"]):
-        where = f"{source} rule #{index}"
+    for where, raw in rule_entries(document, source, RuleError):
         if not isinstance(raw, dict) or not raw.get("name") or not isinstance(raw.get("matchers"), list):
             raise RuleError(f"{where}: a rule needs 'name' and a 'matchers' list")
         condition = raw.get("condition", "or")
@@ -109,13 +104,13 @@ def load_rules(paths: Iterable[Path | str] = ()) -> list[Rule]:
     """Load the bundled rules plus any extra rule files (later files add rules, they do not replace)."""
     rules = list(_bundled_rules())
     for path in paths:
-        rules.extend(parse_rules(yaml.safe_load(Path(path).read_text(encoding="utf-8")), str(path)))
+        rules.extend(parse_rules(read_yaml(path), str(path)))
     return rules
 
 
 @functools.lru_cache(maxsize=1)
 def _bundled_rules() -> tuple[Rule, ...]:
-    return tuple(parse_rules(yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8")), str(DEFAULT_RULES)))
+    return tuple(parse_rules(read_yaml(DEFAULT_RULES), str(DEFAULT_RULES)))
 
 
 def matcher_hits(matcher: Matcher, page: PageFacts) -> bool:

@@ -236,6 +236,45 @@ async def read_response(reader: asyncio.StreamReader, method: str, max_body: int
     return response
 
 
+async def exchange(
+    ip: str,
+    port: int,
+    request: bytes,
+    *,
+    tls: bool,
+    sni: str | None,
+    method: str,
+    timeout: float,
+    max_body: int,
+    ssl_context: ssl.SSLContext | None = None,
+) -> HttpResponse:
+    """Connect to ``ip:port``, send ``request`` and read the response to ``method``; raises HttpError.
+
+    TLS (when ``tls``) uses ``ssl_context``, by default the scanning context (any certificate), and
+    ``sni`` as the server name. The whole exchange must finish within ``timeout`` seconds; the body
+    is cut at ``max_body`` bytes.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                ip,
+                port,
+                ssl=(ssl_context or shared_ssl_context()) if tls else None,
+                server_hostname=sni if tls else None,
+                limit=MAX_HEADER_BYTES,
+            )
+            try:
+                writer.write(request)
+                await writer.drain()
+                return await read_response(reader, method, max_body)
+            finally:
+                writer.close()
+    except TimeoutError as exc:
+        raise HttpError(f"timeout after {timeout}s") from exc
+    except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+
+
 async def fetch(
     ip: str,
     port: int,
@@ -253,29 +292,19 @@ async def fetch(
     within ``timeout`` seconds; the body is cut at ``max_body`` bytes. Raises :class:`HttpError`.
     """
     host = host or ip
-    try:
-        async with asyncio.timeout(timeout):
-            sni = None if host == ip else host
-            reader, writer = await asyncio.open_connection(
-                ip,
-                port,
-                ssl=shared_ssl_context() if tls else None,
-                server_hostname=sni if tls else None,
-                limit=MAX_HEADER_BYTES,
-            )
-            try:
-                default = 443 if tls else 80
-                host_header = format_host(host) + ("" if port == default else f":{port}")
-                request = (
-                    f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
-                    "Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(request.encode("latin-1", "replace"))
-                await writer.drain()
-                return await read_response(reader, method, max_body)
-            finally:
-                writer.close()
-    except TimeoutError as exc:
-        raise HttpError(f"timeout after {timeout}s") from exc
-    except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+    default = 443 if tls else 80
+    host_header = format_host(host) + ("" if port == default else f":{port}")
+    request = (
+        f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+        "Accept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    )
+    return await exchange(
+        ip,
+        port,
+        request.encode("latin-1", "replace"),
+        tls=tls,
+        sni=None if host == ip else host,
+        method=method,
+        timeout=timeout,
+        max_body=max_body,
+    )

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
-from workers.recon.datafiles import DATA_DIR
+from workers.recon.datafiles import DATA_DIR, read_yaml, rule_entries
 
 DEFAULT_RULES = DATA_DIR / "wih_rules.yaml"
 RECORD_TYPES = ("url", "path", "domain", "ip", "email", "secret")
@@ -72,11 +70,8 @@ class WihRecord:
 
 def parse_wih_rules(document: Any, source: str = "<wih rules>") -> list[WihRule]:
     """Validate a parsed rule document (``{"rules": [...]}``)."""
-    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
-        raise WihRuleError(f"{source}: expected a mapping with a 'rules' list")
     rules = []
-    for index, raw in enumerate(document["rules"]):
-        where = f"{source} rule #{index}"
+    for where, raw in rule_entries(document, source, WihRuleError):
         if not isinstance(raw, dict) or not raw.get("id") or not raw.get("regex"):
             raise WihRuleError(f"{where}: a rule needs 'id' and 'regex'")
         if raw.get("type") not in RECORD_TYPES:
@@ -98,16 +93,14 @@ def parse_wih_rules(document: Any, source: str = "<wih rules>") -> list[WihRule]
 
 @functools.lru_cache(maxsize=1)
 def _bundled() -> tuple[WihRule, ...]:
-    return tuple(
-        parse_wih_rules(yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8")), str(DEFAULT_RULES))
-    )
+    return tuple(parse_wih_rules(read_yaml(DEFAULT_RULES), str(DEFAULT_RULES)))
 
 
 def load_wih_rules(extra_files: Iterable[str | Path] = ()) -> list[WihRule]:
     """The bundled rules plus those of ``extra_files``."""
     rules = list(_bundled())
     for path in extra_files:
-        rules.extend(parse_wih_rules(yaml.safe_load(Path(path).read_text(encoding="utf-8")), str(path)))
+        rules.extend(parse_wih_rules(read_yaml(path), str(path)))
     return rules
 
 

@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from workers.recon.datafiles import DATA_DIR
+
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 PROTOCOLS = ("http", "tcp")
 MATCHER_TYPES = ("status", "word", "regex", "header")
@@ -226,7 +228,7 @@ def parse_poc(document: Any, source: str = "<poc>") -> Poc:
     )
 
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "data" / "pocs"
+BUNDLED_DIR = DATA_DIR / "pocs"
 
 
 def load_poc_file(path: Path) -> Poc:

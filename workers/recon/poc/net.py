@@ -10,15 +10,7 @@ import asyncio
 import ssl
 from collections.abc import Sequence
 
-from workers.recon.http import (
-    MAX_HEADER_BYTES,
-    USER_AGENT,
-    HttpError,
-    HttpResponse,
-    format_host,
-    read_response,
-    shared_ssl_context,
-)
+from workers.recon.http import USER_AGENT, HttpResponse, exchange, format_host
 
 MAX_POC_BODY = 256 * 1024
 
@@ -64,25 +56,17 @@ async def http_request(
     TLS uses the scanning context (any certificate) unless ``ssl_context`` is given; ``ip`` may be
     a host name, in which case it is also the TLS server name.
     """
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                ip,
-                port,
-                ssl=(ssl_context or shared_ssl_context()) if tls else None,
-                server_hostname=(None if host == ip else host) if tls else None,
-                limit=MAX_HEADER_BYTES,
-            )
-            try:
-                writer.write(build_request(method, path, host, port, tls, headers, body))
-                await writer.drain()
-                return await read_response(reader, method, max_body)
-            finally:
-                writer.close()
-    except TimeoutError as exc:
-        raise HttpError(f"timeout after {timeout}s") from exc
-    except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise HttpError(f"{type(exc).__name__}: {exc}") from exc
+    return await exchange(
+        ip,
+        port,
+        build_request(method, path, host, port, tls, headers, body),
+        tls=tls,
+        sni=None if host == ip else host,
+        method=method,
+        timeout=timeout,
+        max_body=max_body,
+        ssl_context=ssl_context,
+    )
 
 
 async def tcp_exchange(ip: str, port: int, send: bytes, read: int, timeout: float) -> bytes:
