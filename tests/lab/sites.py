@@ -1,4 +1,4 @@
-"""Lab servers for the recon2 tests: HTTP sites with per-method routes, and scripted TCP services.
+"""Lab servers for the recon tests: HTTP sites with per-method routes, and scripted TCP services.
 
 Routes are plain dicts that tests may change between runs (a site's title changes, a page goes
 away), which is what the asset-update and monitor tests need.

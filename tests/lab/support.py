@@ -1,4 +1,4 @@
-"""Helpers of the recon2 tests: a lab worker config and task contexts started like a worker's."""
+"""Helpers of the recon tests: a lab worker config and task contexts started like a worker's."""
 
 from __future__ import annotations
 

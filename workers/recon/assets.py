@@ -18,12 +18,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING
-from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
-DUPLICATE_KEY = 11000
-BATCH_SIZE = 500
+from controlplane.store.results import BATCH_SIZE, insert_new
 
 ASSET_KEYS: dict[str, str] = {"domain": "domain", "ip": "ip", "site": "site"}
 """Asset kind -> the field that identifies an asset of that kind within a scope.
@@ -39,35 +36,6 @@ def asset_collection(kind: str) -> str:
     if kind not in ASSET_KEYS:
         raise ValueError(f"unknown asset kind {kind!r}; expected one of {', '.join(ASSET_KEYS)}")
     return "asset_" + kind
-
-
-def insert_new(
-    collection: Collection[Any], docs: Iterable[Mapping[str, Any]], batch_size: int = BATCH_SIZE
-) -> int:
-    """Insert ``docs`` in unordered batches, skipping those a unique index already holds.
-
-    Returns how many were inserted; any error other than a duplicate key is raised.
-    """
-    added = 0
-    batch: list[dict[str, Any]] = []
-    for doc in docs:
-        batch.append(dict(doc))
-        if len(batch) >= batch_size:
-            added += _insert_batch(collection, batch)
-            batch = []
-    if batch:
-        added += _insert_batch(collection, batch)
-    return added
-
-
-def _insert_batch(collection: Collection[Any], batch: list[dict[str, Any]]) -> int:
-    try:
-        return len(collection.insert_many(batch, ordered=False).inserted_ids)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return int(exc.details.get("nInserted", len(batch) - len(errors)))
 
 
 def ensure_asset_indexes(db: Database[Any]) -> None:

@@ -27,10 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.database import Database
 
-from workers.recon.assets import insert_new
+from controlplane.store.results import ResultWriter
 from workers.recon.targets import is_ip
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ RETRIES = 2
 RETRY_DELAY = 1.0
 
 COLLECTION = "fofa"
-UNIQUE_KEY = ("task_id", "host", "ip", "port")
 
 _CODE_RE = re.compile(r"^\s*\[(-?\d+)\]")
 _AUTH_CODES = frozenset({"-700"})
@@ -360,17 +358,11 @@ def _as_int(value: object) -> int | None:
     return None
 
 
-def ensure_fofa_index(db: Database[Any]) -> None:
-    """The unique index that deduplicates hits per task (idempotent)."""
-    db[COLLECTION].create_index(
-        [(f, ASCENDING) for f in UNIQUE_KEY], unique=True, name="uniq_" + "_".join(UNIQUE_KEY)
-    )
-
-
 def store_hits(db: Database[Any], task_id: str, hits: Iterable[FofaHit]) -> int:
     """Store ``hits`` in the ``fofa`` collection tagged with ``task_id``; returns how many were new."""
-    ensure_fofa_index(db)
-    return insert_new(db[COLLECTION], ({**hit.to_doc(), "task_id": task_id} for hit in hits))
+    writer = ResultWriter(db, task_id, [COLLECTION])
+    writer.ensure_indexes()
+    return writer.insert(COLLECTION, (hit.to_doc() for hit in hits))
 
 
 def unique_addresses(hits: Iterable[FofaHit]) -> list[str]:

@@ -1,25 +1,17 @@
-"""Shared machinery of the recon2 pipelines: running async bodies under stop/progress, scoped host
-resolution, and result collections tagged with the task.
+"""Shared machinery of the recon pipelines: running async bodies under stop/progress, and scoped
+host resolution.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from pymongo import ASCENDING
-from pymongo.database import Database
-
-from workers.recon.assets import insert_new
+from workers.recon.context import ReconContext, ScopeCheck
 from workers.recon.control import ProgressReporter, StopSignal
 from workers.recon.dns import DnsClient
-from workers.recon.scan import ReconContext
 from workers.recon.targets import is_ip
-
-log = logging.getLogger(__name__)
 
 
 class HostLocator:
@@ -32,20 +24,10 @@ class HostLocator:
     def __init__(self, ctx: ReconContext) -> None:
         self.ctx = ctx
         self._cache: dict[str, str | None] = {}
-        self._scope: dict[str, bool] = {}
+        self.in_scope = ScopeCheck(ctx)
         self._dns: DnsClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self.resolved: dict[str, list[str]] = {}
-
-    def in_scope(self, host: str) -> bool:
-        """Cached ``scope_check``; a failing check counts as out of scope."""
-        if host not in self._scope:
-            try:
-                self._scope[host] = bool(self.ctx.scope_check(host))
-            except Exception:
-                log.exception("scope_check failed for %s", host)
-                self._scope[host] = False
-        return self._scope[host]
 
     async def addresses(self, host: str) -> list[str]:
         """Every address ``host`` resolves to (the host itself for an IP literal)."""
@@ -104,64 +86,30 @@ class Run:
             self.partial = True
         return finished
 
-    def execute(self, body: Callable[[], Awaitable[Any]]) -> bool:
-        """Run ``body`` in a new event loop with the stop watcher and progress ticker; True if complete."""
+    def settle(self, partial: bool) -> None:
+        """Called once the body ended (``partial`` when it was cut short), before the last progress."""
 
-        async def main() -> None:
-            self._stop = StopSignal(self.ctx.should_stop)
-            background = [
-                asyncio.ensure_future(self._stop.watch()),
-                asyncio.ensure_future(self.progress.ticker()),
-            ]
-            try:
-                await body()
-            finally:
-                for task in background:
-                    task.cancel()
-                if self.partial or self._stop.stopped:
-                    self.partial = True
-                    self.progress.flush_due()
-                else:
-                    await self.progress.drain()
-
-        asyncio.run(main())
+    async def run(self, body: Callable[[], Awaitable[Any]]) -> bool:
+        """Await ``body`` with the stop watcher and progress ticker alive; True if it completed."""
+        self._stop = StopSignal(self.ctx.should_stop)
+        background = [
+            asyncio.ensure_future(self._stop.watch()),
+            asyncio.ensure_future(self.progress.ticker()),
+        ]
+        try:
+            await body()
+        finally:
+            for task in background:
+                task.cancel()
+            if self.partial or self._stop.stopped:
+                self.partial = True
+            self.settle(self.partial)
+            if self.partial:
+                self.progress.flush_due()
+            else:
+                await self.progress.drain()
         return not self.partial
 
-
-class TaggedCollection:
-    """A result collection whose documents carry ``task_id`` and a ``partial`` flag.
-
-    ``keys`` are the fields of its unique index (``task_id`` first); inserting a key twice is a no-op.
-    Documents go in with ``partial: True``; :meth:`finish` clears the flag when the task completed.
-    """
-
-    def __init__(self, db: Database[Any], name: str, task_id: str, keys: Sequence[str]) -> None:
-        self.collection = db[name]
-        self.task_id = task_id
-        self.keys = tuple(keys)
-        self.inserted = 0
-
-    def ensure_index(self) -> None:
-        """Create the unique index (idempotent)."""
-        self.collection.create_index(
-            [(k, ASCENDING) for k in self.keys], unique=True, name="uniq_" + "_".join(self.keys)
-        )
-
-    def insert(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        """Insert ``docs`` tagged with the task; returns how many were new."""
-        now = time.time()
-        added = insert_new(
-            self.collection,
-            ({"time": now, **doc, "task_id": self.task_id, "partial": True} for doc in docs),
-        )
-        self.inserted += added
-        return added
-
-    def finish(self, partial: bool) -> None:
-        """Clear the ``partial`` flag of this task's documents when the task completed."""
-        if not partial:
-            self.collection.update_many({"task_id": self.task_id}, {"$set": {"partial": False}})
-
-    def count(self) -> int:
-        """How many documents this task holds in the collection."""
-        return self.collection.count_documents({"task_id": self.task_id})
+    def execute(self, body: Callable[[], Awaitable[Any]]) -> bool:
+        """Run ``body`` in a new event loop (see :meth:`run`); True if it completed."""
+        return asyncio.run(self.run(body))

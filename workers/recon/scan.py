@@ -6,27 +6,24 @@ asyncio loop) so they can be called straight from a Celery prefork child.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from controlplane.store.results import RECON_KINDS, ResultWriter
 from workers.recon.certs import fetch_certificate_der, parse_certificate
-from workers.recon.control import ProgressReporter, StopSignal, run_pool
+from workers.recon.context import ReconContext, ScopeCheck
+from workers.recon.control import run_pool
 from workers.recon.datafiles import load_leak_paths, load_wordlist, ports_for_preset
 from workers.recon.dns import DnsClient, DomainRecord, Wildcard, detect_wildcard, resolve_names
 from workers.recon.fileleak import LeakFinding, check_site
 from workers.recon.fingerprints import load_rules
 from workers.recon.nmap import nmap_path, run_nmap
 from workers.recon.portscan import PortInfo, scan_ports
+from workers.recon.run import Run
 from workers.recon.services import detect_service
 from workers.recon.sites import Endpoint, SiteResult, identify_site
-from workers.recon.storage import ResultStore
 from workers.recon.targets import expand_ip_targets, is_ip, is_subdomain, normalize_domain
-
-if TYPE_CHECKING:
-    from pymongo.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +42,15 @@ LEAK_SITE_CONCURRENCY = 16
 DEFAULT_SCAN_DEADLINE = 3600.0
 
 
-@dataclass
-class ReconContext:
-    """Everything the pipeline needs from its caller (the Celery task wrapper)."""
-
-    task_id: str
-    db: Database[Any]
-    resolvers: list[str]
-    progress: Callable[[str, int, int], None]
-    should_stop: Callable[[], bool]
-    scope_check: Callable[[str], bool]
-    max_cidr_addresses: int = 65536
-    dns_timeout: float = 2.0
-    connect_timeout: float = 1.0
-    concurrency: int = 200
-    http_timeout: float = 5.0
-
-
-class ReconRun:
-    """One execution of the pipeline: the accumulated assets, the store, progress and stop handling."""
+class ReconRun(Run):
+    """One execution of the pipeline: a :class:`Run` with the accumulated assets and the result writer."""
 
     def __init__(self, ctx: ReconContext, options: dict[str, Any]) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.options = options
-        self.store = ResultStore(ctx.db, ctx.task_id)
-        self.progress = ProgressReporter(ctx.progress)
+        self.store = ResultWriter(ctx.db, ctx.task_id, RECON_KINDS)
+        self.in_scope = ScopeCheck(ctx)
         self.rules = load_rules(options.get("extra_fingerprint_files") or ())
-        self.partial = False
         self.roots: list[str] = []
         self.wildcards: dict[str, Wildcard] = {}
         self.domains: dict[str, DomainRecord] = {}
@@ -81,16 +60,7 @@ class ReconRun:
         self.open_ports: dict[str, dict[int, PortInfo]] = {}
         self.sites: dict[str, SiteResult] = {}
         self.cert_keys: set[tuple[str, int]] = set()
-        self.cert_count = 0
-        self._scope: dict[str, bool] = {}
         self._dns: DnsClient | None = None
-        self._stop: StopSignal | None = None
-
-    @property
-    def stop(self) -> StopSignal:
-        """The stop signal of the running loop."""
-        assert self._stop is not None
-        return self._stop
 
     def dns(self) -> DnsClient | None:
         """The DNS client (None when no resolvers were configured)."""
@@ -98,46 +68,23 @@ class ReconRun:
             self._dns = DnsClient(self.ctx.resolvers, self.ctx.dns_timeout, self.ctx.concurrency)
         return self._dns
 
-    def in_scope(self, host: str) -> bool:
-        """Cached ``ctx.scope_check``; a failing check counts as out of scope."""
-        if host not in self._scope:
-            try:
-                self._scope[host] = bool(self.ctx.scope_check(host))
-            except Exception:
-                log.exception("scope_check failed for %s", host)
-                self._scope[host] = False
-        return self._scope[host]
+    def settle(self, partial: bool) -> None:
+        """Clear the partial flag of the run's results when it completed."""
+        self.store.finish(partial)
 
-    def reporter(self, stage: str, total: int) -> Callable[[int], None]:
-        """A ``done -> None`` progress callback for ``stage`` with a fixed total."""
-        self.progress.report(stage, 0, total)
-        return lambda done: self.progress.report(stage, done, total)
+    def results(self, body: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+        """Run ``body`` (see :meth:`Run.execute`) over indexed result collections.
 
-    async def guarded(self, step: Coroutine[Any, Any, Any], timeout: float | None = None) -> bool:
-        """Run one step under the stop signal; False (and the run marked partial) if it was cut short."""
-        finished, _ = await self.stop.run(step, timeout)
-        if not finished:
-            self.partial = True
-        return finished
+        Returns how many documents each collection holds for the task, and ``partial``.
+        """
 
-    async def execute(self, body: Callable[[], Coroutine[Any, Any, None]]) -> dict[str, Any]:
-        """Run ``body`` with the stop watcher and progress ticker alive, then settle the results."""
-        self._stop = StopSignal(self.ctx.should_stop)
-        background = [asyncio.ensure_future(self.stop.watch()), asyncio.ensure_future(self.progress.ticker())]
-        try:
+        async def indexed() -> None:
             self.store.ensure_indexes()
             await body()
-        finally:
-            for task in background:
-                task.cancel()
-            partial = self.partial or self.stop.stopped
-            self.store.finish(partial)
-            if partial:
-                self.progress.flush_due()
-            else:
-                await self.progress.drain()
+
+        complete = self.execute(indexed)
         stats: dict[str, Any] = dict(self.store.counts())
-        stats["partial"] = partial
+        stats["partial"] = not complete
         return stats
 
     async def run_domains(self, targets: list[str]) -> None:
@@ -147,21 +94,21 @@ class ReconRun:
             raise ValueError("domain tasks need at least one DNS resolver")
         if self.options.get("domain_brute"):
             await self.brute_force()
-        if self.stop.stopped:
+        if self.stopped:
             return
         await self.resolve(self.roots, source="target", keep_empty=True)
         names = list(self.domains)
         for _ in range(MAX_DISCOVERY_ROUNDS):
-            if not names or self.stop.stopped:
+            if not names or self.stopped:
                 break
             hosts = {n: [ip for ip in self.domains[n].ips if self.in_scope(ip)] for n in names}
             new_names = await self.discovery_round({h: ips for h, ips in hosts.items() if self.in_scope(h)})
-            if self.stop.stopped or not new_names:
+            if self.stopped or not new_names:
                 break
             before = set(self.domains)
             await self.resolve(new_names, source="cert", keep_empty=False)
             names = [n for n in self.domains if n not in before]
-        if not self.stop.stopped and self.options.get("file_leak"):
+        if not self.stopped and self.options.get("file_leak"):
             await self.file_leak()
 
     async def run_ips(self, targets: list[str]) -> None:
@@ -169,7 +116,7 @@ class ReconRun:
         addresses = expand_ip_targets(targets, self.ctx.max_cidr_addresses)
         hosts = {ip: [ip] for ip in addresses if self.in_scope(ip)}
         await self.discovery_round(hosts)
-        if not self.stop.stopped and self.options.get("file_leak"):
+        if not self.stopped and self.options.get("file_leak"):
             await self.file_leak()
 
     async def brute_force(self) -> None:
@@ -184,7 +131,7 @@ class ReconRun:
             self.wildcards[root] = wildcard = Wildcard()
             found: dict[str, DomainRecord] = {}
 
-            async def step(
+            async def brute(
                 root: str = root, wildcard: Wildcard = wildcard, found: dict = found, base: int = offset
             ) -> None:
                 detected = await detect_wildcard(client, root)
@@ -199,7 +146,7 @@ class ReconRun:
                     on_progress=lambda done: report(base + done),
                 )
 
-            finished = await self.guarded(step())
+            finished = await self.step(brute())
             for name, record in found.items():
                 self.domains.setdefault(name, record)
             offset += len(labels)
@@ -213,7 +160,7 @@ class ReconRun:
         todo = [n for n in dict.fromkeys(names) if n not in self.domains]
         found: dict[str, DomainRecord] = {}
         report = self.reporter("resolve", len(todo))
-        await self.guarded(
+        await self.step(
             resolve_names(
                 client, todo, found, source=source, concurrency=self.ctx.concurrency, on_progress=report
             )
@@ -251,18 +198,18 @@ class ReconRun:
         ]
         if ips and self.options.get("port_scan"):
             await self.port_scan(ips)
-            if not self.stop.stopped and self.options.get("service_detection"):
+            if not self.stopped and self.options.get("service_detection"):
                 await self.detect_services(ips)
         elif ips:
             for ip in ips:
                 self.open_ports.setdefault(ip, {})
         self.scanned_ips.update(ips)
         self.save_ips(hosts)
-        if self.stop.stopped:
+        if self.stopped:
             return []
         if self.options.get("site_identify"):
             await self.identify_sites(hosts)
-        if self.stop.stopped or not self.options.get("ssl_cert"):
+        if self.stopped or not self.options.get("ssl_cert"):
             return []
         return await self.collect_certs(hosts)
 
@@ -275,7 +222,7 @@ class ReconRun:
         deadline = float(self.options.get("port_scan_timeout") or DEFAULT_SCAN_DEADLINE)
         report = self.reporter("port_scan", len(ips) * len(ports))
         if self.options.get("use_nmap") and nmap_path():
-            step = run_nmap(
+            scan = run_nmap(
                 ips,
                 ports,
                 found,
@@ -284,7 +231,7 @@ class ReconRun:
             )
         else:
             host_timeout = self.options.get("port_scan_host_timeout")
-            step = scan_ports(
+            scan = scan_ports(
                 ips,
                 ports,
                 found,
@@ -293,7 +240,7 @@ class ReconRun:
                 host_timeout=float(host_timeout) if host_timeout else None,
                 on_progress=lambda done, total: report(done),
             )
-        finished = await self.guarded(step, timeout=deadline)
+        finished = await self.step(scan, timeout=deadline)
         if finished:
             report(len(ips) * len(ports))
         for ip in ips:
@@ -314,7 +261,7 @@ class ReconRun:
             done += 1
             report(done)
 
-        await self.guarded(run_pool(targets, probe, self.ctx.concurrency))
+        await self.step(run_pool(targets, probe, self.ctx.concurrency))
 
     def save_ips(self, hosts: dict[str, list[str]]) -> None:
         """Store ``ip`` documents for newly scanned IPs; add newly seen host names to stored ones."""
@@ -400,7 +347,7 @@ class ReconRun:
             done += 1
             report(done)
 
-        await self.guarded(run_pool(candidates.items(), probe, min(SITE_CONCURRENCY, self.ctx.concurrency)))
+        await self.step(run_pool(candidates.items(), probe, min(SITE_CONCURRENCY, self.ctx.concurrency)))
         fresh = [s for s in found if s.site not in self.sites]
         for site in fresh:
             self.sites[site.site] = site
@@ -443,7 +390,7 @@ class ReconRun:
             done += 1
             report(done)
 
-        await self.guarded(run_pool(endpoints.items(), grab, min(SITE_CONCURRENCY, self.ctx.concurrency)))
+        await self.step(run_pool(endpoints.items(), grab, min(SITE_CONCURRENCY, self.ctx.concurrency)))
         self.cert_keys.update(endpoints)
         self.store.insert("cert", docs)
         return sorted(
@@ -471,17 +418,17 @@ class ReconRun:
             endpoint = Endpoint(site.scheme, site.hostname, site.ip, site.port)
             await check_site(endpoint, probes, found, timeout=self.ctx.http_timeout, on_probe=tick)
 
-        await self.guarded(run_pool(sites, check, LEAK_SITE_CONCURRENCY))
+        await self.step(run_pool(sites, check, LEAK_SITE_CONCURRENCY))
         self.store.insert("fileleak", (f.to_doc() for f in found))
 
 
 def run_domain_task(targets: list[str], options: dict[str, Any], ctx: ReconContext) -> dict[str, Any]:
     """Run the domain pipeline over ``targets`` and return per-collection counts plus ``partial``."""
     run = ReconRun(ctx, options)
-    return asyncio.run(run.execute(lambda: run.run_domains(targets)))
+    return run.results(lambda: run.run_domains(targets))
 
 
 def run_ip_task(targets: list[str], options: dict[str, Any], ctx: ReconContext) -> dict[str, Any]:
     """Run the IP pipeline over ``targets`` (IPs, CIDRs, ranges) and return counts plus ``partial``."""
     run = ReconRun(ctx, options)
-    return asyncio.run(run.execute(lambda: run.run_ips(targets)))
+    return run.results(lambda: run.run_ips(targets))

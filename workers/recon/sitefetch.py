@@ -8,8 +8,9 @@ connection is made; answers are identified with :func:`workers.recon.sites.ident
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from workers.recon.control import run_pool
@@ -98,6 +99,15 @@ async def fetch_sites(
 
     await run_pool(candidates, probe, concurrency)
     return results
+
+
+async def asset_endpoint(doc: Mapping[str, Any], locate: HostLocator) -> Endpoint | None:
+    """The endpoint of a stored site asset (``hostname``, ``port``, ``scheme``), None when out of reach."""
+    host, port, scheme = str(doc.get("hostname") or ""), int(doc.get("port") or 0), str(doc.get("scheme"))
+    ip = await locate(host) if host else None
+    if ip is None or not port or scheme not in ("http", "https"):
+        return None
+    return Endpoint(scheme, host, ip, port)
 
 
 def unique_candidates(targets: Iterable[str], skip_origins: Iterable[str] = ()) -> list[Candidate]:

@@ -12,10 +12,10 @@ import logging
 import ssl
 from typing import Any
 
+from workers.recon.context import ReconContext
 from workers.recon.http import HttpError, split_url
 from workers.recon.poc.net import http_request
 from workers.recon.run import HostLocator
-from workers.recon.scan import ReconContext
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
+from workers.recon.context import ReconContext
 from workers.recon.control import run_pool
 from workers.recon.fingerprints import load_rules
-from workers.recon.run import HostLocator, Run, TaggedCollection
-from workers.recon.scan import ReconContext
+from workers.recon.run import HostLocator, Run
+from workers.recon.scan import SITE_CONCURRENCY
 from workers.recon.siteassets import CHANGE_COLLECTION, add_sites, apply_refresh, diff_site, known_sites
-from workers.recon.sitefetch import fetch_sites, unique_candidates
-from workers.recon.sites import Endpoint, SiteResult, identify_site
-from workers.recon.storage import ResultStore
-from workers.tasks.shared import recon_context, required_scope_id
-
-SITE_CONCURRENCY = 50
+from workers.recon.sitefetch import asset_endpoint, fetch_sites, unique_candidates
+from workers.recon.sites import SiteResult, identify_site
+from workers.tasks.shared import recon_context, recon_results, required_scope_id
 
 
 def _site_concurrency(ctx: ReconContext) -> int:
@@ -52,8 +51,7 @@ def add_site_targets(targets: list[str], scope_id: str, ctx: ReconContext) -> di
 
     complete = run.execute(body)
     fresh = [s for s in found if s.site not in known]
-    store = ResultStore(ctx.db, ctx.task_id)
-    store.ensure_indexes()
+    store = recon_results(ctx)
     store.insert("site", (s.to_doc() for s in fresh))
     added = add_sites(ctx.db, scope_id, ctx.task_id, fresh)
     store.finish(not complete)
@@ -74,11 +72,10 @@ def update_scope_sites(scope_id: str, ctx: ReconContext) -> dict[str, Any]:
     fetched: dict[str, SiteResult | None] = {}
 
     async def refetch(doc: dict[str, Any]) -> None:
-        host, port, scheme = str(doc.get("hostname") or ""), int(doc.get("port") or 0), str(doc.get("scheme"))
-        ip = await locate(host) if host else None
+        endpoint = await asset_endpoint(doc, locate)
         site = None
-        if ip is not None and port and scheme in ("http", "https"):
-            site = await identify_site(Endpoint(scheme, host, ip, port), rules, locate, ctx.http_timeout)
+        if endpoint is not None:
+            site = await identify_site(endpoint, rules, locate, ctx.http_timeout)
         fetched[doc["site"]] = site
         report(len(fetched))
 
@@ -88,8 +85,8 @@ def update_scope_sites(scope_id: str, ctx: ReconContext) -> dict[str, Any]:
         await run.step(run_pool(assets, refetch, _site_concurrency(ctx)))
 
     complete = run.execute(body)
-    changes = TaggedCollection(ctx.db, CHANGE_COLLECTION, ctx.task_id, ("task_id", "site"))
-    changes.ensure_index()
+    changes = ResultWriter(ctx.db, ctx.task_id, [CHANGE_COLLECTION])
+    changes.ensure_indexes()
     records = []
     counts = {"changed": 0, "removed": 0, "new": 0}
     for doc in assets:
@@ -101,16 +98,15 @@ def update_scope_sites(scope_id: str, ctx: ReconContext) -> dict[str, Any]:
             counts[change["change"]] += 1
             records.append({"scope_id": scope_id, "site": doc["site"], **change})
         apply_refresh(ctx.db, scope_id, ctx.task_id, doc, site)
-    changes.insert(records)
+    changes.insert(CHANGE_COLLECTION, records)
     changes.finish(not complete)
-    store = ResultStore(ctx.db, ctx.task_id)
-    store.ensure_indexes()
+    store = recon_results(ctx)
     store.insert("site", (s.to_doc() for s in fetched.values() if s is not None))
     store.finish(not complete)
     return {
         "site": sum(1 for s in fetched.values() if s is not None),
         "checked": len(fetched),
-        "asset_site_change": changes.count(),
+        "asset_site_change": changes.count(CHANGE_COLLECTION),
         **counts,
         "partial": not complete,
     }

@@ -18,17 +18,17 @@ from urllib.parse import urljoin
 
 from pymongo.database import Database
 
+from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
 from workers.recon.assets import scope_assets
+from workers.recon.context import ReconContext
 from workers.recon.control import run_pool
 from workers.recon.fingerprints import load_rules
 from workers.recon.http import HttpError, split_url
-from workers.recon.run import HostLocator, Run, TaggedCollection
-from workers.recon.scan import ReconContext
+from workers.recon.run import HostLocator, Run
 from workers.recon.siteassets import add_sites, known_sites
-from workers.recon.sitefetch import Candidate, candidates_for, fetch_sites
+from workers.recon.sitefetch import Candidate, asset_endpoint, candidates_for, fetch_sites
 from workers.recon.sites import Endpoint, SiteResult, follow
-from workers.recon.storage import ResultStore
 from workers.recon.targets import is_ip
 from workers.recon.wih import (
     WihRecord,
@@ -39,7 +39,7 @@ from workers.recon.wih import (
     registrable_suffix,
     script_sources,
 )
-from workers.tasks.shared import recon_context, required_scope_id
+from workers.tasks.shared import recon_context, recon_results, required_scope_id
 
 WIH_COLLECTION = "wih"
 MAX_SCRIPTS = 20
@@ -64,12 +64,11 @@ async def hunt_site(
     doc: dict[str, Any], locate: HostLocator, rules: list[WihRule], hunt: Hunt, timeout: float
 ) -> None:
     """Fetch one site's page and scripts and collect what the rules find."""
-    host, port, scheme = str(doc.get("hostname") or ""), int(doc.get("port") or 0), str(doc.get("scheme"))
-    ip = await locate(host) if host else None
-    if ip is None or not port or scheme not in ("http", "https"):
+    start = await asset_endpoint(doc, locate)
+    if start is None:
         return
     try:
-        endpoint, response, chain = await follow(Endpoint(scheme, host, ip, port), "/", locate, timeout)
+        endpoint, response, chain = await follow(start, "/", locate, timeout)
     except HttpError:
         return
     page_url = chain[-1] if chain else endpoint.origin + "/"
@@ -164,23 +163,25 @@ def hunt_scope(scope_id: str, ctx: ReconContext) -> dict[str, Any]:
         )
 
     complete = run.execute(body)
-    store = TaggedCollection(ctx.db, WIH_COLLECTION, ctx.task_id, ("scope_id", "hash"))
-    store.ensure_index()
+    store = ResultWriter(ctx.db, ctx.task_id, [WIH_COLLECTION])
+    store.ensure_indexes()
     known = {
         d["hash"]
-        for d in store.collection.find(
+        for d in ctx.db[WIH_COLLECTION].find(
             {"scope_id": scope_id, "hash": {"$in": list(hunt.records)}}, {"hash": 1}
         )
     }
     added = store.insert(
-        {**record.to_doc(), "scope_id": scope_id, "source": source, "site": site}
-        for digest, (record, source, site) in hunt.records.items()
-        if digest not in known
+        WIH_COLLECTION,
+        (
+            {**record.to_doc(), "scope_id": scope_id, "source": source, "site": site}
+            for digest, (record, source, site) in hunt.records.items()
+            if digest not in known
+        ),
     )
     store.finish(not complete)
     fresh = [s for s in found_sites if s.site not in site_urls]
-    results = ResultStore(ctx.db, ctx.task_id)
-    results.ensure_indexes()
+    results = recon_results(ctx)
     results.insert("site", (s.to_doc() for s in fresh))
     results.finish(not complete)
     return {

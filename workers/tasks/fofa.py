@@ -13,11 +13,11 @@ from typing import Any
 
 from bson import ObjectId
 
+from controlplane.store.results import RECON_KINDS
 from workers.context import TaskContext
 from workers.recon.assets import sync_results
 from workers.recon.fofa import FofaClient, store_hits, unique_addresses
 from workers.recon.scan import run_ip_task
-from workers.recon.storage import UNIQUE_KEYS
 from workers.tasks.shared import recon_context
 
 DEFAULT_SIZE = 100
@@ -76,7 +76,7 @@ def fofa_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         recon.max_cidr_addresses = max(recon.max_cidr_addresses, len(targets))
         stats.update(run_ip_task(targets, options, recon))
     else:
-        stats.update({**dict.fromkeys(UNIQUE_KEYS, 0), "partial": False})
+        stats.update({**dict.fromkeys(RECON_KINDS, 0), "partial": False})
     return ctx.finish(stats)
 
 

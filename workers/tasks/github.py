@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pymongo import ASCENDING
-
+from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
+from workers.recon.context import ReconContext
 from workers.recon.control import run_pool
 from workers.recon.github import CodeResult, GithubClient, GithubError, result_of
-from workers.recon.run import Run, TaggedCollection
-from workers.recon.scan import ReconContext
+from workers.recon.run import Run
 from workers.recon.webhook import capped, post_webhook
 from workers.tasks.shared import recon_context, webhook_url
 
@@ -77,24 +76,29 @@ def run_search(
     max_results = int(options.get("max_results") or DEFAULT_MAX_RESULTS)
     results, complete, error = search(keyword, max_results, client, ctx)
     unique = {r.hash: r for r in results}
-    store = TaggedCollection(ctx.db, GITHUB_COLLECTION, ctx.task_id, ("task_id", "hash"))
-    store.ensure_index()
+    store = ResultWriter(ctx.db, ctx.task_id, [GITHUB_COLLECTION])
+    store.ensure_indexes()
+    seen = ResultWriter(ctx.db, ctx.task_id, [SEEN_COLLECTION])
     new_hashes = list(unique)
     if monitor_id:
-        seen = ctx.db[SEEN_COLLECTION]
-        seen.create_index(
-            [("monitor_id", ASCENDING), ("hash", ASCENDING)], unique=True, name="uniq_monitor_hash"
-        )
+        seen.ensure_indexes()
         known = {
-            d["hash"] for d in seen.find({"monitor_id": monitor_id, "hash": {"$in": new_hashes}}, {"hash": 1})
+            d["hash"]
+            for d in ctx.db[SEEN_COLLECTION].find(
+                {"monitor_id": monitor_id, "hash": {"$in": new_hashes}}, {"hash": 1}
+            )
         }
         new_hashes = [h for h in new_hashes if h not in known]
     extra = {"keyword": keyword, **({"monitor_id": monitor_id} if monitor_id else {})}
-    store.insert({**unique[h].to_doc(), **extra} for h in new_hashes)
+    store.insert(GITHUB_COLLECTION, ({**unique[h].to_doc(), **extra} for h in new_hashes))
     if monitor_id:
-        TaggedCollection(ctx.db, SEEN_COLLECTION, ctx.task_id, ("monitor_id", "hash")).insert(
-            {"monitor_id": monitor_id, "hash": h, "repo": unique[h].repo, "path": unique[h].path}
-            for h in new_hashes
+        # Never finished: what a monitor has seen stays marked partial, as it always was.
+        seen.insert(
+            SEEN_COLLECTION,
+            (
+                {"monitor_id": monitor_id, "hash": h, "repo": unique[h].repo, "path": unique[h].path}
+                for h in new_hashes
+            ),
         )
     store.finish(not complete)
     if error is not None:

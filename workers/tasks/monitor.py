@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
 from workers.recon.assets import asset_collection, scope_assets, sync_results
-from workers.recon.run import TaggedCollection
-from workers.recon.scan import ReconContext, run_domain_task, run_ip_task
+from workers.recon.context import ReconContext
+from workers.recon.scan import run_domain_task, run_ip_task
 from workers.recon.webhook import capped, post_webhook
 from workers.tasks.shared import recon_context, required_scope_id, webhook_url
 
 NEW_COLLECTION = "monitor_new"
-NEW_KEYS = ("task_id", "kind", "value")
 
 
 def root_domains(domains: list[str]) -> list[str]:
@@ -100,9 +100,9 @@ def monitor_pass(
     run = run_domain_task if kind == "domain" else run_ip_task
     stats = run(targets, options, ctx) if targets else {"partial": False}
     findings = new_findings(ctx, scope_id)
-    store = TaggedCollection(ctx.db, NEW_COLLECTION, ctx.task_id, NEW_KEYS)
-    store.ensure_index()
-    store.insert({"scope_id": scope_id, **item} for item in findings)
+    store = ResultWriter(ctx.db, ctx.task_id, [NEW_COLLECTION])
+    store.ensure_indexes()
+    store.insert(NEW_COLLECTION, ({"scope_id": scope_id, **item} for item in findings))
     store.finish(bool(stats.get("partial")))
     add_new_ports(ctx, scope_id, findings)
     synced = sync_results(ctx.db, ctx.task_id, scope_id)

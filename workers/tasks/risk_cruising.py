@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
+from workers.recon.context import ReconContext
 from workers.recon.poc import PocRunner, load_pocs, select_pocs
-from workers.recon.run import HostLocator, Run, TaggedCollection
-from workers.recon.scan import ReconContext
+from workers.recon.run import HostLocator, Run
 from workers.tasks.shared import recon_context
 
 VULN_COLLECTION = "vuln"
-VULN_KEYS = ("task_id", "target", "poc_id")
 MAX_CONCURRENCY = 100
 
 
@@ -36,17 +36,17 @@ def run_pocs(
         concurrency=min(int(options.get("concurrency") or ctx.concurrency), MAX_CONCURRENCY),
         on_progress=lambda done, total: run.progress.report("poc", done, total),
     )
-    store = TaggedCollection(ctx.db, VULN_COLLECTION, ctx.task_id, VULN_KEYS)
-    store.ensure_index()
+    store = ResultWriter(ctx.db, ctx.task_id, [VULN_COLLECTION])
+    store.ensure_indexes()
 
     async def body() -> None:
         await run.step(runner.run(targets, pocs))
 
     complete = run.execute(body)
-    store.insert(f.to_doc() for f in runner.findings)
+    store.insert(VULN_COLLECTION, (f.to_doc() for f in runner.findings))
     store.finish(not complete)
     return {
-        "vuln": store.count(),
+        "vuln": store.count(VULN_COLLECTION),
         "pocs": len(pocs),
         "targets": len(targets),
         "requests": runner.requests,

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.core.scope import ScopePolicy
+from controlplane.store.results import RECON_KINDS, ResultWriter
 from workers.context import TaskContext
-from workers.recon.scan import ReconContext
+from workers.recon.context import ReconContext
 
 
 def system_resolvers(path: str = "/etc/resolv.conf") -> list[str]:
@@ -42,6 +43,13 @@ def recon_context(ctx: TaskContext) -> ReconContext:
         concurrency=recon.concurrency,
         http_timeout=recon.http_timeout,
     )
+
+
+def recon_results(ctx: ReconContext) -> ResultWriter:
+    """A writer of the task's results in the recon pipeline's collections (``site``, ...), indexed."""
+    store = ResultWriter(ctx.db, ctx.task_id, RECON_KINDS)
+    store.ensure_indexes()
+    return store
 
 
 def required_scope_id(data: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.store.results import RECON_KINDS
 from tests.lab import (
     CERT_ONLY_NAME,
     EXPECTED_FINGERPRINTS,
@@ -25,7 +26,6 @@ from tests.lab.scenarios import all_options, in_lab_scope
 from workers.recon import ReconContext, run_domain_task, run_ip_task
 from workers.recon.nmap import nmap_path
 from workers.recon.scan import STAGES
-from workers.recon.storage import UNIQUE_KEYS
 
 
 def docs(db: Any, collection: str, task_id: str) -> list[dict[str, Any]]:
@@ -132,7 +132,7 @@ def test_domain_task_file_leaks_only_on_the_leaky_site(
 def test_domain_task_stats_progress_and_partial_flag(domain_run: dict[str, Any], recon_db: Any) -> None:
     stats = domain_run["stats"]
     assert stats["partial"] is False
-    for collection in UNIQUE_KEYS:
+    for collection in RECON_KINDS:
         stored = docs(recon_db, collection, domain_run["task_id"])
         assert stats[collection] == len(stored)
         assert all(not d["partial"] for d in stored)
@@ -153,7 +153,7 @@ def test_rerun_of_the_same_task_adds_no_duplicates(
     ctx = make_ctx(task_id=domain_run["task_id"])
     options = all_options(lab, domain_brute=False, file_leak=False)
     again = run_domain_task(["lab.test", "www.lab.test"], options, ctx)
-    assert {k: again[k] for k in UNIQUE_KEYS} == {k: before[k] for k in UNIQUE_KEYS}
+    assert {k: again[k] for k in RECON_KINDS} == {k: before[k] for k in RECON_KINDS}
 
 
 def test_wildcard_answers_are_filtered(

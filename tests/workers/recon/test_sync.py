@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from controlplane.config import Config, load_config
+from controlplane.store.results import RECON_KINDS, ResultWriter
 from controlplane.store.tasks import TaskStore, new_task_document
 from tests.lab import MongoServer
 from workers.context import TaskContext
 from workers.recon.assets import scope_assets, scope_counts, sync_results
-from workers.recon.storage import ResultStore
 from workers.tasks.fofa import domain_task_sync_task
 
 SCOPE = "scope-sync-1"
@@ -45,7 +45,7 @@ def add_task(
     doc["status"] = status
     doc["data"]["task_id"] = str(doc["_id"])
     store.tasks.insert_one(doc)
-    results_store = ResultStore(store.db, str(doc["_id"]))
+    results_store = ResultWriter(store.db, str(doc["_id"]), RECON_KINDS)
     results_store.ensure_indexes()
     for collection, docs in (results or {}).items():
         results_store.insert(collection, docs)
