@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test lint typecheck pytest fuzz bench clean
+.PHONY: up test lint typecheck pytest fuzz chaos bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: lint typecheck pytest
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(VENV)/.installed
 	CP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -rs --timeout=3600 tests/test_fuzz.py
+
+# The crash loops at length: `up`'s whole process group killed at random moments, 25 rounds
+# (`make test` runs 2).  CP_CHAOS_SEED=<n> repeats a run's kill moments.
+CHAOS_ITERATIONS ?= 25
+chaos: $(VENV)/.installed
+	CP_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(BIN)/pytest -q -rs --timeout=3600 tests/reliability/test_up_crash.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py

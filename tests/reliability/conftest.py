@@ -46,6 +46,7 @@ ROWS: list[tuple[str, str]] = [
     ("test_hard_time_limit_kills_the_task_and_frees_its_slot", "7"),
     ("test_sigterm_flushes_and_exits_in_bounded_time", "8"),
     ("test_up_stops_without_orphans_and_restarts_on_the_same_data", "8"),
+    ("test_up_group_kill9_in_a_loop_every_accepted_task_reaches_its_true_state", "9"),
 ]
 # Covered elsewhere (item 3); listed in the table by reference, not re-run here.
 REFERENCED = [
