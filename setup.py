@@ -43,6 +43,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "import-linter>=2.1",
+            "psutil>=5.9",
             "types-PyYAML",
             "types-redis",
             "playwright>=1.45",

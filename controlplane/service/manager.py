@@ -29,13 +29,14 @@ from controlplane.core.errors import (
     TaskIsRunning,
 )
 from controlplane.core.merge import PENDING, RETRY, STATUSES, SUCCESS, TERMINAL
-from controlplane.core.scope import ScopePolicy
+from controlplane.core.scope import ScopePolicy, custom_targets
 from controlplane.core.tasktypes import Registry
 from controlplane.core.validate import limits_for, validate_task_data
 from controlplane.service.lookups import LookupCache
 from controlplane.service.submitter import Submission, Submitter
 from controlplane.store.asynctasks import AsyncTaskStore
-from controlplane.store.tasks import RESULT_KINDS, TaskFilter, TaskStore, new_task_document
+from controlplane.store.results import RESULT_KINDS
+from controlplane.store.tasks import TaskFilter, TaskStore, new_task_document
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,7 @@ class TaskManager:
             )
         limits = limits_for(self.config.limits, task_type)
         clean = validate_task_data(task_type, data, limits, custom=not kind.builtin)
-        if kind.builtin:
-            self._check_scope(clean)
+        self._check_scope(clean, custom=not kind.builtin)
         if task_type == "domain_task_sync_task":
             await self._check_source_task(str(clean["task_id"]))
         celery_id = celery_id or str(uuid.uuid4())
@@ -186,12 +186,22 @@ class TaskManager:
                 "data.task_id", f"the source task ended {status}; only a SUCCESS can be synced"
             )
 
-    def _check_scope(self, clean: dict[str, Any]) -> None:
-        """Every target (and a webhook) must be inside ``scope``; else 400 naming the target."""
-        bad = self.scope.check_targets(clean.get("targets", []))
-        if bad is not None:
-            index, reason = bad
-            raise InvalidParam("data.target", f"out of scope: {reason}", index=index)
+    def _check_scope(self, clean: dict[str, Any], *, custom: bool) -> None:
+        """Every target (and a webhook) must be inside ``scope``; else 400 naming the field and target.
+
+        A built-in type's targets are its parsed ``targets``; a custom type's are the
+        items of every ``target*`` field of its data and options (``custom_targets``).
+        """
+        if custom:
+            for field, index, item in custom_targets(clean):
+                reason = self.scope.target_reason(item)
+                if reason is not None:
+                    raise InvalidParam(field, f"out of scope: {reason}", index=index)
+        else:
+            bad = self.scope.check_targets(clean.get("targets", []))
+            if bad is not None:
+                index, reason = bad
+                raise InvalidParam("data.target", f"out of scope: {reason}", index=index)
         webhook = clean.get("webhook")
         if webhook:
             why = self.scope.target_reason(str(webhook))

@@ -44,6 +44,7 @@ from controlplane.core.documents import TaskDocument, TaskFilter
 from controlplane.core.merge import NON_TERMINAL, PENDING, STARTED, TASK_EVENT_TYPES, fold, status_of
 from controlplane.store.errors import TranslatesErrors
 from controlplane.store.recent import RecentTasks
+from controlplane.store.results import DUPLICATE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ SCHEDULES = "schedules"
 _HIDDEN = {"_m"}
 _LIST_PROJECTION = {"_m": 0, "data": 0, "outcome": 0}
 
-# Result collections the workers write, each document tagged with ``task_id``.
-RESULT_KINDS = ("domain", "ip", "site", "cert", "fileleak", "fofa", "vuln", "github", "wih", "monitor_new")
 
 INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
     ([("celery_id", ASCENDING)], {"unique": True, "name": "celery_id_unique"}),
@@ -232,10 +231,10 @@ class TaskStore(TranslatesErrors):
             self.tasks.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
             return {
-                int(e["index"]): DuplicateKeyError(str(e.get("errmsg", "duplicate key")), 11000, e)
+                int(e["index"]): DuplicateKeyError(str(e.get("errmsg", "duplicate key")), DUPLICATE_KEY, e)
                 for e in errors
             }
         return {}
