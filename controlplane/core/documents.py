@@ -2,6 +2,12 @@
 
 Times are stored as epoch seconds (floats) and shown as ISO 8601 UTC with
 milliseconds, ``2023-07-10T08:30:00.000Z``; ``None`` when not known yet.
+
+Every view is redacted for every role (:mod:`controlplane.core.redact`): credentials
+in ``options`` show as ``"***"`` (the key kept), URLs in ``target`` lose their userinfo
+and credential query values, the task's own secret values are replaced wherever they
+appear in ``result``, ``exception``, ``traceback`` and ``retry_reason``, and those
+texts carry no absolute server paths.  The stored document keeps the real values.
 """
 
 from __future__ import annotations
@@ -13,6 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypedDict
+
+from controlplane.core.redact import (
+    redact_text,
+    redacted_options,
+    scrub_secrets,
+    secrets_of,
+    shorten_paths,
+)
 
 
 class TaskDocument(TypedDict, total=False):
@@ -81,11 +95,12 @@ def _iso_second(second: int) -> str:
 
 
 def _common(doc: Mapping[str, Any]) -> dict[str, Any]:
+    target = doc.get("target")
     return {
         "celery_id": doc.get("celery_id"),
         "status": doc.get("status", "PENDING"),
         "name": doc.get("name"),
-        "target": doc.get("target"),
+        "target": redact_text(target) if isinstance(target, str) else target,
         "type": doc.get("type"),
         "task_tag": doc.get("task_tag"),
         "task_type": doc.get("task_type"),
@@ -121,24 +136,48 @@ def detail(doc: Mapping[str, Any]) -> dict[str, Any]:
     out = _common(doc)
     out["task_id"] = str(doc.get("_id"))
     outcome = dict(doc.get("outcome") or {})
+    texts = bool(outcome) or doc.get("retry_reason") is not None
+    options, secrets = _options(doc, texts)
     out.update(
         {
             "worker": doc.get("worker"),
             "received_time": iso(doc.get("received_time")),
             "retries": int(doc.get("retries") or 0),
-            "retry_reason": doc.get("retry_reason"),
-            "result": outcome.get("result"),
+            "retry_reason": _text(doc.get("retry_reason"), secrets),
+            "result": scrub_secrets(outcome.get("result"), secrets),
             "runtime": outcome.get("runtime"),
-            "exception": outcome.get("exception"),
-            "traceback": outcome.get("traceback"),
+            "exception": _text(outcome.get("exception"), secrets),
+            "traceback": _text(outcome.get("traceback"), secrets),
             "revoke": _revoke(doc, outcome),
-            "options": doc.get("options") or {},
+            "options": options,
             "progress": doc.get("progress"),
             "statistic": doc.get("statistic") or {},
             "rev": doc.get("rev", 0),
         }
     )
     return out
+
+
+_NOT_SHOWN = frozenset({"options", "targets"})
+
+
+def _options(doc: Mapping[str, Any], texts: bool) -> tuple[Any, dict[str, str]]:
+    """The task's options as shown, and (when it has ``texts`` to clean) its data's secret values."""
+    task_type = doc.get("task_type")
+    options = doc.get("options") or {}
+    shown, secrets = redacted_options(task_type, options) if options else ({}, {})
+    data = doc.get("data")
+    if texts and isinstance(data, Mapping):
+        # ``targets`` can be long and holds validated targets only; the rest is small.
+        secrets = {**secrets_of(task_type, data, _NOT_SHOWN), **secrets}
+    return shown, secrets
+
+
+def _text(text: Any, secrets: dict[str, str]) -> Any:
+    """An error text as shown: no secret values of the task, no absolute server paths."""
+    if text is None:
+        return None
+    return shorten_paths(scrub_secrets(text, secrets))
 
 
 def _revoke(doc: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, Any] | None:
