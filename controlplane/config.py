@@ -126,6 +126,10 @@ class EmbeddedConfig:
 
     redis_port: int = 6390
     mongo_port: int = 27117
+    mongo_socket: bool = True
+    restart_delay_max: float = 30.0
+    restart_limit: int = 5
+    restart_window: float = 60.0
 
 
 @dataclass
@@ -412,6 +416,10 @@ def _check(config: Config) -> None:
         raise ConfigError("api.max_batch: must be at least 1")
     if config.api.processes < 1:
         raise ConfigError("api.processes: must be at least 1")
+    if config.embedded.restart_limit < 1:
+        raise ConfigError("embedded.restart_limit: must be at least 1")
+    if config.embedded.restart_window <= 0 or config.embedded.restart_delay_max <= 0:
+        raise ConfigError("embedded.restart_window and embedded.restart_delay_max: must be more than 0")
     limit_keys = {f.name for f in dataclasses.fields(LimitsConfig)} - {"per_type"}
     for name, over in config.limits.per_type.items():
         for key, value in over.items():
