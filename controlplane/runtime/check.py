@@ -4,18 +4,27 @@ Prints one line per check (``ok`` / ``FAIL`` / ``warn``), or with ``--json`` one
 object ``{"ok": bool, "checks": [{"name", "ok", "detail", "seconds"}]}``.  Exit
 code 0 when every check passed, 1 otherwise (a warning does not fail).  Each
 network check is bounded by ``--timeout`` seconds.
+
+With ``--up``, or on its own while a ``controlplane up`` holds the config's data
+dir, it checks the servers that ``up`` runs instead of ``broker.url`` and
+``mongo.url``: the embedded Redis (with the password ``up`` keeps in the data
+dir), the embedded database and the API, found exactly as ``up`` finds them
+(:func:`controlplane.runtime.embedded.stack_urls`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from controlplane.config import Config, ConfigError, load_config
+from controlplane.runtime import embedded
 
 
 @dataclass
@@ -114,10 +123,50 @@ def run_checks(config: Config, timeout: float) -> list[Check]:
     return checks
 
 
+def ping_api(config: Config, timeout: float) -> str:
+    """``GET /api/health/`` of the API on ``api.host:api.port``."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(config.api.host, config.api.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.api.port}/api/health/"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return f"{url} ({resp.status})"
+
+
+def as_up(config: Config) -> Config:
+    """``config`` pointed at the embedded servers of ``controlplane up`` (RuntimeError: none yet)."""
+    urls = embedded.stack_urls(config)
+    broker = dataclasses.replace(config.broker, url=urls.broker, result_backend=urls.broker)
+    mongo = dataclasses.replace(config.mongo, url=urls.mongo)
+    feed = dataclasses.replace(config.feed, url=urls.broker)
+    return dataclasses.replace(config, broker=broker, mongo=mongo, feed=feed)
+
+
+def up_checks(config: Config, timeout: float) -> list[Check]:
+    """The checks of the stack ``controlplane up`` runs for ``config``."""
+    pid = embedded.up_running(config)
+    running = f"`controlplane up` (pid {pid})" if pid else "`controlplane up` (not running now)"
+    mode = Check("mode", True, f"the embedded servers of {running}, data dir {embedded.data_dir(config)}")
+    try:
+        stack = as_up(config)
+    except RuntimeError as exc:
+        return [mode, Check("embedded", False, str(exc))]
+    checks = [mode, *run_checks(stack, timeout)]
+    checks.append(_timed("api", lambda: ping_api(stack, timeout)))
+    return checks
+
+
 def check(
-    config_path: str | None, *, timeout: float = 3.0, as_json: bool = False, out: TextIO | None = None
+    config_path: str | None,
+    *,
+    timeout: float = 3.0,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    up: bool = False,
 ) -> int:
-    """Run ``controlplane check``; returns the exit code (0 all passed, 1 otherwise)."""
+    """Run ``controlplane check``; returns the exit code (0 all passed, 1 otherwise).
+
+    ``up``: check ``controlplane up``'s embedded servers; they are also checked, without
+    it, while an ``up`` holds the config's data dir.
+    """
     out = out or sys.stdout
     try:
         config = load_config(config_path)
@@ -125,7 +174,10 @@ def check(
         checks = [Check("config", False, str(exc))]
     else:
         checks = [Check("config", True, config_path or "(defaults and environment)")]
-        checks.extend(run_checks(config, timeout))
+        if up or embedded.up_running(config):
+            checks.extend(up_checks(config, timeout))
+        else:
+            checks.extend(run_checks(config, timeout))
     ok = all(c.ok for c in checks)
     if as_json:
         print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, indent=2), file=out)

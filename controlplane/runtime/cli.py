@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from collections.abc import Sequence
 
 from controlplane.config import Config, ConfigError, load_config
-from controlplane.runtime import client
+from controlplane.runtime import client, embedded
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config and reach the broker and database (exit 0/1)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default 3)")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.add_argument(
+        "--up",
+        action="store_true",
+        help="check the embedded servers of `controlplane up` (the default while an `up` holds data_dir)",
+    )
     worker = sub.add_parser("worker", help="run a Celery worker with every task type")
     worker.add_argument("--name", help="worker node name (default worker-<host>@<host>)")
     watch = sub.add_parser(
@@ -79,6 +85,38 @@ def _watch(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _busy(config: Config) -> str | None:
+    """One line when the API's port is taken (or cannot be bound), else None."""
+    host, port = config.api.host, config.api.port
+    try:
+        if not embedded.port_in_use(host or "0.0.0.0", port):
+            return None
+    except OSError as exc:
+        return f"controlplane serve: cannot listen on {host}:{port} (api.port): {exc.strerror}"
+    return f"controlplane serve: port {port} (api.port) on {host} is already in use"
+
+
+def _serve(config: Config) -> int:
+    busy = _busy(config)
+    if busy:
+        print(busy, file=sys.stderr)
+        return 1
+    if config.api.processes > 1:
+        from controlplane.runtime.processes import supervise
+
+        return supervise(config)
+    from controlplane.runtime.server import serve
+
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:  # taken between the check and the listen
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"controlplane serve: port {config.api.port} (api.port) is already in use", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
@@ -87,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         from controlplane.runtime.check import check
 
-        return check(args.config, timeout=args.timeout, as_json=args.json)
+        return check(args.config, timeout=args.timeout, as_json=args.json, up=args.up)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -117,14 +155,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
         return run_up(config, args.config)
     if args.command == "serve":
-        if config.api.processes > 1:
-            from controlplane.runtime.processes import supervise
-
-            return supervise(config)
-        from controlplane.runtime.server import serve
-
-        asyncio.run(serve(config))
-        return 0
+        return _serve(config)
     if args.command == "ingest":
         from controlplane.runtime.ingest import run_ingest
 

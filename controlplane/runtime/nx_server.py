@@ -54,15 +54,26 @@ except:
   handler behind a plainer loop, and ``tests/test_nx_server.py`` runs every
   semantic test above through it.
 
+* **A Unix socket instead of TCP** (``--unix-socket PATH``, which
+  ``controlplane up`` uses).  nx-27017 has no authentication: whoever reaches
+  its port reads and writes every database.  On a Unix socket inside a
+  directory only its owner may enter, only that user's processes can connect
+  (pymongo: ``mongodb://<percent-encoded path>``).  The threaded server's
+  accept loop is the same, on an ``AF_UNIX`` socket.
+
 If the installed nx-27017 lacks the internals these changes rely on, it runs
 without them (the grouped commits with a warning): slower, never wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -271,13 +282,69 @@ def patch_handler() -> bool:
     return True
 
 
+def serve_unix(path: str, handler: Any, client: Callable[[socket.socket, Any], None]) -> None:
+    """nx-27017's threaded accept loop on a Unix socket at ``path`` (owner-only, replaced if stale)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    server.listen(128)
+    log.info("listening on %s", path)
+    try:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                if server.fileno() == -1:
+                    break
+                continue
+            threading.Thread(target=client, args=(conn, handler), daemon=True).start()
+    finally:
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _listen_on_unix_socket(path: str) -> None:
+    """Make nx-27017's foreground runner serve on ``path`` instead of its host and port."""
+    from nx_27017 import daemon as nx_daemon
+    from nx_27017.server import handle_client_threaded
+
+    def run(host: str, port: int, handler: Any, use_threading: bool = True) -> None:
+        serve_unix(path, handler, handle_client_threaded)
+
+    nx_daemon.run_server_threaded = run  # type: ignore[assignment]
+
+
+def _take_option(args: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` (or ``name=VALUE``) from ``args``; return the value."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        if arg.startswith(name + "="):
+            del args[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run nx-27017 with ``argv`` (its own command line), changed as the module says."""
+    """Run nx-27017 with ``argv`` (its own command line, plus ``--unix-socket PATH``), changed
+    as the module says."""
     from nx_27017.nx_27017 import main as nx_main
 
     logging.getLogger("nx_27017").setLevel(logging.WARNING)
     patch_handler()
     args = list(sys.argv[1:] if argv is None else argv)
+    unix_socket = _take_option(args, "--unix-socket")
+    if unix_socket:
+        _listen_on_unix_socket(unix_socket)
     if "--threaded" not in args:
         args.append("--threaded")
     sys.argv = ["nx-27017", *args]
