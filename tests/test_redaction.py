@@ -24,6 +24,7 @@ from controlplane.core.documents import detail, list_item, list_item_of_detail
 from controlplane.core.redact import (
     REDACTED,
     is_credential_name,
+    redact_credential_url,
     redact_message_kwargs,
     redact_task_data,
     redact_url,
@@ -150,6 +151,12 @@ def test_urls_lose_userinfo_and_credential_parameters_only() -> None:
     assert redact_url("https://user:pw@example.com/") == "https://***@example.com/"
     assert redact_url("https://example.com/?api_key=1234&q=a") == "https://example.com/?api_key=***&q=a"
     assert redact_url("not a url") == "not a url"
+    # A webhook (for a log line, say): its origin only.
+    assert (
+        redact_credential_url("https://u:p@hooks.example:8443/T0/B0/XXXX") == "https://hooks.example:8443/***"
+    )
+    assert redact_credential_url("https://hooks.example") == "https://hooks.example"
+    assert redact_credential_url("no url at all") == REDACTED
 
 
 def test_message_kwargs_are_redacted_in_arls_shape() -> None:

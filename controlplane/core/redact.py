@@ -36,6 +36,7 @@ from controlplane.core.tasktypes import SPEC_BY_VALUE
 __all__ = [
     "REDACTED",
     "is_credential_name",
+    "redact_credential_url",
     "redact_message_kwargs",
     "redact_task_data",
     "redact_text",
@@ -168,6 +169,11 @@ def _origin_only(value: Any, found: Secrets) -> Any:
     if len(rest) >= 8:  # a path that is the secret (``/services/T0/B0/XXXX``)
         found.setdefault(rest, f"/{REDACTED}")
     return shown
+
+
+def redact_credential_url(url: Any) -> Any:
+    """A URL that may itself be the secret (a webhook) as shown: its origin only, for logs too."""
+    return _origin_only(url, {})
 
 
 def _text(text: str, found: Secrets) -> str:
