@@ -140,3 +140,33 @@ def test_a_database_that_is_down_fails_every_waiter_and_publishes_nothing() -> N
         assert dep.queued() == []
     finally:
         dep.close()
+
+
+def test_creates_queued_behind_a_batch_that_found_the_database_down_fail_with_it() -> None:
+    """One wait of ``mongo.timeout_ms`` answers every create queued meanwhile, not one wait each."""
+    dep = Deployment("mongodb://127.0.0.1:1", fresh_redis_url(), indexes=False)  # nothing listens
+    attempts: list[int] = []
+    reserve = dep.store.next_revisions
+
+    def counted(count: int) -> int:
+        attempts.append(count)
+        return reserve(count)
+
+    dep.store.next_revisions = counted  # type: ignore[method-assign]
+
+    async def scenario() -> list[BaseException | None]:
+        first = asyncio.ensure_future(dep.submitter.submit(dep.submission()))
+        while not attempts:  # the first batch is waiting for the server
+            await asyncio.sleep(0.01)
+        later = [dep.submission() for _ in range(5)]
+        rest = asyncio.gather(*(dep.submitter.submit(i) for i in later), return_exceptions=True)
+        results = await asyncio.gather(first, return_exceptions=True)
+        return [*results, *(await rest)]
+
+    try:
+        results = asyncio.run(scenario())
+        assert all(isinstance(r, ConnectionFailure) for r in results), results
+        assert attempts == [1], "the creates queued meanwhile did not wait for a second attempt"
+        assert dep.queued() == []
+    finally:
+        dep.close()

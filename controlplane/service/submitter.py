@@ -129,11 +129,27 @@ class Submitter:
                     log.exception("storing a task batch failed")
                     for item in batch:
                         item.error = item.error or exc
+                self._fail_waiting_if_unreachable(batch)
                 stage = loop.run_in_executor(self._publish_thread, self.publish, batch)
                 stage.add_done_callback(functools.partial(self._finish, batch))
                 publishing = [f for f in publishing if not f.done()] + [stage]
                 if len(publishing) >= self.max_publishing:
                     await asyncio.wait(publishing, return_when=asyncio.FIRST_COMPLETED)
+
+    def _fail_waiting_if_unreachable(self, batch: list[Submission]) -> None:
+        """When ``batch`` found the database unreachable, fail the creates queued meanwhile too.
+
+        They arrived while that attempt was waiting out ``mongo.timeout_ms``; a second wait
+        of their own would answer them only after twice the timeout.  Nothing of theirs was
+        written, so they fail as the batch did, at once, and a create after this tries again.
+        """
+        error = batch[0].error if batch else None
+        if not isinstance(error, DatabaseUnavailable) or not all(i.error is error for i in batch):
+            return
+        waiting, self._queue = self._queue, []
+        for item in waiting:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(error)
 
     def _finish(self, batch: list[Submission], done: asyncio.Future[None]) -> None:
         error = None if done.cancelled() else done.exception()
