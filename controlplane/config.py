@@ -156,6 +156,7 @@ class ScopeConfig:
 
     allow_private: bool = False
     allow_loopback: bool = False
+    allow_ipv6: bool = True
     allowed_cidrs: list[str] = field(default_factory=list)
     denied_cidrs: list[str] = field(default_factory=list)
     allowed_domains: list[str] = field(default_factory=list)

@@ -264,6 +264,11 @@ def classify_target(item: str, field: str, kinds: frozenset[str], limits: Limits
     raise InvalidParam(field, reason or f"{show(item)} is not a valid {describe_kinds(kinds)}")
 
 
+def split_target_items(value: str) -> list[str]:
+    """The items of a target string: separated by commas, whitespace or newlines, empty ones dropped."""
+    return [part for part in _SPLIT.split(value) if part]
+
+
 def parse_targets(value: object, field: str, kinds: frozenset[str], limits: Limits) -> list[str]:
     """Parse a target list into normalized, de-duplicated items (first occurrence order kept).
 
@@ -277,7 +282,7 @@ def parse_targets(value: object, field: str, kinds: frozenset[str], limits: Limi
     if isinstance(value, str):
         if len(value) > limits.max_data_bytes:
             raise InvalidParam(field, f"must be at most {limits.max_data_bytes} characters")
-        items = [part for part in _SPLIT.split(value) if part]
+        items = split_target_items(value)
     elif isinstance(value, list):
         items = []
         for index, entry in enumerate(value):
