@@ -46,6 +46,7 @@ __all__ = [
     "redacted_view",
     "scrub_secrets",
     "secrets_of",
+    "short_path",
     "shorten_paths",
 ]
 
