@@ -23,12 +23,20 @@ import yaml
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from controlplane.config import Config
 from controlplane.runtime import embedded
 from controlplane.service.auth import token_entry
 
 # The stacks' API tokens (hashed into their config with few PBKDF2 iterations, for speed).
 OPERATOR_TOKEN = "cp_00000000000000a1_operator-test-secret-0123456789abcdef"
 VIEWER_TOKEN = "cp_00000000000000b2_viewer-test-secret-0123456789abcdef"
+#: Every Stack built in this process, in order (the reliability table names each test's settings).
+CREATED: list[Stack] = []
+#: Sections whose timing settings a row of the reliability table must state when they differ.
+TIMING_SECTIONS = ("broker", "mongo", "events", "embedded", "task_defaults")
+_NOT_TIMING = {"url", "database", "queue", "durable"}
+
+
 TEST_AUTH = {
     "enabled": True,
     "tokens": [
@@ -135,6 +143,25 @@ class Stack:
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
         self.db = self.mongo[self.database]
+        CREATED.append(self)
+
+    def shortened(self) -> list[str]:
+        """The timing settings this stack changed from the defaults, as ``key=value (default d)``."""
+        defaults = Config()
+        out = []
+        for section in TIMING_SECTIONS:
+            for key, value in sorted((self.config.get(section) or {}).items()):
+                if key in _NOT_TIMING:
+                    continue
+                default = getattr(getattr(defaults, section), key, None)
+                if default is not None and value != default:
+                    out.append(
+                        f"{section}.{key}={value:g} (default {default:g})"
+                        if isinstance(value, int | float)
+                        else f"{section}.{key}={value} (default {default})"
+                    )
+        out.append(f"worker.concurrency={(self.config.get('worker') or {}).get('concurrency')}")
+        return out
 
     # -- processes -------------------------------------------------------------
 

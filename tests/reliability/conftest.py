@@ -23,6 +23,7 @@ import pytest
 
 from controlplane.core.merge import TERMINAL
 from controlplane.runtime import embedded
+from tests import stack as stack_module
 from tests.conftest import require_rabbitmq
 from tests.stack import Stack, wait_for
 
@@ -68,6 +69,7 @@ class Row:
     outcome: str
     lost: int
     broker: str
+    settings: str
     seconds: float = 0.0
 
 
@@ -83,8 +85,13 @@ def record(request: pytest.FixtureRequest) -> Callable[..., None]:
     began = time.monotonic()
     name = request.node.originalname
 
-    def _record(*, fault: str, load: str, outcome: str, lost: int, broker: str) -> None:
-        _records[name] = Row(fault, load, outcome, lost, broker, time.monotonic() - began)
+    first = len(stack_module.CREATED)
+
+    def _record(*, fault: str, load: str, outcome: str, lost: int, broker: str, settings: str = "") -> None:
+        if not settings:
+            shortened = sorted({item for st in stack_module.CREATED[first:] for item in st.shortened()})
+            settings = "test harness (processes started by the test): " + ", ".join(shortened)
+        _records[name] = Row(fault, load, outcome, lost, broker, settings, time.monotonic() - began)
 
     return _record
 
@@ -110,8 +117,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def render_table() -> str:
     lines = [
-        "| # | fault | load | outcome | lost tasks | broker | test |",
-        "|---|---|---|---|---|---|---|",
+        "| # | fault | load | outcome | lost tasks | broker | settings | test |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows: list[tuple[str, str]] = []
     for name, item in ROWS:
@@ -120,11 +127,13 @@ def render_table() -> str:
             (
                 item,
                 f"| {item} | {row.fault} | {row.load} | {row.outcome} | **{row.lost}** | {row.broker} | "
-                f"`{name}` ({row.seconds:.0f} s) |",
+                f"{row.settings} | `{name}` ({row.seconds:.0f} s) |",
             )
         )
     for item, fault, where in REFERENCED:
-        rows.append((item, f"| {item} | {fault} | — | see {where} | **0** | Redis | (main suite) |"))
+        rows.append(
+            (item, f"| {item} | {fault} | — | see {where} | **0** | Redis | test harness | (main suite) |")
+        )
     lines.extend(line for _, line in sorted(rows, key=lambda r: r[0]))
     total = sum(r.lost for r in _records.values())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -173,6 +173,7 @@ def test_up_stops_without_orphans_and_restarts_on_the_same_data(tmp_path: Path, 
             f"found the task; the new consumer held the lease {lease_after:.0f} s after start",
             lost=0,
             broker="Redis (embedded)",
+            settings="defaults under `controlplane up` (only data dir and ports moved)",
         )
     finally:
         if up.proc.poll() is None:

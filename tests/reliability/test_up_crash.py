@@ -138,7 +138,8 @@ def test_up_group_kill9_in_a_loop_every_accepted_task_reaches_its_true_state(
                 f"{lost_worker} running at a kill FAILURE (WorkerLostError), the rest as they ran"
             ),
             lost=0,
-            broker="Redis (`up`, default settings)",
+            broker="Redis (embedded)",
+            settings="shipped config.yaml under `controlplane up` (only data dir and ports moved)",
         )
     finally:
         stack.kill_group()
