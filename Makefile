@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test lint typecheck pytest fuzz chaos bench clean
+.PHONY: up test lint typecheck pytest fuzz chaos soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +35,19 @@ test: lint typecheck pytest
 # Schemathesis against a real `controlplane serve`, many more examples per operation than `make test`.
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(VENV)/.installed
-	CP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -rs --timeout=3600 tests/test_fuzz.py
+	CP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -rs --timeout=3600 tests/test_fuzz.py tests/test_fuzz_scope.py
 
 # The crash loops at length: `up`'s whole process group killed at random moments, 25 rounds
 # (`make test` runs 2).  CP_CHAOS_SEED=<n> repeats a run's kill moments.
 CHAOS_ITERATIONS ?= 25
 chaos: $(VENV)/.installed
 	CP_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(BIN)/pytest -q -rs --timeout=3600 tests/reliability/test_up_crash.py
+
+# `up` under a steady mixed load with random SIGKILLs of its parts (SOAK_MINUTES, default 30);
+# writes bench/results/soak.json: tasks accepted, lost, stuck, time to final state, memory.
+SOAK_MINUTES ?= 30
+soak: $(VENV)/.installed
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --group-kills
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run_all.py
