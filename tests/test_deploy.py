@@ -90,6 +90,30 @@ def test_compose_and_systemd_run_real_subcommands() -> None:
         assert command[0].endswith("/controlplane") and command[1] in choices, unit
 
 
+def test_units_and_compose_restart_crashes_with_backoff_and_a_limit() -> None:
+    """The restart policy of ``up`` (backoff, give up after a burst) in systemd and compose."""
+    units = sorted((DEPLOY / "systemd").glob("*.service"))
+    assert "controlplane-up.service" in {u.name for u in units}
+    for unit in units:
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.read_string(unit.read_text())
+        service, section = parser["Service"], parser["Unit"]
+        assert service["Restart"] == "on-failure", unit
+        assert service["RestartSec"] and service["RestartMaxDelaySec"] and int(service["RestartSteps"]) > 0
+        assert int(section["StartLimitBurst"]) >= 3 and int(section["StartLimitIntervalSec"]) >= 60, unit
+    up = configparser.ConfigParser(interpolation=None, strict=False)
+    up.read_string((DEPLOY / "systemd" / "controlplane-up.service").read_text())
+    # SIGTERM to `up` alone, which stops its children in order (not to the whole cgroup at once).
+    assert up["Service"]["KillMode"] == "mixed" and up["Service"]["ExecStart"].endswith(" up")
+    assert up["Service"]["UMask"] == "0077"
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        if name != "check":
+            assert service.get("restart") in ("on-failure", "unless-stopped", "always"), name
+    for name in ("redis", "mongo", "api", "ingest", "worker"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+
+
 def record(msg: str, *args: Any, **extra: Any) -> logging.LogRecord:
     rec = logging.LogRecord("controlplane.test", logging.INFO, __file__, 1, msg, args, None)
     for k, v in extra.items():
