@@ -18,6 +18,7 @@ import websockets
 from bson import ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pymongo.errors import BulkWriteError
 
 from controlplane.core import redact
 from controlplane.core.documents import detail, list_item, list_item_of_detail
@@ -35,6 +36,7 @@ from controlplane.core.redact import (
 from controlplane.core.tasktypes import SPEC_TYPES
 from controlplane.core.validate import validate_task_data
 from controlplane.handlers import pages
+from controlplane.store.errors import DatabaseError
 from tests.conftest import make_stack
 from tests.lab.fofa import FofaAccount, FofaServer, FofaState
 from tests.stack import OPERATOR_TOKEN, VIEWER_TOKEN, Stack
@@ -423,11 +425,6 @@ def test_the_dashboard_csp_allows_only_its_own_origin(rstack: Stack) -> None:
     assert "connect-src 'self';" in csp and "ws:" not in csp and "wss:" not in csp
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /active/ returns the worker's raw message kwargs (Celery's inspect active, safe=False); "
-    "bus/control.py must pass each entry's kwargs through redact_message_kwargs (not this module's file)",
-)
 def test_active_tasks_show_the_message_redacted(rstack: Stack, fofa: FofaServer) -> None:
     fofa.state.delay = 3.0  # the task waits on FOFA while the worker reports it active
     try:
@@ -443,3 +440,12 @@ def test_active_tasks_show_the_message_redacted(rstack: Stack, fofa: FofaServer)
     finally:
         fofa.state.delay = 0.0
         rstack.wait_status(cid, *TERMINAL, timeout=60)
+
+
+def test_a_failed_bulk_write_is_summarised_without_its_documents() -> None:
+    """The store's error text (logged by handlers) never carries the documents it tried to write."""
+    cause = BulkWriteError(
+        {"writeErrors": [{"code": 121, "errmsg": "bad", "op": {"options": {"key": FOFA_KEY}}}]}
+    )
+    error = DatabaseError(cause)
+    assert FOFA_KEY not in str(error) and "121" in str(error)

@@ -22,6 +22,7 @@ from kombu.exceptions import KombuError, OperationalError
 from controlplane.celeryapp import make_celery
 from controlplane.config import Config
 from controlplane.core.errors import ServiceUnavailable
+from controlplane.core.redact import redact_message_kwargs
 from controlplane.core.tasktypes import TaskType
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,11 @@ class ControlBus:
                 self.app.send_task(
                     task_type.celery_name,
                     kwargs=kwargs,
-                    # What workers report as the task's arguments; Celery's own saferepr of
-                    # the kwargs costs more than the rest of the publish, JSON says the same.
+                    # What workers report as the task's arguments (events, logs): JSON, as
+                    # Celery's saferepr costs more than the rest of the publish, and without
+                    # credentials (core.redact), which only the message itself carries.
                     argsrepr="()",
-                    kwargsrepr=_short_json(kwargs),
+                    kwargsrepr=_short_json(redact_message_kwargs(kwargs)),
                     task_id=celery_id,
                     queue=queue,
                     producer=producer,
@@ -156,6 +158,8 @@ def _flatten(entry: dict[str, Any], worker: str, state: str) -> dict[str, Any]:
     request = item.pop("request", None)
     if state == "scheduled" and isinstance(request, dict):
         item = {**request, "eta": entry.get("eta"), "priority": entry.get("priority")}
+    if "kwargs" in item:
+        item["kwargs"] = redact_message_kwargs(item["kwargs"])  # inspect answers the raw message
     item["worker"] = worker
     item["state"] = state
     item.setdefault("hostname", worker)

@@ -17,7 +17,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from controlplane.core.errors import ServiceUnavailable, StoreError
 
@@ -37,9 +37,19 @@ class DatabaseError(StoreError, PyMongoError):
     """The database refused or failed an operation for another reason than being unreachable."""
 
     def __init__(self, cause: PyMongoError) -> None:
-        StoreError.__init__(self, f"{type(cause).__name__}: {cause}")
-        self._message = str(cause)
+        text = _summary(cause)
+        StoreError.__init__(self, f"{type(cause).__name__}: {text}")
+        self._message = text
         self._error_labels = set()
+
+
+def _summary(cause: PyMongoError) -> str:
+    """The driver error as text, without the documents a bulk write error carries (task data)."""
+    if isinstance(cause, BulkWriteError):
+        errors = cause.details.get("writeErrors") or []
+        codes = sorted({str(e.get("code")) for e in errors})
+        return f"{len(errors)} write error(s), codes {', '.join(codes) or 'none'}"
+    return str(cause)
 
 
 def translated(exc: PyMongoError) -> BaseException:

@@ -12,6 +12,7 @@ import logging
 import ssl
 from typing import Any
 
+from controlplane.core.redact import redact_credential_url
 from workers.recon.context import ReconContext
 from workers.recon.http import HttpError, split_url
 from workers.recon.poc.net import http_request
@@ -55,7 +56,7 @@ def post_webhook(
     except (HttpError, ValueError, OSError, TimeoutError) as exc:
         outcome = f"failed: {exc}"
     if outcome != "sent":
-        log.warning("webhook %s for task %s: %s", url, ctx.task_id, outcome)
+        log.warning("webhook %s for task %s: %s", redact_credential_url(url), ctx.task_id, outcome)
     return outcome
 
 
