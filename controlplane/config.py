@@ -60,6 +60,10 @@ class ApiConfig:
     executor_threads: int = 8
     processes: int = 1
     cors_origins: list[str] = field(default_factory=list)
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections_per_address: int = 256
+    max_json_depth: int = 32
 
 
 @dataclass
@@ -99,6 +103,7 @@ class WorkerConfig:
     concurrency: int = 2
     pool: str = "prefork"
     queues: list[str] = field(default_factory=lambda: ["recon"])
+    foreign_queue: str = "celery"
     terminate_signal: str = "SIGTERM"
 
 
@@ -197,6 +202,7 @@ class FeedConfig:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     auth_timeout: float = 10.0
+    max_unauthenticated: int = 1000
     max_message_bytes: int = 65536
     send_buffer_bytes: int = 262144
     publish_timeout: float = 5.0
@@ -417,6 +423,14 @@ def _check(config: Config) -> None:
         raise ConfigError("api.max_batch: must be at least 1")
     if config.api.processes < 1:
         raise ConfigError("api.processes: must be at least 1")
+    if config.api.header_timeout <= 0 or config.api.body_timeout <= 0:
+        raise ConfigError("api.header_timeout and api.body_timeout: must be more than 0 seconds")
+    if config.api.max_connections_per_address < 0:
+        raise ConfigError("api.max_connections_per_address: must be 0 (off) or more")
+    if config.feed.max_unauthenticated < 0:
+        raise ConfigError("feed.max_unauthenticated: must be 0 (off) or more")
+    if not 1 <= config.api.max_json_depth <= 256:
+        raise ConfigError("api.max_json_depth: must be 1..256")
     if config.embedded.restart_limit < 1:
         raise ConfigError("embedded.restart_limit: must be at least 1")
     if config.embedded.restart_window <= 0 or config.embedded.restart_delay_max <= 0:

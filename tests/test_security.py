@@ -127,6 +127,29 @@ def test_viewer_cannot_create_or_revoke(api: Stack) -> None:
     assert api.db.tasks.count_documents({}) == before
 
 
+@pytest.mark.parametrize(
+    "token", [VIEWER_TOKEN, OPERATOR_TOKEN, None], ids=["viewer", "operator", "anonymous"]
+)
+def test_a_method_the_route_lacks_is_405_whatever_the_role(api: Stack, token: str | None) -> None:
+    for method, path in [
+        ("PUT", f"{API}/"),
+        ("PATCH", f"{API}/"),
+        ("PUT", f"{API}/{uuid.uuid4()}/"),
+        ("PATCH", f"{API}/revoke/"),
+        ("DELETE", f"{API}/types/"),
+        ("POST", f"{API}/active/"),
+        ("PUT", "/api/health/"),
+    ]:
+        for body in (None, {"celery_id": str(uuid.uuid4())}):
+            resp = api.request(method, path, body, token=token)
+            assert resp.status == 405 and envelope(resp)["code"] == 405, (method, path, token, resp)
+            assert resp.json["message"] == "MethodNotAllowed" and resp.data == {"method": method}
+    # A method the route has still needs its role.
+    assert api.request("POST", f"{API}/", SLEEP, token=token).status == (
+        200 if token == OPERATOR_TOKEN else 403 if token else 401
+    )
+
+
 def test_operator_creates_and_the_audit_log_names_the_token(api: Stack) -> None:
     resp = api.request("POST", f"{API}/", SLEEP)
     assert resp.code == 200, resp

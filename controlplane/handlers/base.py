@@ -3,11 +3,17 @@
 Every response, success or failure, is ``{"code", "message", "data"}``.  Domain
 errors (:class:`controlplane.core.errors.ApiError`) become their code here and only
 here; database and broker outages become 503; anything unexpected becomes a
-500 "Error" without a stack trace (the trace goes to the log).
+500 "Error" without a stack trace (the trace goes to the log, with the request
+named by method, path and address, tokens redacted: never Tornado's request repr).
+
+JSON from clients (request bodies here, feed messages in :mod:`controlplane.handlers.feed`)
+is parsed by :func:`parse_json`, which refuses nesting deeper than ``api.max_json_depth``
+before the parser sees it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -27,7 +33,14 @@ from controlplane.core.errors import (
     ServiceUnavailable,
     StoreError,
 )
-from controlplane.service.auth import OPERATOR, VIEWER, Authenticator, Principal, token_from_request
+from controlplane.service.auth import (
+    OPERATOR,
+    VIEWER,
+    Authenticator,
+    Principal,
+    redact_tokens,
+    token_from_request,
+)
 from controlplane.service.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -54,13 +67,39 @@ DEFAULT_ROLES = {"GET": VIEWER, "HEAD": VIEWER}
 _LIFTED_BODY_LIMIT = 1 << 40
 
 F = TypeVar("F", bound=Callable[..., Any])
-_SECRET_QUERY = re.compile(r"([?&](?:token|access_token)=)[^&#]*", re.IGNORECASE)
 access_log = logging.getLogger("tornado.access")
+
+# A JSON string, or an unterminated one running to the end (so the scan stays linear).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_NOT_BRACKET = bytes(b for b in range(256) if b not in _DEPTH_STEP)
 
 
 def redact(uri: str) -> str:
-    """``uri`` with the values of ``token`` query arguments replaced, for logs."""
-    return _SECRET_QUERY.sub(r"\1[redacted]", uri)
+    """``uri`` (or any text about a request) without tokens or ``token=`` values, for logs."""
+    return redact_tokens(uri)
+
+
+def json_depth_exceeds(raw: bytes | str, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects more than ``limit`` deep (brackets inside
+    strings do not count). Linear and without recursion: safe on any input."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKET)
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def parse_json(raw: bytes | str, field: str, max_depth: int) -> Any:
+    """Client JSON, or InvalidParam naming ``field``: not JSON, or nested deeper than ``max_depth``."""
+    if json_depth_exceeds(raw, max_depth):
+        raise InvalidParam(field, f"is nested deeper than {max_depth} levels", limit=max_depth)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidParam(field, "is not valid JSON") from None
+    except RecursionError:
+        raise InvalidParam(field, f"is nested deeper than {max_depth} levels", limit=max_depth) from None
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -79,6 +118,17 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         req.remote_ip,
         1000 * req.request_time(),
     )
+
+
+def request_summary(request: Any) -> str:
+    """``METHOD uri (address)`` for logs, tokens redacted."""
+    return f"{request.method} {redact(request.uri or '')} ({request.remote_ip})"
+
+
+def log_uncaught(request: Any, typ: Any, value: Any, tb: Any) -> None:
+    """Log an exception no handler expected: the request by method, redacted URI and address,
+    and the trace (which the logging filter redacts too); never the request's repr."""
+    log.error("uncaught exception in %s", request_summary(request), exc_info=(typ, value, tb))
 
 
 def requires(role: str) -> Callable[[F], F]:
@@ -157,8 +207,9 @@ class APIHandler(tornado.web.RequestHandler):
         self.request.connection.set_max_body_size(_LIFTED_BODY_LIMIT)  # type: ignore[union-attr]
         if self.request.method == "OPTIONS":
             return
+        self._check_method()
         if not self.public:
-            self.principal = self.authenticate()
+            self.principal = await self.authenticate()
             self.authorize(self.principal)
         self._check_length()
         action = self.rate_limited.get(self.request.method or "")
@@ -166,14 +217,21 @@ class APIHandler(tornado.web.RequestHandler):
             limiter: RateLimiter = self.settings["cp_ratelimit"]
             await limiter.check(action, self.principal.name)
 
-    def authenticate(self) -> Principal:
-        """The caller, from ``Authorization: Bearer <t>`` or ``Token: <t>``; NotLogin otherwise."""
+    def _check_method(self) -> None:
+        """405 for a method this route does not have, before authentication (whatever the role)."""
+        name = (self.request.method or "").lower()
+        if getattr(type(self), name, None) is getattr(tornado.web.RequestHandler, name, None):
+            raise MethodNotAllowed({"method": self.request.method})
+
+    async def authenticate(self) -> Principal:
+        """The caller, from ``Authorization: Bearer <t>`` or ``Token: <t>``; NotLogin otherwise
+        (TooManyRequests while this address is throttled for wrong secrets)."""
         auth: Authenticator = self.settings["cp_auth"]
+        req = self.request
         try:
-            return auth.authenticate(token_from_request(self.request, allow_query=False))
+            return await auth.authenticate_async(token_from_request(req, allow_query=False), req.remote_ip)
         except NotLogin:
-            req = self.request
-            log.info("unauthenticated %s %s from %s", req.method, req.path, req.remote_ip)
+            log.info("unauthenticated %s %s from %s", req.method, redact(req.path), req.remote_ip)
             raise
 
     def required_role(self, method: str) -> str:
@@ -261,11 +319,14 @@ class APIHandler(tornado.web.RequestHandler):
             self.set_header("WWW-Authenticate", 'Bearer realm="controlplane"')
         self._send(error.http_status, error.code, error.message, error.data)
 
+    def _request_summary(self) -> str:
+        return request_summary(self.request)
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError | tornado.web.HTTPError | StoreError):
-            log.info("%s %s -> %s", self.request.method, self.request.path, type(value).__name__)
+            log.info("%s %s -> %s", self.request.method, redact(self.request.path), type(value).__name__)
             return
-        super().log_exception(typ, value, tb)
+        log_uncaught(self.request, typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -289,10 +350,7 @@ class APIHandler(tornado.web.RequestHandler):
         raw = self.request.body or b""
         if not raw.strip():
             raise InvalidParam("body", "a JSON object is required")
-        try:
-            value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidParam("body", "is not valid JSON") from None
+        value = parse_json(raw, "body", self.config.api.max_json_depth)
         if not isinstance(value, dict):
             raise InvalidParam("body", "must be a JSON object")
         return value

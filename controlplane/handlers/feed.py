@@ -28,6 +28,12 @@ server → client
 
 ``task`` is the detail endpoint's document (:func:`controlplane.core.documents.detail`).
 See :mod:`controlplane.service.feedhub` for the resume guarantee.
+
+Refusals before the upgrade are HTTP answers with the REST envelope: 401 for a bad token,
+403 for a foreign origin, 429 for an address throttled for wrong tokens or when
+``feed.max_unauthenticated`` sockets of this process are still waiting for their ``auth``
+message (each with Retry-After), 503 without a feed. After the upgrade an error frame
+precedes the close: 4400 bad query, 4401 no or wrong token, 4429 throttled.
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ import collections
 import contextlib
 import json
 import logging
-import re
 import socket
 import time
 from typing import Any
@@ -48,8 +53,16 @@ import tornado.websocket
 
 from controlplane.config import Config
 from controlplane.core import documents
-from controlplane.core.errors import ApiError, InvalidParam, NotLogin, ServiceUnavailable, StoreError
-from controlplane.handlers.base import status_error
+from controlplane.core.errors import (
+    ApiError,
+    Forbidden,
+    InvalidParam,
+    NotLogin,
+    ServiceUnavailable,
+    StoreError,
+    TooManyRequests,
+)
+from controlplane.handlers.base import log_uncaught, parse_json, redact, request_summary, status_error
 from controlplane.service.auth import token_from_request
 from controlplane.service.feedhub import FeedClient, FeedFilter, FeedHub, change_message, parse_holding
 
@@ -59,7 +72,27 @@ log = logging.getLogger(__name__)
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_LOGIN = 4401
 CLOSE_RESYNC = 4408
+CLOSE_TOO_MANY = 4429
 CLOSE_UNAVAILABLE = 4503
+
+
+class PendingSockets:
+    """This process's feed sockets that have not authenticated yet, at most ``limit`` (0: any number)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def enter(self) -> bool:
+        """Count one more; False (and not counted) when the limit is reached."""
+        if self.limit and self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        """Count one fewer."""
+        self.count = max(0, self.count - 1)
 
 
 def error_frame(error: ApiError) -> str:
@@ -102,6 +135,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         self.holding: frozenset[str] = frozenset()
         self.filter = FeedFilter()
         self.auth_timer: Any = None
+        self.pending: PendingSockets | None = None
 
     # -- tornado knobs -------------------------------------------------------------
 
@@ -127,16 +161,39 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         host = urlparse(origin).netloc.lower()
         return host == (self.request.host or "").lower() or super().check_origin(origin)
 
+    def _foreign_origin(self) -> str | None:
+        """The origin of a cross-origin upgrade that :meth:`check_origin` refuses, else None.
+
+        Checked here, before Tornado's own check (the same rule), so that the refusal is the
+        envelope rather than Tornado's plain text.
+        """
+        headers = self.request.headers
+        site, origin = headers.get("Sec-Fetch-Site"), headers.get("Origin")
+        if site in ("same-origin", "none") or (site is None and origin is None):
+            return None
+        if origin and self.check_origin(origin):
+            return None
+        return origin or ""
+
     def _request_summary(self) -> str:
-        # The access log must not record a token given as ``?token=``.
-        uri = re.sub(r"([?&]token=)[^&]*", r"\1<redacted>", self.request.uri or "")
-        return f"{self.request.method} {uri} ({self.request.remote_ip})"
+        # Logs must not record a token given as ``?token=``.
+        return request_summary(self.request)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Never Tornado's request repr (it holds the URI, ``?token=`` included)."""
+        if isinstance(value, tornado.web.HTTPError):
+            log.info("%s %s -> %s", self.request.method, redact(self.request.path), value.status_code)
+            return
+        log_uncaught(self.request, typ, value, tb)
 
     # -- upgrade ---------------------------------------------------------------------
 
     def _refuse(self, error: ApiError) -> None:
         self.set_status(200 if self.config.api.always_http_200 else error.http_status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            self.set_header("Retry-After", str(max(1, int(retry_after + 0.999))))
         self.finish(
             json.dumps({"code": error.code, "message": error.message, "data": error.data}, default=str)
         )
@@ -153,16 +210,44 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         if self.hub is None:
             self._refuse(ServiceUnavailable("feed", "the live feed needs a Redis URL (feed.url)"))
             return
+        origin = self._foreign_origin()
+        if origin is not None:
+            log.info("feed: refused a socket from %s: origin not allowed", self.request.remote_ip)
+            reason = "cross-origin WebSocket refused: the origin check failed (see api.cors_origins)"
+            self._refuse(Forbidden({"reason": reason, "origin": origin[:256]}))
+            return
         token = token_from_request(self.request)
         auth = self.settings.get("cp_auth")
         if token is not None and auth is not None:
             try:
-                self.principal = auth.authenticate(token)
-            except NotLogin as exc:
-                log.info("feed: refused a bad token from %s", self.request.remote_ip)
+                self.principal = await auth.authenticate_async(token, self.request.remote_ip)
+            except (NotLogin, TooManyRequests) as exc:
+                log.info("feed: refused a token from %s", self.request.remote_ip)
                 self._refuse(exc)
                 return
-        await super().get(*args, **kwargs)
+        if self.principal is None and auth is not None and auth.enabled:
+            pending: PendingSockets | None = self.settings.get("cp_feed_pending")
+            if pending is not None and not pending.enter():
+                log.warning(
+                    "feed: refused a socket from %s: %d wait to authenticate",
+                    self.request.remote_ip,
+                    pending.count,
+                )
+                error = TooManyRequests(self.config.feed.auth_timeout)
+                error.data["reason"] = "too many sockets waiting to authenticate (feed.max_unauthenticated)"
+                self._refuse(error)
+                return
+            self.pending = pending
+        try:
+            await super().get(*args, **kwargs)
+        finally:
+            self._authenticated()
+
+    def _authenticated(self) -> None:
+        """No longer among the sockets waiting for their token (authenticated, or gone)."""
+        if self.pending is not None:
+            self.pending.leave()
+            self.pending = None
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
@@ -281,26 +366,23 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
 
     # -- client messages -----------------------------------------------------------
 
-    def on_message(self, message: str | bytes) -> None:
+    async def on_message(self, message: str | bytes) -> None:
         try:
-            self._handle(message)
+            await self._handle(message)
         except ApiError as exc:
             self.write_message(error_frame(exc))
         except tornado.websocket.WebSocketClosedError:
             pass
 
-    def _handle(self, message: str | bytes) -> None:
+    async def _handle(self, message: str | bytes) -> None:
         if len(message) > self.config.feed.max_message_bytes:
             raise InvalidParam("message", f"is larger than {self.config.feed.max_message_bytes} bytes")
-        try:
-            body = json.loads(message)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidParam("message", "is not valid JSON") from None
+        body = parse_json(message, "message", self.config.api.max_json_depth)
         if not isinstance(body, dict):
             raise InvalidParam("message", "must be a JSON object")
         action = body.get("action")
         if action == "auth":
-            self._auth(body)
+            await self._auth(body)
         elif self.principal is None:
             self._fail(NotLogin({"reason": 'send {"action": "auth", "token": ...} first'}), CLOSE_NOT_LOGIN)
         elif action == "subscribe":
@@ -312,7 +394,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         else:
             raise InvalidParam("action", "is required: auth, subscribe or ping")
 
-    def _auth(self, body: dict[str, Any]) -> None:
+    async def _auth(self, body: dict[str, Any]) -> None:
         if self.principal is not None:
             self.write_message(json.dumps({"type": "authenticated"}))
             return
@@ -321,10 +403,21 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
         try:
             if not isinstance(token, str):
                 raise NotLogin({"reason": "a valid API token is required"})
-            self.principal = auth.authenticate(token) if auth is not None else "anonymous"
+            principal = (
+                await auth.authenticate_async(token, self.request.remote_ip)
+                if auth is not None
+                else "anonymous"
+            )
         except NotLogin as exc:
             self._fail(exc, CLOSE_NOT_LOGIN)
             return
+        except TooManyRequests as exc:
+            self._fail(exc, CLOSE_TOO_MANY)
+            return
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return  # gone while its token was being checked
+        self.principal = principal
+        self._authenticated()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         self.write_message(json.dumps({"type": "authenticated"}))
@@ -351,6 +444,7 @@ class FeedHandler(tornado.websocket.WebSocketHandler):
             self._start(since, holding)
 
     def on_close(self) -> None:
+        self._authenticated()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         if self.pump is not None:

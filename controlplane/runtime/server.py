@@ -1,4 +1,11 @@
-"""``controlplane serve``: build the services and run the API until SIGTERM/SIGINT."""
+"""``controlplane serve``: build the services and run the API until SIGTERM/SIGINT.
+
+Slow and greedy clients are bounded at the connection level (:class:`APIServer`): a
+request's headers must arrive within ``api.header_timeout`` seconds of the server starting
+to wait for them (so a kept-alive connection idle that long is closed too), its body within
+``api.body_timeout``, and one address holds at most ``api.max_connections_per_address``
+open connections (WebSockets included) per API process.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,76 @@ import asyncio
 import logging
 import signal
 import threading
+import time
+import weakref
+from typing import Any
 
 import tornado.httpserver
+import tornado.iostream
 
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
 from controlplane.core.errors import StoreError
 from controlplane.core.tasktypes import Registry
 from controlplane.runtime.webapp import make_app
-from controlplane.service.auth import Authenticator, warn_if_disabled
+from controlplane.service.auth import Authenticator, client_key, warn_if_disabled
 from controlplane.service.feedhub import FeedService
 from controlplane.service.manager import TaskManager
 from controlplane.store.asynctasks import AsyncTaskStore
 from controlplane.store.tasks import TaskStore
 
 log = logging.getLogger(__name__)
+
+_SWEEP_EVERY = 1024
+_LOG_EVERY = 10.0
+
+
+class APIServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, with at most ``max_per_address`` open connections per client
+    address (0: no cap; an IPv6 address counts as its /64). A connection over the cap is
+    closed at once, unanswered, before anything is read from it."""
+
+    def initialize(self, *args: Any, max_per_address: int = 0, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self.max_per_address = max_per_address
+        self._open: dict[str, weakref.WeakSet[tornado.iostream.IOStream]] = {}
+        self._admitted = 0
+        self._refused = 0
+        self._logged = 0.0
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
+        if self.max_per_address and isinstance(address, tuple) and address:
+            if not self._admit(client_key(str(address[0])), stream):
+                self._refuse(stream, str(address[0]))
+                return
+        super().handle_stream(stream, address)
+
+    def _admit(self, key: str, stream: tornado.iostream.IOStream) -> bool:
+        streams = self._open.setdefault(key, weakref.WeakSet())
+        for old in list(streams):
+            if old.closed():
+                streams.discard(old)
+        if len(streams) >= self.max_per_address:
+            return False
+        streams.add(stream)
+        self._admitted += 1
+        if self._admitted % _SWEEP_EVERY == 0:
+            for gone in [k for k, v in self._open.items() if all(s.closed() for s in list(v))]:
+                del self._open[gone]
+        return True
+
+    def _refuse(self, stream: tornado.iostream.IOStream, address: str) -> None:
+        stream.close()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged >= _LOG_EVERY:
+            log.warning(
+                "closed %d connection(s) over api.max_connections_per_address (%d); the last from %s",
+                self._refused,
+                self.max_per_address,
+                address,
+            )
+            self._logged, self._refused = now, 0
 
 
 def ensure_indexes(store: TaskStore, stop: threading.Event) -> None:
@@ -80,8 +142,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None, *, reuse_por
     feed = services.feed
     feed.start()
     app = make_app(config, auth=auth, manager=services.manager, feed_hub=feed.hub)
-    server = tornado.httpserver.HTTPServer(
-        app, max_body_size=config.api.max_body_bytes + 64 * 1024, xheaders=False
+    server = APIServer(
+        app,
+        max_body_size=config.api.max_body_bytes + 64 * 1024,
+        xheaders=False,
+        idle_connection_timeout=config.api.header_timeout,
+        body_timeout=config.api.body_timeout,
+        max_per_address=config.api.max_connections_per_address,
     )
     server.listen(config.api.port, config.api.host, reuse_port=reuse_port)
     log.info("API listening on http://%s:%d", config.api.host, config.api.port)

@@ -11,7 +11,7 @@ from tornado.routing import PathMatches, Rule
 from controlplane.bus.feed import feed_url
 from controlplane.config import Config
 from controlplane.handlers.base import APIHandler, NotFoundHandler, log_request, streamed
-from controlplane.handlers.feed import FeedHandler
+from controlplane.handlers.feed import FeedHandler, PendingSockets
 from controlplane.handlers.meta import HealthHandler, OpenAPIHandler, WhoAmIHandler
 from controlplane.handlers.metrics import MetricsHandler
 from controlplane.handlers.pages import static_routes
@@ -83,7 +83,8 @@ def make_app(
     """The application; ``services`` (manager, ...) are handed to every handler.
 
     ``auth`` defaults to :meth:`Authenticator.from_config`; handlers find it in
-    ``settings["cp_auth"]`` and the rate limiter in ``settings["cp_ratelimit"]``.
+    ``settings["cp_auth"]``, the rate limiter in ``settings["cp_ratelimit"]`` and the count
+    of feed sockets still waiting to authenticate in ``settings["cp_feed_pending"]``.
     """
     metrics = ApiMetrics(config) if config.metrics.enabled else None
     if metrics is not None:
@@ -101,6 +102,7 @@ def make_app(
         ),
         log_function=metrics.log_function(log_request) if metrics is not None else log_request,
         cp_metrics=metrics,
+        cp_feed_pending=PendingSockets(config.feed.max_unauthenticated),
         compress_response=True,
         xheaders=False,
     )

@@ -9,9 +9,18 @@ all), and digests are compared with :func:`hmac.compare_digest`.
 
 PBKDF2 runs once per token and process: a verified token is cached under an
 HMAC of the token with a per-process random key, so each later request costs
-one HMAC-SHA256 and a dict lookup (about a microsecond). Wrong secrets for a
-known salt are throttled (:data:`MAX_FAILURES` per :data:`FAILURE_WINDOW`
-seconds) so guessing cannot make the API hash without bound.
+one HMAC-SHA256 and a dict lookup (about a microsecond).
+
+Wrong secrets are throttled per client address (an IPv6 address counts as its
+/64), never per token: after :data:`MAX_FAILURES` wrong secrets within
+:data:`FAILURE_WINDOW` seconds, that address may have one secret checked every
+:data:`SLOT` seconds (a request waits up to :data:`MAX_WAIT` seconds for its
+turn; beyond that, or when it was wrong, it gets 429 with Retry-After). So
+guessing cannot make the API hash without bound, and nobody can lock a token
+out: a correct secret is always checked and always accepted, from any other
+address at once and from the throttled address at its turn. Logs name the
+client address and a reason, never a token or its salt; :func:`redact_tokens`
+takes tokens out of any text that is about to be logged.
 
 Roles: ``viewer`` may read (GET, the WebSocket feed); ``operator`` may also
 create and revoke. With ``auth.enabled: false`` every caller is the operator
@@ -20,8 +29,10 @@ create and revoke. With ``auth.enabled: false`` every caller is the operator
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -29,16 +40,16 @@ import secrets
 import stat
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from controlplane.config import Config, ConfigError, TokenEntry
-from controlplane.core.errors import NotLogin
+from controlplane.core.errors import NotLogin, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +62,57 @@ ALGORITHM = "pbkdf2_sha256"
 ITERATIONS = 60_000
 TOKEN_FILE = "tokens.yaml"  # noqa: S105 - a file name
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name
+#: Wrong secrets an address may present within :data:`FAILURE_WINDOW` seconds before it is throttled.
 MAX_FAILURES = 20
 FAILURE_WINDOW = 10.0
+#: A throttled address has one secret checked per this many seconds.
+SLOT = FAILURE_WINDOW / MAX_FAILURES
+#: The longest a throttled address's request waits for its turn; beyond it, 429 at once.
+MAX_WAIT = 2.0
+#: Addresses whose failures are remembered (the least recently failing are forgotten first).
+MAX_ADDRESSES = 10_000
 _CACHE_SIZE = 4096
 _TOKEN = re.compile(r"cp_([0-9a-f]{16})_([A-Za-z0-9_-]{20,128})")
 _MAX_TOKEN = 256
+_REFUSED = "a valid API token is required"
+
+# What tokens look like in text that is about to be logged: the token itself (or anything
+# shaped like one, such as a guess carrying someone's salt), a ``token=`` query value, a
+# JSON or Python ``"token": "..."`` pair, a bearer credential.
+_SECRETS_IN_TEXT = (
+    (re.compile(r"(?<![A-Za-z0-9])cp_[A-Za-z0-9_-]{16,}"), "cp_[redacted]"),
+    (re.compile(r"(\b(?:[A-Za-z]+_)?token=)[^&\s#\"'<>]*", re.IGNORECASE), r"\1[redacted]"),
+    (
+        re.compile(r"""(["'](?:[A-Za-z]+_)?token["']\s*:\s*)(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')""", re.I),
+        r'\1"[redacted]"',
+    ),
+    (re.compile(r"(\bbearer\s+)[^\s\"',;]+", re.IGNORECASE), r"\1[redacted]"),
+)
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every token, ``token=`` value, ``"token": ...`` pair and bearer credential replaced."""
+    lowered = text.lower()
+    if "cp_" not in lowered and "token" not in lowered and "bearer" not in lowered:
+        return text
+    for pattern, replacement in _SECRETS_IN_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def client_key(address: str | None) -> str:
+    """The unit failures are counted in: an IPv4 address, an IPv6 address's /64, else the text."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -143,8 +200,29 @@ class _Stored:
     digest: str
 
 
+@dataclass
+class _Address:
+    """What is remembered of one client address: its last wrong secrets and its next turn."""
+
+    failures: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_FAILURES))
+    next_turn: float = 0.0
+    announced: bool = False
+
+    def throttled(self, now: float) -> bool:
+        return len(self.failures) >= MAX_FAILURES and now - self.failures[0] < FAILURE_WINDOW
+
+    def retry_after(self, now: float) -> float:
+        clears = self.failures[0] + FAILURE_WINDOW - now if self.failures else 0.0
+        return max(SLOT, self.next_turn - now, clears)
+
+
 class Authenticator:
-    """Turns a presented token into a :class:`Principal`, or raises :class:`NotLogin`."""
+    """Turns a presented token into a :class:`Principal`, or raises :class:`NotLogin`.
+
+    From a throttled client address (see the module docstring) it raises
+    :class:`TooManyRequests` instead; :meth:`authenticate_async` waits for the
+    address's turn where :meth:`authenticate` cannot.
+    """
 
     def __init__(self, entries: Iterable[TokenEntry | Mapping[str, Any]], *, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -160,7 +238,7 @@ class Authenticator:
             self._by_salt[salt] = _Stored(Principal(entry.name or "unnamed", entry.role), iterations, digest)
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, Principal] = OrderedDict()
-        self._failures: dict[str, list[float]] = {}
+        self._addresses: OrderedDict[str, _Address] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -190,12 +268,35 @@ class Authenticator:
     def __len__(self) -> int:
         return len(self._by_salt)
 
-    def authenticate(self, token: str | None) -> Principal:
-        """The principal of ``token``; :class:`NotLogin` when it is missing or wrong."""
+    def authenticate(self, token: str | None, client: str | None = None) -> Principal:
+        """The principal of ``token`` presented from address ``client``, without waiting.
+
+        :class:`NotLogin` when the token is missing or wrong; :class:`TooManyRequests` when
+        ``client`` is throttled and its turn has not come (without ``client``, NotLogin then).
+        """
+        found = self._lookup(token)
+        if isinstance(found, Principal):
+            return found
+        self._take_turn(client, wait=False)
+        return self._verify(found, client)
+
+    async def authenticate_async(self, token: str | None, client: str | None = None) -> Principal:
+        """As :meth:`authenticate`, but a throttled address waits (up to :data:`MAX_WAIT`) for its turn."""
+        found = self._lookup(token)
+        if isinstance(found, Principal):
+            return found
+        delay = self._take_turn(client, wait=True)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return self._verify(found, client)
+
+    def _lookup(self, token: str | None) -> Principal | tuple[str, bytes, str, _Stored]:
+        """A cached (or the anonymous) principal, or what :meth:`_verify` needs; NotLogin for a
+        token that is malformed or names no configured salt (neither costs any hashing)."""
         if not self.enabled:
             return ANONYMOUS
         if not token or len(token) > _MAX_TOKEN:
-            raise NotLogin({"reason": "a valid API token is required"})
+            raise NotLogin({"reason": _REFUSED})
         key = hmac.new(self._key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
         with self._lock:
             hit = self._cache.get(key)
@@ -205,30 +306,77 @@ class Authenticator:
         match = _TOKEN.fullmatch(token)
         stored = self._by_salt.get(match[1]) if match else None
         if match is None or stored is None:
-            raise NotLogin({"reason": "a valid API token is required"})
-        salt = match[1]
-        if not self._may_try(salt):
-            raise NotLogin({"reason": "a valid API token is required"})
+            raise NotLogin({"reason": _REFUSED})
+        return token, key, match[1], stored
+
+    def _take_turn(self, client: str | None, *, wait: bool) -> float:
+        """Seconds until a throttled ``client`` may have a secret checked (that turn is then
+        taken); 0 when it is not throttled. Raises when the turn is too far (or ``wait`` is false)."""
+        now = time.monotonic()
+        with self._lock:
+            state = self._addresses.get(client_key(client))
+            if state is None or not state.throttled(now):
+                return 0.0
+            start = max(now, state.next_turn)
+            delay = start - now
+            if delay > (MAX_WAIT if wait else 0.0):
+                raise self._throttled_error(client, state.retry_after(now))
+            state.next_turn = start + SLOT
+            return delay
+
+    def _verify(self, found: tuple[str, bytes, str, _Stored], client: str | None) -> Principal:
+        token, key, salt, stored = found
+        with self._lock:
+            hit = self._cache.get(key)  # verified meanwhile, by a request that did not wait
+        if hit is not None:
+            return hit
         if not hmac.compare_digest(_digest(token, salt, stored.iterations), stored.digest):
-            self._failed(salt)
-            raise NotLogin({"reason": "a valid API token is required"})
+            raise self._failure(client)
         with self._lock:
             self._cache[key] = stored.principal
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         return stored.principal
 
-    def _may_try(self, salt: str) -> bool:
+    def _failure(self, client: str | None) -> NotLogin | TooManyRequests:
+        """Count a wrong secret against ``client``: the error to answer (TooManyRequests once throttled)."""
+        address = client_key(client)
         now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._failures.get(salt, []) if now - t < FAILURE_WINDOW]
-            self._failures[salt] = recent
-            return len(recent) < MAX_FAILURES
+            state = self._addresses.pop(address, None) or _Address()
+            self._addresses[address] = state  # the most recently failing last
+            while len(self._addresses) > MAX_ADDRESSES:
+                self._addresses.popitem(last=False)
+            was = state.throttled(now)
+            if not was:
+                state.announced = False
+            state.failures.append(now)
+            throttled = state.throttled(now)
+            announce = throttled and not state.announced
+            state.announced = state.announced or throttled
+            if throttled and not was:
+                state.next_turn = now + SLOT
+            retry = state.retry_after(now)
+        if announce:
+            log.warning(
+                "throttling API token checks from %s: %d wrong secrets within %.0f s",
+                address,
+                MAX_FAILURES,
+                FAILURE_WINDOW,
+            )
+        elif not throttled:
+            log.warning("wrong secret for an API token from %s", address)
+        if throttled:
+            return self._throttled_error(client, retry)
+        return NotLogin({"reason": _REFUSED})
 
-    def _failed(self, salt: str) -> None:
-        with self._lock:
-            self._failures.setdefault(salt, []).append(time.monotonic())
-        log.warning("wrong secret for API token with salt %s", salt)
+    @staticmethod
+    def _throttled_error(client: str | None, retry_after: float) -> NotLogin | TooManyRequests:
+        if client is None:
+            return NotLogin({"reason": _REFUSED})
+        error = TooManyRequests(round(retry_after, 3))
+        error.data["reason"] = "too many wrong API tokens from this address"
+        return error
 
 
 # -- the token file ------------------------------------------------------------

@@ -67,6 +67,7 @@ from controlplane.bus.feed import FeedPublisher, FeedSubscriber, feed_url
 from controlplane.core import documents
 from controlplane.core.errors import InvalidParam
 from controlplane.core.merge import STATUSES
+from controlplane.core.validate import parse_uuid
 from controlplane.service.lookups import LookupCache
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ class FeedFilter:
         """Build from query arguments or a subscribe message; raises InvalidParam naming the field.
 
         Each value may be a string (comma-separated values allowed) or a list of
-        strings; absent or empty means "any".
+        strings; absent or empty means "any". ``celery_id`` values must be UUIDs (as in the
+        REST list's filter), kept lowercased.
         """
         valid_types = set(task_types) | {"external"}
         found: dict[str, frozenset[str]] = {}
@@ -137,6 +139,8 @@ class FeedFilter:
                 bad = sorted(values - valid_types)
                 if bad:
                     raise InvalidParam(key, f"unknown task type {bad[0][:64]!r}")
+            if key == "celery_id":
+                values = frozenset(parse_uuid(v, key) for v in sorted(values))
             found[key] = frozenset(values)
         return cls.shared(**found)
 
