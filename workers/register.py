@@ -53,9 +53,37 @@ def load_callable(spec: str) -> Pipeline:
     return fn  # type: ignore[no-any-return]
 
 
+class MalformedMessage(ValueError):
+    """A task message not in ARL's shape, ``kwargs={"options": {"celery_action", "data": {...}}}``."""
+
+
+def message_data(task_type: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The ``data`` of a task message, or :class:`MalformedMessage` saying what is wrong with it."""
+    shape = 'kwargs={"options": {"celery_action": "' + task_type + '", "data": {...}}}'
+    if args:
+        raise MalformedMessage(f"positional arguments are not accepted; send {shape}")
+    unknown = sorted(set(kwargs) - {"options"})
+    if unknown:
+        raise MalformedMessage(
+            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; send {shape}"
+        )
+    options = kwargs.get("options")
+    if not isinstance(options, dict):
+        raise MalformedMessage(f"'options' must be an object; send {shape}")
+    action = options.get("celery_action", task_type)
+    if action != task_type:
+        raise MalformedMessage(f"options.celery_action is {action!r}, but this task is {task_type!r}")
+    data = options.get("data", {})
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"options.data must be an object, not {type(data).__name__}; send {shape}")
+    return dict(data)
+
+
 def _make_body(pipeline: Pipeline) -> Callable[..., Any]:
-    def body(self: ControlledTask, options: dict[str, Any] | None = None, **_: Any) -> Any:
-        data = dict((options or {}).get("data") or {})
+    def body(self: PipelineTask, *args: Any, **kwargs: Any) -> Any:
+        data = message_data(self.cp_task_type, args, kwargs)
+        if self.forward_if_misrouted(kwargs):
+            raise Ignore()
         ctx = self.context(data)
         try:
             return pipeline(data, ctx)
@@ -67,9 +95,25 @@ def _make_body(pipeline: Pipeline) -> Callable[..., Any]:
 
 
 class PipelineTask(ControlledTask):
-    """A registered task type; stops cleanly when its pipeline notices a revoke."""
+    """A registered task type; stops cleanly when its pipeline notices a revoke.
+
+    A message that came through the foreign queue (``worker.foreign_queue``: where a Celery
+    client that did not route it sends it) is passed on to its type's queue, same id.
+    """
 
     abstract = True
+    cp_task_type = ""
+    cp_queue = ""
+    cp_foreign_queue = ""
+
+    def forward_if_misrouted(self, kwargs: dict[str, Any]) -> bool:
+        """Send this message to its type's queue when it arrived on the foreign queue instead."""
+        arrived = (self.request.delivery_info or {}).get("routing_key")
+        if not self.cp_foreign_queue or arrived != self.cp_foreign_queue or arrived == self.cp_queue:
+            return False
+        self.app.send_task(self.name, kwargs=kwargs, task_id=self.request.id, queue=self.cp_queue)
+        log.info("task %s came through queue %s; passed on to %s", self.request.id, arrived, self.cp_queue)
+        return True
 
     def _announce_stopped(self, ctx: TaskContext) -> None:
         log.info("task %s stopped after a revoke; partial results kept", ctx.celery_id)
@@ -90,6 +134,8 @@ def register_all(app: Celery, config: Config, registry: Registry) -> None:
             bind=True,
             base=PipelineTask,
             cp_task_type=task_type.value,
+            cp_queue=config.task_config(task_type.value).queue,
+            cp_foreign_queue=config.worker.foreign_queue,
             **task_options(config, task_type.value),
         )
 

@@ -69,7 +69,7 @@ def run_worker(config: Config, name: str | None = None, extra: list[str] | None 
         "--concurrency",
         str(config.worker.concurrency),
         "--queues",
-        ",".join(config.worker.queues),
+        ",".join(dict.fromkeys([*config.worker.queues, *filter(None, [config.worker.foreign_queue])])),
         "--hostname",
         name or f"worker-{socket.gethostname()}@%h",
         "--without-gossip",

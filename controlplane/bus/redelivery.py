@@ -123,6 +123,8 @@ class Redeliverer:
                 ]
             else:
                 lost = self._confirmed_lost(conn, candidates, now)
+        lost_ids = {t["celery_id"] for t in lost}
+        self.flag_unconsumed([t for t in candidates if t["celery_id"] not in lost_ids])
         if not lost:
             return []
         backend = self._with_backend_entry([t["celery_id"] for t in lost])
@@ -227,6 +229,32 @@ class Redeliverer:
                 "gave back %d message(s) whose worker process is gone: %s", len(restored), restored[:5]
             )
         return restored
+
+    def flag_unconsumed(self, waiting: list[dict[str, Any]]) -> list[str]:
+        """Mark tasks still waiting whose queue no live worker consumes (``waiting`` on the document).
+
+        Asks the workers which queues they consume (one broadcast, ``api.inspect_timeout``),
+        only when some task has waited past ``events.lost_after``.  A task whose queue gains
+        a consumer loses the mark on the next pass.  Returns the ids newly marked.
+        """
+        if not waiting:
+            return []
+        replies = self.app.control.inspect(timeout=self.config.api.inspect_timeout).active_queues() or {}
+        consumed = {
+            q.get("name") for queues in replies.values() for q in (queues or []) if isinstance(q, dict)
+        }
+        marked = []
+        for task in waiting:
+            queue = self._queue(task)
+            reason = None if queue in consumed else f"no live worker consumes queue {queue!r}"
+            if task.get("waiting") == reason:
+                continue
+            self.store.set_status_fields(str(task["celery_id"]), {"waiting": reason})
+            if reason is not None:
+                marked.append(str(task["celery_id"]))
+        if marked:
+            log.warning("%d task(s) wait on a queue no live worker consumes: %s", len(marked), marked[:5])
+        return marked
 
     def _queue(self, task: dict[str, Any]) -> str:
         return self.config.task_config(str(task.get("task_type"))).queue

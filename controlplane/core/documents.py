@@ -59,6 +59,7 @@ class TaskDocument(TypedDict, total=False):
     revoke: dict[str, Any]
     statistic: dict[str, Any]
     partial: bool
+    waiting: str | None
     rev: int
     _m: dict[str, Any]
 
@@ -152,6 +153,7 @@ def detail(doc: Mapping[str, Any]) -> dict[str, Any]:
             "options": options,
             "progress": doc.get("progress"),
             "statistic": doc.get("statistic") or {},
+            "waiting": doc.get("waiting") if out["status"] == "PENDING" else None,
             "rev": doc.get("rev", 0),
         }
     )

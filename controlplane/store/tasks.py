@@ -42,6 +42,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from controlplane.config import MongoConfig
 from controlplane.core.documents import TaskDocument, TaskFilter
 from controlplane.core.merge import NON_TERMINAL, PENDING, STARTED, TASK_EVENT_TYPES, fold, status_of
+from controlplane.core.messages import fields_of_message
 from controlplane.store.errors import TranslatesErrors
 from controlplane.store.recent import RecentTasks
 from controlplane.store.results import DUPLICATE_KEY
@@ -129,15 +130,16 @@ def _foreign_document(celery_id: str, events: list[Mapping[str, Any]]) -> TaskDo
     if isinstance(name, str) and name.startswith("controlplane."):
         task_type = name.split(".", 1)[1]
     stamps = [float(e["timestamp"]) for e in events if isinstance(e.get("timestamp"), int | float)]
-    return {
+    said = next((f for f in (fields_of_message(e.get("kwargs")) for e in events) if f), {})
+    doc: TaskDocument = {
         "_id": task_oid(celery_id),
         "celery_id": celery_id,
         "task_type": task_type,
-        "name": name,
-        "target": None,
-        "type": None,
-        "task_tag": None,
-        "options": {},
+        "name": said.get("name", name),
+        "target": said.get("target"),
+        "type": said.get("type"),
+        "task_tag": said.get("task_tag"),
+        "options": said.get("options", {}),
         "status": PENDING,
         "created_time": min(stamps) if stamps else time.time(),
         "start_time": None,
@@ -145,6 +147,9 @@ def _foreign_document(celery_id: str, events: list[Mapping[str, Any]]) -> TaskDo
         "rev": 0,
         "_m": {},
     }
+    if "data" in said:
+        doc["data"] = said["data"]
+    return doc
 
 
 def _group(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -423,7 +428,7 @@ class TaskStore(TranslatesErrors):
         """PENDING tasks created before ``older_than`` that no worker has received yet."""
         found = self._match(
             {"status": PENDING, "created_time": {"$lt": older_than}},
-            {"celery_id": 1, "task_type": 1, "data": 1, "resent": 1, "received_time": 1},
+            {"celery_id": 1, "task_type": 1, "data": 1, "resent": 1, "received_time": 1, "waiting": 1},
             limit,
         )
         return [d for d in found if d.get("received_time") is None]

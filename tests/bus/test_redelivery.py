@@ -72,6 +72,23 @@ def test_lost_message_is_resent_and_the_task_runs(no_worker_stack: Stack) -> Non
     assert stack.wait_status(waiting, "SUCCESS")["status"] == "SUCCESS"
 
 
+def test_a_task_waiting_on_a_queue_no_worker_consumes_is_flagged_until_one_does(
+    no_worker_stack: Stack,
+) -> None:
+    stack = no_worker_stack
+    queue = stack.config["task_defaults"]["queue"]
+    cid = stack.create("sleep_task", {"name": "unheard", "seconds": 0})
+    wait_for(
+        lambda: stack.detail(cid).get("waiting") is not None, timeout=30, what="the task flagged as waiting"
+    )
+    assert stack.detail(cid)["waiting"] == f"no live worker consumes queue {queue!r}"
+    assert "wait on a queue no live worker consumes" in stack.log("ingest")
+    stack.start_worker(0)
+    stack.wait_workers(1)
+    done = stack.wait_status(cid, "SUCCESS")
+    assert done["waiting"] is None
+
+
 # A worker that reserves two messages of a queue and is then killed: kombu records each in the
 # broker's unacknowledged hash when it hands it out, and only an acknowledgement or a clean
 # close of the channel takes it out again.
