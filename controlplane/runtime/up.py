@@ -430,7 +430,7 @@ def run_up(config: Config, config_path: str | None) -> int:
         urls = embedded.stack_urls(config, create_password=True)
         if urls.mongo_socket is not None and urls.mongo_socket.parent != data / "mongo":
             embedded.private_socket_dir(urls.mongo_socket)
-    except (StartError, RuntimeError) as exc:
+    except (StartError, RuntimeError, OSError) as exc:  # OSError: a data dir we may not write
         print(f"controlplane up: {exc}", file=sys.stderr, flush=True)
         return 1
     file_log = logging.FileHandler(data / "logs" / "up.log")
