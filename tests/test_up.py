@@ -215,6 +215,15 @@ def test_a_taken_port_is_named_and_up_exits_non_zero(make_up: Any, key: str) -> 
     assert not pids_mentioning(str(u.data)), "a child was started"
 
 
+def test_a_data_dir_up_cannot_create_is_one_line(make_up: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    u = make_up(data_dir=str(blocker / "data"))
+    done = run_until_exit(u, "up")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("controlplane up: ") and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_serve_on_a_taken_port_says_so_in_one_line(make_up: Any) -> None:
     u = make_up()
     with socket.socket() as holder:
