@@ -144,6 +144,8 @@ def main() -> int:
             "log_level": "WARNING",
             "events": {"flush_interval": args.flush_interval},
             "feed": {"client_queue": 1000},
+            # A thousand sockets from one address: lift the per-address connection cap.
+            "api": {"max_connections_per_address": 0},
         },
     )
     rows = []

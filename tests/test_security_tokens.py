@@ -38,6 +38,7 @@ VICTIMS = {
     "near": "cp_00000000000000e5_victim-near-secret-0123456789abcdefg",
     "busy": "cp_00000000000000f6_victim-busy-secret-0123456789abcdefg",
     "feed": "cp_0000000000000a07_victim-feed-secret-0123456789abcdefg",
+    "metrics": "cp_0000000000000b18_victim-metrics-secret-0123456789abc",
 }
 
 
@@ -137,6 +138,25 @@ def test_hammering_a_salt_never_locks_its_token_out(victim_api: Stack) -> None:
     status, _, body = call(port, f"{API}/types/", VICTIMS["near"])
     assert status == 200 and body["code"] == 200 and time.monotonic() - started < 2.5
     assert call(port, f"{API}/types/", wrong(VICTIMS["near"], 998))[0] == 429
+
+
+def test_metrics_throttle_the_hammering_address_not_the_token(victim_api: Stack) -> None:
+    port, victim = victim_api.port, VICTIMS["metrics"]
+    answers = [call(port, "/metrics", wrong(victim, i), "127.0.0.3") for i in range(MAX_FAILURES + 5)]
+    statuses = [status for status, _, _ in answers]
+    assert statuses[: MAX_FAILURES - 1] == [401] * (MAX_FAILURES - 1), statuses
+    assert statuses[-1] == 429 and answers[-1][2]["message"] == "TooManyRequests", answers[-1]
+    assert int(answers[-1][1]["Retry-After"]) >= 1
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15, source_address=("127.0.0.4", 0))
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {victim}"})
+        resp = conn.getresponse()
+        text = resp.read().decode()
+    finally:
+        conn.close()
+    assert resp.status == 200 and "controlplane_tasks" in text, (
+        "Prometheus's token works while its salt is hammered"
+    )
 
 
 def test_a_token_works_from_elsewhere_while_its_salt_is_being_hammered(victim_api: Stack) -> None:
