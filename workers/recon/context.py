@@ -16,11 +16,19 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMITS = LimitsConfig()
 DEFAULT_RECON = ReconConfig()
 """The configuration's defaults (``limits`` and ``recon``): the defaults of a :class:`ReconContext`."""
+SCAN_CONCURRENCY = 1000
+"""The default largest window of a port scan (connects in flight; it shrinks when answers time out)."""
+SCAN_RETRIES = 2
+"""How many times a connect that timed out is tried again before its port counts as filtered."""
 
 
 @dataclass
 class ReconContext:
-    """Everything the pipeline needs from its caller (the Celery task wrapper)."""
+    """Everything the pipeline needs from its caller (the Celery task wrapper).
+
+    ``progress(stage, done, total)`` is called at most five times a second, and at least once a
+    second while a stage runs (repeating the last values when nothing moved).
+    """
 
     task_id: str
     db: Database[Any]
@@ -33,6 +41,8 @@ class ReconContext:
     connect_timeout: float = DEFAULT_RECON.connect_timeout
     concurrency: int = DEFAULT_RECON.concurrency
     http_timeout: float = DEFAULT_RECON.http_timeout
+    scan_concurrency: int = SCAN_CONCURRENCY
+    scan_retries: int = SCAN_RETRIES
 
 
 class ScopeCheck:

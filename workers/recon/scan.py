@@ -7,13 +7,15 @@ asyncio loop) so they can be called straight from a Celery prefork child.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from pymongo import UpdateOne
 
 from controlplane.store.results import RECON_KINDS, ResultWriter
 from workers.recon.certs import fetch_certificate_der, parse_certificate
 from workers.recon.context import ReconContext, ScopeCheck
-from workers.recon.control import run_pool
+from workers.recon.control import Batcher, run_pool
 from workers.recon.datafiles import load_leak_paths, load_wordlist, ports_for_preset
 from workers.recon.dns import DnsClient, DomainRecord, Wildcard, detect_wildcard, resolve_names
 from workers.recon.fileleak import LeakFinding, check_site
@@ -40,6 +42,77 @@ MAX_DISCOVERY_ROUNDS = 3
 SITE_CONCURRENCY = 50
 LEAK_SITE_CONCURRENCY = 16
 DEFAULT_SCAN_DEADLINE = 3600.0
+RESULT_BATCH = 500
+RESULT_INTERVAL = 1.0
+"""Results go to the store in batches of at most this many, at least once a second while found."""
+
+
+class IpDocuments:
+    """The run's ``ip`` documents, written while ports are found and updated as they are learnt.
+
+    :meth:`changed` marks an address whose open ports grew (new ports are pushed to its document,
+    which is inserted the first time), :meth:`refreshed` one whose ports' details changed (the
+    port list is rewritten); the writes go out in batches (:class:`Batcher`), so a stopped or
+    killed run keeps what it found up to the last second.
+    """
+
+    def __init__(
+        self, store: ResultWriter, open_ports: dict[str, dict[int, PortInfo]], with_ports: bool
+    ) -> None:
+        self.store = store
+        self.open_ports = open_ports
+        self.with_ports = with_ports
+        self.names: dict[str, list[str]] = {}
+        self.written: dict[str, set[int]] = {}
+        self.batch: Batcher[tuple[str, bool]] = Batcher(self._write, RESULT_BATCH, RESULT_INTERVAL)
+
+    def changed(self, ip: str) -> None:
+        """``ip`` has new open ports (or names): write them with the next batch."""
+        self.batch.add((ip, False))
+
+    def refreshed(self, ip: str) -> None:
+        """The details of ``ip``'s ports changed: rewrite its port list with the next batch."""
+        self.batch.add((ip, True))
+
+    def add_names(self, ip: str, names: list[str]) -> bool:
+        """Remember host names of ``ip``; True when some were new."""
+        known = self.names.setdefault(ip, [])
+        fresh = [n for n in names if n not in known]
+        known.extend(fresh)
+        return bool(fresh)
+
+    def _port_docs(self, ip: str, ports: Iterable[int]) -> list[dict[str, object]]:
+        info = self.open_ports.get(ip, {})
+        return [info[p].to_doc() for p in sorted(ports)] if self.with_ports else []
+
+    def _write(self, items: list[tuple[str, bool]]) -> None:
+        full: dict[str, bool] = {}
+        for ip, rewrite in items:
+            full[ip] = full.get(ip, False) or rewrite
+        inserts: list[dict[str, Any]] = []
+        updates: list[UpdateOne] = []
+        for ip, rewrite in full.items():
+            ports = set(self.open_ports.get(ip, {}))
+            names = self.names.get(ip, [])
+            if ip not in self.written:
+                self.written[ip] = ports
+                docs = self._port_docs(ip, ports)
+                inserts.append({"ip": ip, "domains": list(names), "ports": docs, "port_count": len(docs)})
+                continue
+            change: dict[str, Any] = {"$addToSet": {"domains": {"$each": list(names)}}} if names else {}
+            if rewrite:
+                docs = self._port_docs(ip, ports)
+                change["$set"] = {"ports": docs, "port_count": len(docs)}
+            elif ports - self.written[ip]:
+                docs = self._port_docs(ip, ports - self.written[ip])
+                change["$push"] = {"ports": {"$each": docs}}
+                change["$inc"] = {"port_count": len(docs)}
+            self.written[ip] |= ports
+            if change:
+                updates.append(UpdateOne({"task_id": self.store.task_id, "ip": ip}, change))
+        self.store.insert("ip", inserts)
+        if updates:
+            self.store.db["ip"].bulk_write(updates, ordered=False)
 
 
 class ReconRun(Run):
@@ -56,8 +129,13 @@ class ReconRun(Run):
         self.domains: dict[str, DomainRecord] = {}
         self.host_ips: dict[str, list[str]] = {}
         self.scanned_ips: set[str] = set()
-        self.stored_ips: set[str] = set()
         self.open_ports: dict[str, dict[int, PortInfo]] = {}
+        self.ip_docs = IpDocuments(self.store, self.open_ports, bool(options.get("port_scan")))
+        self.domain_docs: Batcher[DomainRecord] = Batcher(
+            lambda records: self.store.insert("domain", (self._domain_doc(r) for r in records)),
+            RESULT_BATCH,
+            RESULT_INTERVAL,
+        )
         self.sites: dict[str, SiteResult] = {}
         self.cert_keys: set[tuple[str, int]] = set()
         self._dns: DnsClient | None = None
@@ -69,7 +147,11 @@ class ReconRun(Run):
         return self._dns
 
     def settle(self, partial: bool) -> None:
-        """Clear the partial flag of the run's results when it completed."""
+        """Write what is still queued, close the DNS client, clear the partial flag if the run completed."""
+        self.domain_docs.flush()
+        self.ip_docs.batch.flush()
+        if self._dns is not None:
+            self._dns.close()
         self.store.finish(partial)
 
     def results(self, body: Callable[[], Awaitable[None]]) -> dict[str, Any]:
@@ -120,20 +202,28 @@ class ReconRun(Run):
             await self.file_leak()
 
     async def brute_force(self) -> None:
-        """Stage domain_brute: wildcard detection then wordlist brute force for every root domain."""
+        """Stage domain_brute: wildcard detection then wordlist brute force for every root domain.
+
+        Every real name found is stored at once (in batches), so a stopped run keeps them.
+        """
         client = self.dns()
         assert client is not None
         labels = load_wordlist(str(self.options.get("domain_brute_type") or "small"))
         total = len(labels) * len(self.roots)
         report = self.reporter("domain_brute", total)
         offset = 0
+        found: dict[str, DomainRecord] = {}
+
+        def keep(record: DomainRecord) -> None:
+            if record.domain not in self.domains:
+                self.domains[record.domain] = record
+                self.host_ips[record.domain] = record.ips
+                self.domain_docs.add(record)
+
         for root in self.roots:
             self.wildcards[root] = wildcard = Wildcard()
-            found: dict[str, DomainRecord] = {}
 
-            async def brute(
-                root: str = root, wildcard: Wildcard = wildcard, found: dict = found, base: int = offset
-            ) -> None:
+            async def brute(root: str = root, wildcard: Wildcard = wildcard, base: int = offset) -> None:
                 detected = await detect_wildcard(client, root)
                 wildcard.ips, wildcard.cnames = detected.ips, detected.cnames
                 await resolve_names(
@@ -144,14 +234,14 @@ class ReconRun(Run):
                     concurrency=self.ctx.concurrency,
                     wildcard=wildcard,
                     on_progress=lambda done: report(base + done),
+                    on_found=keep,
                 )
 
             finished = await self.step(brute())
-            for name, record in found.items():
-                self.domains.setdefault(name, record)
             offset += len(labels)
             if not finished:
-                return
+                break
+        self.domain_docs.flush()
 
     async def resolve(self, names: list[str], *, source: str, keep_empty: bool) -> None:
         """Stage resolve: look ``names`` up, store their domain documents, and group IPs by host."""
@@ -160,20 +250,28 @@ class ReconRun(Run):
         todo = [n for n in dict.fromkeys(names) if n not in self.domains]
         found: dict[str, DomainRecord] = {}
         report = self.reporter("resolve", len(todo))
+
+        def keep(record: DomainRecord) -> None:
+            self.domains[record.domain] = record
+            self.host_ips[record.domain] = record.ips
+            self.domain_docs.add(record)
+
         await self.step(
             resolve_names(
-                client, todo, found, source=source, concurrency=self.ctx.concurrency, on_progress=report
+                client,
+                todo,
+                found,
+                source=source,
+                concurrency=self.ctx.concurrency,
+                on_progress=report,
+                on_found=keep,
             )
         )
-        for name in todo:
-            if name in found:
-                self.domains[name] = found[name]
-            elif keep_empty:
-                self.domains[name] = DomainRecord(domain=name, source=source)
-        fresh = [self.domains[n] for n in self.domains if n not in self.host_ips]
-        for record in fresh:
-            self.host_ips[record.domain] = record.ips
-        self.store.insert("domain", (self._domain_doc(r) for r in fresh))
+        if keep_empty and not self.stopped:
+            for name in todo:
+                if name not in self.domains:
+                    keep(DomainRecord(domain=name, source=source))
+        self.domain_docs.flush()
 
     @staticmethod
     def _domain_doc(record: DomainRecord) -> dict[str, Any]:
@@ -196,13 +294,14 @@ class ReconRun(Run):
         ips = [
             ip for ip in dict.fromkeys(ip for v in hosts.values() for ip in v) if ip not in self.scanned_ips
         ]
+        for host, addresses in hosts.items():
+            for ip in addresses:
+                if host != ip:
+                    self.ip_docs.add_names(ip, [host])
         if ips and self.options.get("port_scan"):
             await self.port_scan(ips)
             if not self.stopped and self.options.get("service_detection"):
                 await self.detect_services(ips)
-        elif ips:
-            for ip in ips:
-                self.open_ports.setdefault(ip, {})
         self.scanned_ips.update(ips)
         self.save_ips(hosts)
         if self.stopped:
@@ -214,13 +313,22 @@ class ReconRun(Run):
         return await self.collect_certs(hosts)
 
     async def port_scan(self, ips: list[str]) -> None:
-        """Stage port_scan: connect scan (or nmap) over ``ips`` with the configured preset."""
+        """Stage port_scan: connect scan (or nmap) over ``ips`` with the configured preset.
+
+        Open ports are stored as they are found (see :class:`IpDocuments`).
+        """
         ports = ports_for_preset(
             str(self.options.get("port_scan_type") or "test"), self.options.get("port_custom")
         )
-        found: dict[str, dict[int, PortInfo]] = {}
         deadline = float(self.options.get("port_scan_timeout") or DEFAULT_SCAN_DEADLINE)
-        report = self.reporter("port_scan", len(ips) * len(ports))
+        total = len(ips) * len(ports)
+        report = self.reporter("port_scan", total)
+
+        def opened(ip: str, info: PortInfo) -> None:
+            self.open_ports.setdefault(ip, {}).setdefault(info.port, info)
+            self.ip_docs.changed(ip)
+
+        found: dict[str, dict[int, PortInfo]] = {}
         if self.options.get("use_nmap") and nmap_path():
             scan = run_nmap(
                 ips,
@@ -228,6 +336,8 @@ class ReconRun(Run):
                 found,
                 service_detection=bool(self.options.get("service_detection")),
                 connect_timeout=self.ctx.connect_timeout,
+                on_open=opened,
+                on_progress=lambda fraction: report(int(total * fraction)),
             )
         else:
             host_timeout = self.options.get("port_scan_host_timeout")
@@ -236,15 +346,16 @@ class ReconRun(Run):
                 ports,
                 found,
                 connect_timeout=self.ctx.connect_timeout,
-                concurrency=self.ctx.concurrency,
+                concurrency=self.ctx.scan_concurrency,
+                retries=self.ctx.scan_retries,
                 host_timeout=float(host_timeout) if host_timeout else None,
-                on_progress=lambda done, total: report(done),
+                on_progress=lambda done, _: report(done),
+                on_open=opened,
             )
         finished = await self.step(scan, timeout=deadline)
         if finished:
-            report(len(ips) * len(ports))
-        for ip in ips:
-            self.open_ports.setdefault(ip, {}).update(found.get(ip, {}))
+            report(total)
+        self.ip_docs.batch.flush()
 
     async def detect_services(self, ips: list[str]) -> None:
         """Stage service_detection: banner / TLS / HTTP probes on every open port of ``ips``."""
@@ -258,42 +369,20 @@ class ReconRun(Run):
             nonlocal done
             ip, port = target
             self.open_ports[ip][port] = await detect_service(ip, port, timeout=self.ctx.connect_timeout)
+            self.ip_docs.refreshed(ip)
             done += 1
             report(done)
 
         await self.step(run_pool(targets, probe, self.ctx.concurrency))
+        self.ip_docs.batch.flush()
 
     def save_ips(self, hosts: dict[str, list[str]]) -> None:
-        """Store ``ip`` documents for newly scanned IPs; add newly seen host names to stored ones."""
-        names_by_ip: dict[str, list[str]] = {}
-        for host, ips in hosts.items():
-            for ip in ips:
-                if host != ip:
-                    names_by_ip.setdefault(ip, []).append(host)
-        docs = []
+        """Store ``ip`` documents of the round's addresses that have open ports or names, and the
+        names seen for addresses stored before."""
         for ip in dict.fromkeys(ip for v in hosts.values() for ip in v):
-            ports = self.open_ports.get(ip, {})
-            if ip in self.stored_ips:
-                if names_by_ip.get(ip):
-                    self.ctx.db["ip"].update_one(
-                        {"task_id": self.ctx.task_id, "ip": ip},
-                        {"$addToSet": {"domains": {"$each": names_by_ip[ip]}}},
-                    )
-                continue
-            if not ports and not names_by_ip.get(ip):
-                continue
-            self.stored_ips.add(ip)
-            docs.append(
-                {
-                    "ip": ip,
-                    "domains": names_by_ip.get(ip, []),
-                    "ports": [ports[p].to_doc() for p in sorted(ports)]
-                    if self.options.get("port_scan")
-                    else [],
-                    "port_count": len(ports) if self.options.get("port_scan") else 0,
-                }
-            )
-        self.store.insert("ip", docs)
+            if ip in self.ip_docs.written or self.open_ports.get(ip) or self.ip_docs.names.get(ip):
+                self.ip_docs.changed(ip)
+        self.ip_docs.batch.flush()
 
     def _web_ports(self, ip: str) -> list[tuple[int, list[str]]]:
         """(port, schemes to try) for every port of ``ip`` that may serve HTTP."""
@@ -330,7 +419,11 @@ class ReconRun(Run):
                 for port, schemes in self._web_ports(ip):
                     candidates.setdefault((host, port), (ip, schemes))
         report = self.reporter("site_identify", len(candidates))
-        found: list[SiteResult] = []
+        batch: Batcher[SiteResult] = Batcher(
+            lambda sites: self.store.insert("site", (s.to_doc() for s in sites)),
+            RESULT_BATCH,
+            RESULT_INTERVAL,
+        )
         done = 0
 
         async def probe(item: tuple[tuple[str, int], tuple[str, list[str]]]) -> None:
@@ -342,16 +435,15 @@ class ReconRun(Run):
                     break
                 site = await identify_site(endpoint, self.rules, self.locate, self.ctx.http_timeout)
                 if site is not None:
-                    found.append(site)
+                    if site.site not in self.sites:
+                        self.sites[site.site] = site
+                        batch.add(site)
                     break
             done += 1
             report(done)
 
         await self.step(run_pool(candidates.items(), probe, min(SITE_CONCURRENCY, self.ctx.concurrency)))
-        fresh = [s for s in found if s.site not in self.sites]
-        for site in fresh:
-            self.sites[site.site] = site
-        self.store.insert("site", (s.to_doc() for s in fresh))
+        batch.flush()
 
     def _tls_ports(self, ip: str) -> list[int]:
         ports = {p for p, info in self.open_ports.get(ip, {}).items() if info.tls or info.service == "https"}

@@ -34,7 +34,8 @@ def recon_context(ctx: TaskContext) -> ReconContext:
         task_id=ctx.task_id,
         db=ctx.store.db,
         resolvers=list(recon.resolvers) or system_resolvers(),
-        progress=lambda stage, done, total: ctx.progress(stage, done, total),
+        # The recon library rate-limits and repeats its reports itself (see ReconContext).
+        progress=lambda stage, done, total: ctx.progress(stage, done, total, force=True),
         should_stop=ctx.should_stop,
         scope_check=policy.check,
         max_cidr_addresses=ctx.config.limits.max_cidr_addresses,
