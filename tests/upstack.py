@@ -88,7 +88,7 @@ class UpStack:
                 raise RuntimeError(f"up exited with {self.proc.returncode}: {self.output()[-2000:]}")
             if token_file.exists() and not self.token:
                 self.token = token_file.read_text(encoding="utf-8").strip()
-            if self.token and self._healthy():
+            if self.token and self.healthy():
                 return self
             time.sleep(0.2)
         raise TimeoutError(f"up not ready after {timeout}s: {self.output()[-2000:]}")
@@ -96,7 +96,8 @@ class UpStack:
     def output(self) -> str:
         return (self.workdir / f"up-{self.starts}.log").read_text(encoding="utf-8", errors="replace")
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
+        """Whether the API answers its health check."""
         try:
             return self.request("GET", "/api/health/")[0] == 200
         except OSError:
