@@ -38,9 +38,11 @@ TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 class UpStack:
     """One ``controlplane up`` with its own data dir and ports (see the module docstring)."""
 
-    def __init__(self, workdir: Path, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, overrides: dict[str, Any] | None = None, data: Path | None = None
+    ) -> None:
         self.workdir = workdir
-        self.data = workdir / "data"
+        self.data = data or workdir / "data"
         self.config_path = workdir / "config.yaml"
         self.port = embedded.free_port()
         config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))

@@ -49,6 +49,7 @@ ROWS: list[tuple[str, str]] = [
     ("test_up_stops_without_orphans_and_restarts_on_the_same_data", "8"),
     ("test_up_group_kill9_in_a_loop_every_accepted_task_reaches_its_true_state", "9"),
     ("test_each_part_of_up_killed_under_load_is_restarted_and_no_task_is_lost", "9"),
+    ("test_a_full_data_dir_refuses_work_then_recovers_without_losing_a_task", "9"),
 ]
 # Covered elsewhere (item 3); listed in the table by reference, not re-run here.
 REFERENCED = [

@@ -40,6 +40,8 @@ class Load:
     def __init__(self, stack: UpStack, rng: random.Random) -> None:
         self.stack, self.rng = stack, rng
         self.accepted: dict[str, str] = {}  # celery_id → task type
+        self.when: dict[str, float] = {}  # celery_id → time.monotonic() it was accepted
+        self.refusals = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,7 +57,14 @@ class Load:
             cid = self.stack.create(kind, data)
             if cid is not None:
                 self.accepted[cid] = kind
+                self.when[cid] = time.monotonic()
+            else:
+                self.refusals += 1
             self.stop.wait(0.05)
+
+    def accepted_since(self, moment: float) -> int:
+        """How many creates were accepted after ``moment`` (``time.monotonic()``)."""
+        return sum(1 for t in list(self.when.values()) if t > moment)
 
     def __enter__(self) -> Load:
         self.thread.start()
