@@ -30,6 +30,7 @@ setup(
         "cryptography>=42",
         "idna>=3.6",
         "prometheus_client>=0.20",
+        "openpyxl>=3.1",  # XLSX exports of results (controlplane.service.export)
     ],
     extras_require={
         "test": [

@@ -198,19 +198,78 @@ def _revoke(doc: Mapping[str, Any], outcome: Mapping[str, Any]) -> dict[str, Any
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """A validated list filter; every value is a plain string (never an operator)."""
+    """A validated list filter and order; every value is a plain string or number (never an operator).
+
+    ``status`` is one status or several (a task in any of them matches); ``worker`` the worker's
+    hostname; ``created_after`` (inclusive) and ``created_before`` (exclusive) are epoch seconds;
+    ``q`` a case-insensitive prefix of the task's name or target (matched by the store, not by
+    :meth:`query`); ``sort`` one of ``created``, ``started``, ``runtime`` (each also with a
+    leading ``-`` for descending) and ``status``.
+    """
 
     celery_id: str | None = None
-    status: str | None = None
+    status: str | tuple[str, ...] | None = None
     task_type: str | None = None
+    worker: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    q: str | None = None
+    sort: str = "-created"
 
-    def query(self) -> dict[str, Any]:
-        """The MongoDB filter document."""
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The wanted statuses, sorted and distinct (empty: any)."""
+        if self.status is None:
+            return ()
+        if isinstance(self.status, str):
+            return (self.status,)
+        return tuple(sorted(set(self.status)))
+
+    @property
+    def spec_only(self) -> bool:
+        """Whether only the spec's filters (celery_id, one status, task_type) and its order are asked."""
+        extra = (self.worker, self.created_after, self.created_before, self.q)
+        return len(self.statuses) <= 1 and all(v is None for v in extra) and self.sort == "-created"
+
+    def order(self) -> tuple[tuple[str, int], ...]:
+        """The sort as ``(field, direction)`` pairs; ties are broken by creation time.
+
+        Tasks without the sorted field (not started, no runtime) sort as the smallest value,
+        as MongoDB sorts a missing field.  ``status`` orders by the status's name (A to Z),
+        newest first within one status.
+        """
+        key = self.sort.lstrip("-")
+        way = -1 if self.sort.startswith("-") else 1
+        if key == "status":
+            return (("status", 1), ("created_time", -1))
+        if key == "created":
+            return (("created_time", way),)
+        return (("start_time" if key == "started" else "outcome.runtime", way), ("created_time", way))
+
+    def query(self, status: str | None = None) -> dict[str, Any]:
+        """The MongoDB filter document (``q`` aside), for ``status`` alone when given.
+
+        Equalities are written ``{"$eq": v}``: the same match on MongoDB, and the form in which
+        the embedded server uses its indexes (a bare value also matches array elements there,
+        which defeats the index).
+        """
         q: dict[str, Any] = {}
         if self.celery_id is not None:
-            q["celery_id"] = self.celery_id
-        if self.status is not None:
-            q["status"] = self.status
+            q["celery_id"] = {"$eq": self.celery_id}
+        statuses = (status,) if status is not None else self.statuses
+        if len(statuses) == 1:
+            q["status"] = {"$eq": statuses[0]}
+        elif statuses:
+            q["status"] = {"$in": list(statuses)}
         if self.task_type is not None:
-            q["task_type"] = self.task_type
+            q["task_type"] = {"$eq": self.task_type}
+        if self.worker is not None:
+            q["worker"] = {"$eq": self.worker}
+        created: dict[str, float] = {}
+        if self.created_after is not None:
+            created["$gte"] = self.created_after
+        if self.created_before is not None:
+            created["$lt"] = self.created_before
+        if created:
+            q["created_time"] = created
         return q

@@ -8,6 +8,7 @@ Target syntax lives in :mod:`controlplane.core.targets`; ``Limits`` and
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from typing import Any
 from controlplane.config import LimitsConfig
 from controlplane.core.cron import FIELDS as CRON_FIELDS
 from controlplane.core.errors import InvalidParam
+from controlplane.core.merge import STATUSES
 from controlplane.core.targets import Limits, classify_target, parse_ports, parse_targets
 from controlplane.core.tasktypes import SPEC_TYPES
 
@@ -25,9 +27,14 @@ __all__ = [
     "DEFAULT_LIMITS",
     "Limits",
     "limits_for",
+    "parse_created",
     "parse_int",
+    "parse_search",
+    "parse_sort",
+    "parse_statuses",
     "parse_targets",
     "parse_uuid",
+    "parse_worker",
     "validate_task_data",
 ]
 
@@ -60,6 +67,79 @@ def parse_page(value: object, size: int) -> int:
     if (page - 1) * size > MAX_SKIP:
         raise InvalidParam("page", f"must be at most {MAX_SKIP // size + 1} for size {size}")
     return page
+
+
+# -- list parameters (GET /api/celery_task/) -------------------------------------------
+
+LIST_SORTS = ("-created", "created", "-started", "started", "-runtime", "runtime", "status")
+"""The orders the task list accepts (``sort=``); ``-created`` (newest first) is the spec's."""
+MIN_SEARCH, MAX_SEARCH = 1, 100
+_MAX_EPOCH = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+_EPOCH = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
+def parse_statuses(value: str | None) -> tuple[str, ...] | None:
+    """``status``: one status or several separated by commas (the feed's syntax and messages)."""
+    if value is None:
+        return None
+    found = {part.strip() for part in value.split(",") if part.strip()}
+    if not found:
+        raise InvalidParam("status", f"must name a status; valid: {', '.join(STATUSES)}")
+    bad = sorted(found - set(STATUSES))
+    if bad:
+        raise InvalidParam("status", f"unknown status {bad[0][:64]!r}; valid: {', '.join(STATUSES)}")
+    return tuple(sorted(found))
+
+
+def parse_sort(value: str | None) -> str:
+    """``sort``: one of :data:`LIST_SORTS`; absent is the spec's newest first."""
+    if value is None:
+        return "-created"
+    if value not in LIST_SORTS:
+        raise InvalidParam("sort", f"must be one of {', '.join(LIST_SORTS)}")
+    return value
+
+
+def parse_search(value: str | None) -> str | None:
+    """``q``: the text a task's name or target starts with; blank is no search."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if len(text) > MAX_SEARCH:
+        raise InvalidParam("q", f"must be at most {MAX_SEARCH} characters")
+    if any(ord(c) < 32 for c in text):
+        raise InvalidParam("q", "must not contain control characters")
+    return text
+
+
+def parse_created(value: str | None, field: str) -> float | None:
+    """``created_after`` / ``created_before``: ISO 8601 (a time without offset is UTC) or epoch seconds."""
+    if value is None:
+        return None
+    text = value.strip()
+    why = "must be an ISO 8601 time (2024-05-01T12:00:00Z) or epoch seconds"
+    if _EPOCH.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidParam(field, why) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        seconds = moment.timestamp()
+    if not 0 <= seconds <= _MAX_EPOCH:
+        raise InvalidParam(field, "must be between 1970-01-01 and 9999-12-31")
+    return seconds
+
+
+def parse_worker(value: str | None) -> str | None:
+    """``worker``: a worker's hostname (``celery@host``), as the list shows it."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise InvalidParam("worker", "must not be empty")
+    return value
 
 
 def parse_uuid(value: object, field: str) -> str:

@@ -1,4 +1,11 @@
-"""The eight endpoints of the spec, each a few lines over :class:`TaskManager`."""
+"""The eight endpoints of the spec, each a few lines over :class:`TaskManager`, and the results.
+
+The list (``GET /api/celery_task/``) takes the spec's ``celery_id``, ``status`` and
+``task_type`` with the spec's defaults, and beyond them: ``status`` with several statuses
+(comma-separated, as the live feed takes them), ``q`` (a case-insensitive prefix of the name
+or target), ``worker``, ``created_after`` / ``created_before`` (ISO 8601 or epoch seconds) and
+``sort``.  Unknown query arguments are ignored, as they always were.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,16 @@ from typing import Any, ClassVar
 
 from controlplane.core.documents import TaskFilter
 from controlplane.core.errors import InvalidParam
-from controlplane.core.validate import parse_int, parse_page, parse_uuid
+from controlplane.core.validate import (
+    parse_created,
+    parse_int,
+    parse_page,
+    parse_search,
+    parse_sort,
+    parse_statuses,
+    parse_uuid,
+    parse_worker,
+)
 from controlplane.handlers.base import APIHandler
 from controlplane.service.manager import TaskManager
 
@@ -48,10 +64,19 @@ class CollectionHandler(TaskHandler):
 
     async def get(self) -> None:
         celery_id = self.query_arg("celery_id")
+        after = parse_created(self.query_arg("created_after"), "created_after")
+        before = parse_created(self.query_arg("created_before"), "created_before")
+        if after is not None and before is not None and before <= after:
+            raise InvalidParam("created_before", "must be later than created_after")
         flt = TaskFilter(
             celery_id=parse_uuid(celery_id, "celery_id") if celery_id is not None else None,
-            status=self.query_arg("status"),
+            status=parse_statuses(self.query_arg("status")),
             task_type=self.query_arg("task_type"),
+            worker=parse_worker(self.query_arg("worker")),
+            created_after=after,
+            created_before=before,
+            q=parse_search(self.query_arg("q")),
+            sort=parse_sort(self.query_arg("sort")),
         )
         size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
         page = parse_page(self.query_arg("page"), size)
@@ -117,11 +142,27 @@ class ActiveHandler(TaskHandler):
 
 
 class ResultsHandler(TaskHandler):
-    """GET /api/celery_task/{celery_id}/results/?kind=site&page=&size="""
+    """GET /api/celery_task/{celery_id}/results/?kind=site&page=&size= (a page, in the envelope)
+    and ?kind=site&format=csv|json|xlsx (every result of the kind, as a file)."""
 
     async def get(self, celery_id: str) -> None:
         cid = parse_uuid(celery_id, "celery_id")
         kind = self.query_arg("kind") or "site"
+        fmt = self.query_arg("format")
+        if fmt is not None:
+            await self._export(cid, kind, fmt)
+            return
         size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
         page = parse_page(self.query_arg("page"), size)
         self.reply(await self.manager.results(cid, kind, page, size))
+
+    async def _export(self, celery_id: str, kind: str, fmt: str) -> None:
+        """Stream the file; a failure before its first byte is an envelope, after it a cut connection."""
+        export = await self.manager.export_results(celery_id, kind, fmt)
+        self.set_header("Content-Type", export.content_type)
+        self.set_header("Content-Disposition", f'attachment; filename="{export.filename}"')
+        self.set_header("X-Result-Count", str(export.total))
+        async for chunk in export.chunks():
+            self.write(chunk)
+            await self.flush()
+        self.finish()

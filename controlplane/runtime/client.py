@@ -1,4 +1,4 @@
-"""The command-line client: ``controlplane submit|list|show|revoke|active|types``.
+"""The command-line client: ``controlplane submit|list|show|results|revoke|active|types``.
 
 Talks to a running API over HTTP (the REST contract, envelope-aware).  Where
 the server and the token come from, first found wins:
@@ -39,14 +39,17 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import yaml
+
+from controlplane.core.validate import LIST_SORTS
+from controlplane.service import export
 
 EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TASK_FAILED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 DEFAULT_URL = "http://127.0.0.1:5013"
 PREFIX = "/api/celery_task"
-COMMANDS = ("submit", "list", "show", "revoke", "active", "types")
+COMMANDS = ("submit", "list", "show", "results", "revoke", "active", "types")
 TERMINAL = ("SUCCESS", "FAILURE", "REVOKED")
 STATUSES = ("PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED")
 BATCH = 1000
@@ -163,8 +166,9 @@ class Client:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
-        """One call; ApiFailure on a non-200 envelope, ClientError (exit 3) when unreachable."""
+    def _request(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> urllib.request.Request:
         url = self.settings.url + path
         if query:
             pairs = [(k, str(v)) for k, v in query.items() if v is not None and v != ""]
@@ -178,14 +182,43 @@ class Client:
             req.add_header("Content-Type", "application/json")
         if self.settings.token:
             req.add_header("Authorization", f"Bearer {self.settings.token}")
+        return req
+
+    def _unreachable(self, exc: BaseException) -> ClientError:
+        reason = getattr(exc, "reason", exc)
+        return ClientError(f"cannot reach {self.settings.url}: {reason}", EXIT_UNREACHABLE)
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        """One call; ApiFailure on a non-200 envelope, ClientError (exit 3) when unreachable."""
+        req = self._request(method, path, body, query)
         try:
             with urllib.request.urlopen(req, timeout=self.settings.timeout) as resp:  # noqa: S310
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ClientError(f"cannot reach {self.settings.url}: {reason}", EXIT_UNREACHABLE) from None
+            raise self._unreachable(exc) from None
+        return self._envelope(status, raw)
+
+    def download(self, path: str, query: dict[str, Any], sink: BinaryIO) -> int:
+        """A file answer written to ``sink`` as it arrives; returns the ``X-Result-Count`` it announced.
+
+        An error answer is an envelope, raised as for :meth:`request`.
+        """
+        req = self._request("GET", path, query=query)
+        try:
+            with urllib.request.urlopen(req, timeout=self.settings.timeout) as resp:  # noqa: S310
+                count = int(resp.headers.get("X-Result-Count") or 0)
+                while piece := resp.read(64 * 1024):
+                    sink.write(piece)
+                return count
+        except urllib.error.HTTPError as err:
+            self._envelope(err.code, err.read())
+            raise ApiFailure(err.code, f"HTTP {err.code}", {}, err.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _envelope(self, status: int, raw: bytes) -> Any:
         try:
             envelope = json.loads(raw)
         except ValueError:
@@ -221,6 +254,14 @@ class Client:
 
     def active(self) -> list[dict[str, Any]]:
         return list(self.request("GET", f"{PREFIX}/active/")["active_tasks"])
+
+    def results(self, celery_id: str, kind: str, page: int = 1, size: int = 10) -> dict[str, Any]:
+        path = f"{PREFIX}/{urllib.parse.quote(celery_id, safe='')}/results/"
+        return dict(self.request("GET", path, query={"kind": kind, "page": page, "size": size}))
+
+    def export_results(self, celery_id: str, kind: str, fmt: str, sink: BinaryIO) -> int:
+        path = f"{PREFIX}/{urllib.parse.quote(celery_id, safe='')}/results/"
+        return self.download(path, {"kind": kind, "format": fmt}, sink)
 
 
 # -- output ------------------------------------------------------------------------
@@ -350,7 +391,16 @@ LIST_HEADERS = ("CELERY_ID", "STATUS", "TASK_TYPE", "NAME", "TARGET", "START", "
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    filters = {"status": args.status, "task_type": args.task_type, "celery_id": args.celery_id}
+    filters = {
+        "status": ",".join(args.status) if args.status else None,
+        "task_type": args.task_type,
+        "celery_id": args.celery_id,
+        "q": args.search,
+        "worker": args.worker,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+        "sort": args.sort,
+    }
     if args.all:
         items: list[dict[str, Any]] = []
         page, total = 1, 0
@@ -436,6 +486,40 @@ def cmd_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_results(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.format is None:
+        data = client.results(args.celery_id, args.kind, args.page, args.size)
+        if args.json:
+            _dump(data, out)
+            return EXIT_OK
+        names = export.COLUMNS.get(args.kind) or tuple(
+            k for k in (data["items"] or [{}])[0] if k != "task_id"
+        )
+        table([export.row(names, item) for item in data["items"]], [n.upper() for n in names], out)
+        pages = max(1, -(-int(data["total"]) // max(1, int(data["size"]))))
+        print(f"-- {args.kind}: page {data['page']} of {pages}, {data['total']} result(s)", file=out)
+        return EXIT_OK
+    if args.format == "xlsx" and not args.output:
+        raise ClientError("--format xlsx needs -o FILE", EXIT_USAGE)
+    if args.output:
+        target = Path(args.output)
+        partial = target.with_name(target.name + ".part")
+        try:
+            with partial.open("wb") as sink:
+                count = client.export_results(args.celery_id, args.kind, args.format, sink)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        print(f"controlplane results: wrote {count} result(s) to {target}", file=sys.stderr)
+    else:
+        out.flush()
+        count = client.export_results(args.celery_id, args.kind, args.format, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        print(f"controlplane results: {count} result(s)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _ids(values: list[str]) -> list[str]:
     ids: list[str] = []
     for value in values:
@@ -504,6 +588,7 @@ def cmd_types(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 HANDLERS = {
+    "results": cmd_results,
     "submit": cmd_submit,
     "list": cmd_list,
     "show": cmd_show,
@@ -561,8 +646,13 @@ def add_subcommands(sub: Any) -> None:
     )
     submit.add_argument("-q", "--quiet", action="store_true", help="print only the celery_id")
 
-    lst = sub.add_parser("list", parents=[common], help="list tasks, newest first")
-    lst.add_argument("--status", choices=STATUSES, help="only this status")
+    lst = sub.add_parser("list", parents=[common], help="list tasks, newest first (or --sort)")
+    lst.add_argument("--status", choices=STATUSES, action="append", help="only this status (repeatable)")
+    lst.add_argument("--search", "-s", help="name or target starts with this (any case)")
+    lst.add_argument("--worker", help="only tasks of this worker (celery@host)")
+    lst.add_argument("--created-after", help="created at or after (ISO 8601 or epoch seconds)")
+    lst.add_argument("--created-before", help="created before (ISO 8601 or epoch seconds)")
+    lst.add_argument("--sort", choices=LIST_SORTS, help="order (default -created: newest first)")
     lst.add_argument("--task-type", help="only this task type")
     lst.add_argument("--celery-id", help="only this task")
     lst.add_argument("--page", type=_positive, default=1)
@@ -574,6 +664,16 @@ def add_subcommands(sub: Any) -> None:
     show = sub.add_parser("show", parents=[common], help="one task: status, times, progress, result")
     show.add_argument("celery_id")
     show.add_argument("--traceback", action="store_true", help="print the traceback of a failed task")
+
+    res = sub.add_parser(
+        "results", parents=[common], help="a task's results of one kind: a page, or every one as a file"
+    )
+    res.add_argument("celery_id")
+    res.add_argument("--kind", default="site", help="result kind (site, domain, ip, cert, ...; default site)")
+    res.add_argument("--format", choices=export.FORMATS, help="export every result as csv, json or xlsx")
+    res.add_argument("-o", "--output", help="with --format: the file to write (default: standard output)")
+    res.add_argument("--page", type=_positive, default=1)
+    res.add_argument("--size", type=_positive, default=10, help="1..100 (default 10)")
 
     revoke = sub.add_parser(
         "revoke", parents=[common], help="revoke one or many tasks (- reads ids from stdin)"

@@ -32,6 +32,7 @@ from controlplane.core.merge import PENDING, RETRY, STATUSES, SUCCESS, TERMINAL
 from controlplane.core.scope import ScopePolicy, custom_targets
 from controlplane.core.tasktypes import Registry
 from controlplane.core.validate import limits_for, validate_task_data
+from controlplane.service import export
 from controlplane.service.lookups import LookupCache
 from controlplane.service.submitter import Submission, Submitter
 from controlplane.store.asynctasks import AsyncTaskStore
@@ -233,17 +234,23 @@ class TaskManager:
         return cache.end(read, documents.detail(doc) if doc is not None else None)
 
     async def list_tasks(self, flt: TaskFilter, page: int, size: int) -> dict[str, Any]:
-        """One page, newest first, with the exact total for the filter."""
-        if flt.status is not None and flt.status not in STATUSES:
-            raise InvalidParam("status", f"must be one of {', '.join(STATUSES)}")
+        """One page in the filter's order (newest first unless it says otherwise), with the exact total.
+
+        The filters and orders are :class:`controlplane.core.documents.TaskFilter`'s; the store asks
+        only index-served queries (:mod:`controlplane.store.listing`).
+        """
+        bad = [s for s in flt.statuses if s not in STATUSES]
+        if bad:
+            raise InvalidParam("status", f"unknown status {bad[0][:64]!r}; valid: {', '.join(STATUSES)}")
         if flt.task_type is not None and flt.task_type not in self.registry and flt.task_type != "external":
             raise InvalidParam("task_type", f"unknown task type; valid: {', '.join(self.registry.values())}")
-        if flt.celery_id is not None:
+        if flt.celery_id is not None and flt.spec_only:
             # At most one task: its detail (often from the lookup cache) answers the page and the total.
             shown = await self._lookup(flt.celery_id)
+            status = flt.statuses[0] if flt.statuses else None
             if shown is None or any(
                 want is not None and shown.get(key) != want
-                for key, want in (("status", flt.status), ("task_type", flt.task_type))
+                for key, want in (("status", status), ("task_type", flt.task_type))
             ):
                 return {"total": 0, "page": page, "size": size, "items": []}
             items = [documents.list_item_of_detail(shown)] if page == 1 else []
@@ -251,15 +258,40 @@ class TaskManager:
         total, docs = await self.store.listing(flt, page, size)
         return {"total": total, "page": page, "size": size, "items": [documents.list_item(d) for d in docs]}
 
-    async def results(self, celery_id: str, kind: str, page: int, size: int) -> dict[str, Any]:
-        """A page of what the task found, of one result kind."""
+    async def _task_id(self, celery_id: str, kind: str) -> str:
+        """The document id of a task whose results of ``kind`` are asked (400 or 102 otherwise)."""
         if kind not in RESULT_KINDS:
             raise InvalidParam("kind", f"must be one of {', '.join(RESULT_KINDS)}")
         doc = await self.store.get(celery_id)
         if doc is None:
             raise CeleryIdNotFound({"celery_id": celery_id})
-        total, items = await self.store.results(str(doc["_id"]), kind, page, size)
+        return str(doc["_id"])
+
+    async def results(self, celery_id: str, kind: str, page: int, size: int) -> dict[str, Any]:
+        """A page of what the task found, of one result kind."""
+        task_id = await self._task_id(celery_id, kind)
+        total, items = await self.store.results(task_id, kind, page, size)
         return {"total": total, "page": page, "size": size, "kind": kind, "items": items}
+
+    async def export_results(self, celery_id: str, kind: str, fmt: str) -> export.Export:
+        """Every result of one kind of a task as a CSV, JSON or XLSX file (see :mod:`.export`)."""
+        if fmt not in export.FORMATS:
+            raise InvalidParam("format", f"must be one of {', '.join(export.FORMATS)}")
+        task_id = await self._task_id(celery_id, kind)
+        total = await self.store.count_results(task_id, kind)
+        if total > export.MAX_ROWS:
+            raise InvalidParam(
+                "kind",
+                f"the task has {total} results of this kind; one export holds at most {export.MAX_ROWS} "
+                "(page through them with the JSON endpoint)",
+            )
+        return export.Export(
+            kind=kind,
+            fmt=fmt,
+            filename=f"{celery_id}-{kind}.{fmt}",
+            total=total,
+            batches=lambda: self.store.iter_results(task_id, kind),
+        )
 
     async def revoke(self, celery_ids: list[str], terminate: bool) -> list[RevokeOutcome]:
         """Revoke each id as docs/design.md says; one broadcast for all that need one."""

@@ -71,6 +71,24 @@ INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
         {"name": "status_type_newest"},
     ),
     ([("rev", ASCENDING)], {"name": "rev"}),
+    # The list's worker filter, its other orders and its search (q: name and target prefixes).
+    ([("worker", ASCENDING), ("created_time", DESCENDING)], {"name": "worker_newest"}),
+    (
+        [("status", ASCENDING), ("worker", ASCENDING), ("created_time", DESCENDING)],
+        {"name": "status_worker_newest"},
+    ),
+    ([("start_time", DESCENDING), ("created_time", DESCENDING)], {"name": "started"}),
+    (
+        [("status", ASCENDING), ("start_time", DESCENDING), ("created_time", DESCENDING)],
+        {"name": "status_started"},
+    ),
+    ([("outcome.runtime", DESCENDING), ("created_time", DESCENDING)], {"name": "runtime"}),
+    (
+        [("status", ASCENDING), ("outcome.runtime", DESCENDING), ("created_time", DESCENDING)],
+        {"name": "status_runtime"},
+    ),
+    ([("name", ASCENDING), ("target", ASCENDING)], {"name": "name_target"}),
+    ([("target", ASCENDING)], {"name": "target"}),
 ]
 
 

@@ -1,0 +1,256 @@
+"""How the task list is asked of the database: only queries an index serves.
+
+On the embedded server (SQLite under nx-27017) a condition an index does not cover costs a
+read and JSON parse of the whole document, about 12 µs a task (12 s at 1M tasks), and SQLite
+picks the index of an equality over a range or an order.  So the list is answered with plain
+equalities and ranges that an index of :data:`controlplane.store.tasks.INDEXES` serves, in
+one of three plans:
+
+* **one query** — the spec's filters, ``worker`` and the created-time range, with any order:
+  a ``count`` and a ``find`` sorted on an index;
+* **one query per status** — several statuses, or ``sort=status``: the per-status totals
+  add up, pages of ``sort=status`` are cut from the groups in order, and other orders merge
+  the groups' first ``skip + size`` tasks (past :data:`MERGE_LIMIT`, one ``$in`` query);
+* **a search** (``q``) — a case-insensitive prefix of the name or the target.  The spellings
+  of the prefix that occur in the data are found with a few index seeks (a loose index scan),
+  then each spelling is an exact index range: totals are the ranges' counts less the tasks
+  found through both fields, pages merge the ranges' first tasks.  The other filters are
+  written ``$in`` there, which the embedded server checks per document instead of choosing
+  their index over the range.
+
+Everything is plain MongoDB, and gives the same answers on mongod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from controlplane.core.documents import TaskFilter
+from controlplane.core.errors import InvalidParam
+from controlplane.core.merge import STATUSES
+
+MERGE_LIMIT = 1_000
+"""``skip + size`` up to which the pages of several statuses are merged from their first tasks."""
+SEARCH_LIMIT = 10_000
+"""``skip + size`` a search can be paged to (its pages merge the first tasks of each spelling)."""
+MAX_SPELLINGS = 4
+"""Spellings of a search prefix (per field) that may occur in the data: as typed, lower, ..."""
+MAX_SEEKS = 24
+SEARCH_FIELDS = ("name", "target")
+_MERGE_PROJECTION = {"_m": 0, "data": 0}  # keeps outcome.runtime, which runtime orders merge on
+
+
+class Reader(Protocol):
+    """What the plans need of the store (:class:`controlplane.store.asynctasks.AsyncTaskStore`)."""
+
+    async def count(self, query: Mapping[str, Any]) -> int:
+        """Exact number of tasks matching ``query``."""
+
+    async def find_page(
+        self,
+        query: Mapping[str, Any],
+        order: Sequence[tuple[str, int]],
+        skip: int,
+        limit: int,
+        projection: Mapping[str, Any] = ...,
+    ) -> list[dict[str, Any]]:
+        """Tasks matching ``query`` in ``order``."""
+
+    async def first_at_or_after(self, field: str, value: str) -> str | None:
+        """The smallest string value of ``field`` at least ``value``."""
+
+
+async def run(store: Reader, flt: TaskFilter, skip: int, size: int) -> tuple[int, list[dict[str, Any]]]:
+    """``(total, page)`` for ``flt``, the page being ``size`` tasks after ``skip``."""
+    if flt.q is not None:
+        return await _search(store, flt, flt.q, skip, size)
+    if len(flt.statuses) > 1 or flt.sort == "status":
+        return await _by_status(store, flt, skip, size)
+    query = flt.query()
+    total, docs = await asyncio.gather(store.count(query), store.find_page(query, flt.order(), skip, size))
+    return total, docs
+
+
+# -- several statuses -------------------------------------------------------------------
+
+
+async def _by_status(
+    store: Reader, flt: TaskFilter, skip: int, size: int
+) -> tuple[int, list[dict[str, Any]]]:
+    statuses = flt.statuses or tuple(sorted(STATUSES))
+    queries = [flt.query(status=s) for s in statuses]
+    counts = await asyncio.gather(*(store.count(q) for q in queries))
+    total = sum(counts)
+    if flt.sort == "status":
+        # Groups in the order's status order, each newest first: cut the page from them.
+        docs: list[dict[str, Any]] = []
+        newest = (("created_time", -1),)
+        for query, count in zip(queries, counts, strict=True):
+            if len(docs) >= size:
+                break
+            if skip >= count:
+                skip -= count
+                continue
+            docs += await store.find_page(query, newest, skip, min(size - len(docs), count - skip))
+            skip = 0
+        return total, docs
+    order = flt.order()
+    if skip + size > MERGE_LIMIT:
+        return total, await store.find_page(flt.query(), order, skip, size)
+    firsts = await asyncio.gather(
+        *(
+            store.find_page(q, order, 0, min(skip + size, n), _MERGE_PROJECTION)
+            for q, n in zip(queries, counts, strict=True)
+        )
+    )
+    return total, [_listed(d) for d in merge(firsts, order)[skip : skip + size]]
+
+
+# -- search -----------------------------------------------------------------------------
+
+
+async def _search(
+    store: Reader, flt: TaskFilter, q: str, skip: int, size: int
+) -> tuple[int, list[dict[str, Any]]]:
+    if skip + size > SEARCH_LIMIT:
+        raise InvalidParam("page", f"a search can be paged through its first {SEARCH_LIMIT} tasks; narrow it")
+    found = await asyncio.gather(*(spellings(store, field, q) for field in SEARCH_FIELDS))
+    names, targets = found
+    base = _unindexed(flt.query())
+    ranges = [(f, s) for f, forms in zip(SEARCH_FIELDS, found, strict=True) for s in forms]
+    if not ranges:
+        return 0, []
+    both = [{**base, "name": prefix_range(n), "target": prefix_range(t)} for n in names for t in targets]
+    queries = [{**base, field: prefix_range(s)} for field, s in ranges]
+    order = flt.order()
+    counts, firsts = await asyncio.gather(
+        asyncio.gather(*(store.count(query) for query in [*queries, *both])),
+        asyncio.gather(
+            *(store.find_page(query, order, 0, skip + size, _MERGE_PROJECTION) for query in queries)
+        ),
+    )
+    total = sum(counts[: len(queries)]) - sum(counts[len(queries) :])
+    return total, [_listed(d) for d in merge(firsts, order)[skip : skip + size]]
+
+
+def _unindexed(query: dict[str, Any]) -> dict[str, Any]:
+    """``query`` with equalities as one-value ``$in``: the same match, which the embedded server
+    checks per document rather than picking its index over the search's range."""
+    return {k: {"$in": [v["$eq"]]} if isinstance(v, dict) and "$eq" in v else v for k, v in query.items()}
+
+
+def _choices(q: str) -> list[list[str]]:
+    """Per character of ``q``, its spellings in ascending order (one for an uncased character)."""
+    out = []
+    for c in q:
+        options = {c} | {v for v in (c.lower(), c.upper()) if len(v) == 1}
+        out.append(sorted(options))
+    return out
+
+
+def _spells(choices: list[list[str]], text: str) -> bool:
+    return len(text) >= len(choices) and all(text[i] in choices[i] for i in range(len(choices)))
+
+
+def spelling_after(choices: list[list[str]], text: str) -> str | None:
+    """The smallest spelling of the search (one character of ``choices`` a position) greater than
+    ``text`` as strings, or None: where a loose index scan seeks next."""
+    n = len(choices)
+    fits = 0
+    while fits < min(n, len(text)) and text[fits] in choices[fits]:
+        fits += 1
+    if fits == len(text) and fits < n:
+        # ``text`` is a proper prefix of spellings: the smallest of those is greater.
+        return text + "".join(c[0] for c in choices[fits:])
+    for i in range(min(fits, n - 1), -1, -1):
+        larger = [c for c in choices[i] if c > text[i]] if i < len(text) else choices[i]
+        if larger:
+            return text[:i] + larger[0] + "".join(c[0] for c in choices[i + 1 :])
+    return None
+
+
+async def spellings(store: Reader, field: str, q: str) -> list[str]:
+    """The spellings of prefix ``q`` (case aside) that begin some value of ``field``, by index seeks."""
+    choices = _choices(q)
+    found: list[str] = []
+    seek: str | None = "".join(c[0] for c in choices)
+    for _ in range(MAX_SEEKS):
+        if seek is None:
+            return found
+        value = await store.first_at_or_after(field, seek)
+        if value is None:
+            return found
+        head = value[: len(choices)]
+        if _spells(choices, value):
+            found.append(head)
+            if len(found) > MAX_SPELLINGS:
+                break
+            seek = spelling_after(choices, head)
+        else:
+            seek = spelling_after(choices, value)
+    raise InvalidParam("q", "is spelt in too many ways in the tasks' names or targets; type more of it")
+
+
+def prefix_range(prefix: str) -> dict[str, str]:
+    """The strings that start with ``prefix``, as an index range."""
+    last = prefix.rstrip("\U0010ffff")
+    if not last:
+        return {"$gte": prefix}
+    after = ord(last[-1]) + 1
+    if 0xD800 <= after <= 0xDFFF:  # surrogates are no characters: the next one is U+E000
+        after = 0xE000
+    return {"$gte": prefix, "$lt": last[:-1] + chr(after)}
+
+
+# -- merging ordered lists --------------------------------------------------------------
+
+
+def _rank(value: Any) -> tuple[int, Any]:
+    """A value's place in MongoDB's (and SQLite's) order: missing/null, numbers, strings, others."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (3, str(value))
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, str(value))
+
+
+def _field(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def merge(
+    lists: Sequence[Sequence[dict[str, Any]]], order: Sequence[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """The tasks of ``lists`` (each in ``order``) in ``order``, each once."""
+
+    def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
+        for path, way in order:
+            x, y = _rank(_field(a, path)), _rank(_field(b, path))
+            if x != y:
+                return way if x > y else -way
+        return 0
+
+    seen: set[Any] = set()
+    unique = []
+    for docs in lists:
+        for doc in docs:
+            if doc["_id"] not in seen:
+                seen.add(doc["_id"])
+                unique.append(doc)
+    return sorted(unique, key=functools.cmp_to_key(compare))
+
+
+def _listed(doc: dict[str, Any]) -> dict[str, Any]:
+    """A merged document as a plain page shows it (without its outcome)."""
+    doc.pop("outcome", None)
+    return doc
