@@ -1,8 +1,11 @@
-"""``run_risk_cruising``: run the selected PoCs over the targets and store findings in ``vuln``.
+"""``run_risk_cruising``: run nuclei-format templates over the targets and store findings in ``vuln``.
 
-``vuln`` holds one document per (task_id, target, poc_id): the PoC's id, name, severity and
-references, the request sent, the response's status, headers and body excerpt, and the evidence
-of each matcher that matched (see :meth:`workers.recon.poc.engine.Finding.to_doc`).
+Templates come from the bundled folder ``workers/data/pocs`` and ``recon.poc_dirs`` (for example
+a checkout of the public nuclei-templates repository); options select them by id, tag and
+severity and bound the run (see :mod:`workers.recon.nuclei.scan`). ``vuln`` holds one document
+per (task_id, target, template id) with the evidence (see
+:meth:`workers.recon.nuclei.findings.Finding.to_doc`). Templates that cannot run here are listed
+in the statistic's ``skipped_templates``, by id and reason; they never fail the task.
 """
 
 from __future__ import annotations
@@ -13,51 +16,45 @@ from typing import Any
 from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
 from workers.recon.context import ReconContext
-from workers.recon.poc import PocRunner, load_pocs, select_pocs
-from workers.recon.run import HostLocator, Run
+from workers.recon.nuclei import TemplateScan
+from workers.recon.run import Run
 from workers.tasks.shared import recon_context
 
 VULN_COLLECTION = "vuln"
-MAX_CONCURRENCY = 100
 
 
 def run_pocs(
-    targets: list[str], options: dict[str, Any], ctx: ReconContext, poc_dirs: Iterable[str] = ()
+    targets: list[str],
+    options: dict[str, Any],
+    ctx: ReconContext,
+    poc_dirs: Iterable[str] = (),
+    config: Any = None,
 ) -> dict[str, Any]:
-    """Run the PoCs named by ``options.poc`` (all when absent) over ``targets``; returns the stats.
-
-    ``options.concurrency`` and ``options.timeout`` override the context's concurrency and HTTP timeout.
-    """
-    pocs = select_pocs(load_pocs(poc_dirs), options.get("poc"))
+    """Run the selected templates over ``targets``, store the findings; returns the statistic."""
     run = Run(ctx)
-    runner = PocRunner(
-        HostLocator(ctx),
-        timeout=float(options.get("timeout") or ctx.http_timeout),
-        concurrency=min(int(options.get("concurrency") or ctx.concurrency), MAX_CONCURRENCY),
+    scan = TemplateScan(
+        targets,
+        options,
+        ctx,
+        poc_dirs=poc_dirs,
+        config=config,
         on_progress=lambda done, total: run.progress.report("poc", done, total),
     )
     store = ResultWriter(ctx.db, ctx.task_id, [VULN_COLLECTION])
     store.ensure_indexes()
 
     async def body() -> None:
-        await run.step(runner.run(targets, pocs))
+        await run.step(scan.run())
 
     complete = run.execute(body)
-    store.insert(VULN_COLLECTION, (f.to_doc() for f in runner.findings))
+    store.insert(VULN_COLLECTION, scan.docs())
     store.finish(not complete)
-    return {
-        "vuln": store.count(VULN_COLLECTION),
-        "pocs": len(pocs),
-        "targets": len(targets),
-        "requests": runner.requests,
-        "skipped_targets": runner.skipped[:100],
-        "partial": not complete,
-    }
+    return {"vuln": store.count(VULN_COLLECTION), **scan.stats(), "partial": not complete}
 
 
 def run_risk_cruising(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """Run the bundled and configured PoCs (``options.poc`` selects by id) over ``data.targets``."""
-
+    """Run the bundled and configured templates selected by ``data.options`` over ``data.targets``."""
     options = dict(data.get("options") or {})
-    stats = run_pocs(list(data.get("targets") or []), options, recon_context(ctx), ctx.config.recon.poc_dirs)
+    recon = ctx.config.recon
+    stats = run_pocs(list(data.get("targets") or []), options, recon_context(ctx), recon.poc_dirs, recon)
     return ctx.finish(stats)
