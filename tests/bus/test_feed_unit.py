@@ -56,9 +56,12 @@ def test_filters_accept_lists_and_comma_separated_values() -> None:
     }
 
 
+X, Y, Z = (f"{n:08d}-0000-4000-8000-000000000000" for n in (1, 2, 3))
+
+
 def test_celery_id_filter() -> None:
-    flt = FeedFilter.parse({"celery_id": ["x", "y"]}, TYPES)
-    assert flt.matches(doc("x")) and not flt.matches(doc("z"))
+    flt = FeedFilter.parse({"celery_id": [X, Y.upper()]}, TYPES)
+    assert flt.matches(doc(X)) and flt.matches(doc(Y)) and not flt.matches(doc(Z))
 
 
 @pytest.mark.parametrize(
