@@ -12,6 +12,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from controlplane.core.merge import STATUSES
+from controlplane.core.validate import LIST_SORTS
+from controlplane.service.export import CONTENT_TYPES, FORMATS
+from controlplane.service.export import MAX_ROWS as MAX_EXPORT_ROWS
 
 _ENVELOPE = "#/components/schemas/Envelope"
 _ERROR = "#/components/schemas/Error"
@@ -75,6 +78,45 @@ _CELERY_ID_PATH = {
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_STATUS_LIST = "^ *(" + "|".join(STATUSES) + ") *(, *(" + "|".join(STATUSES) + ") *)*$"
+_TIME = {
+    "type": "string",
+    "description": "ISO 8601 (2024-05-01T12:00:00Z; no offset is UTC) or epoch seconds",
+    "examples": ["2024-05-01T12:00:00Z", "1714564800"],
+}
+
+
+def _results_ok() -> dict[str, Any]:
+    """A page in the envelope, or (with ``format``) the file."""
+    page = _ok(
+        {
+            "type": "object",
+            "required": ["total", "page", "size", "kind", "items"],
+            "properties": {
+                "total": {"type": "integer", "minimum": 0},
+                "page": {"type": "integer"},
+                "size": {"type": "integer"},
+                "kind": {"type": "string"},
+                "items": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "a page (no format), or the file (format; Content-Disposition: attachment)",
+    )
+    envelope = page["content"]["application/json"]["schema"]
+    page["content"]["application/json"]["schema"] = {
+        "anyOf": [envelope, {"type": "array", "items": {"type": "object"}}]
+    }
+    page["content"]["text/csv"] = {"schema": {"type": "string"}}
+    page["content"][CONTENT_TYPES["xlsx"]] = {"schema": {"type": "string", "format": "binary"}}
+    page["headers"] = {
+        "X-Result-Count": {
+            "description": "with format: how many results the file holds",
+            "schema": {"type": "integer"},
+        }
+    }
+    return page
 
 
 def _task_item() -> dict[str, Any]:
@@ -186,11 +228,33 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
         "/api/celery_task/": {
             "get": {
                 "operationId": "listTasks",
-                "summary": "Tasks, newest first, filtered and paged",
+                "summary": "Tasks, newest first (or sort), filtered, searched and paged",
                 "parameters": [
                     _query("celery_id", _UUID, "only this task"),
-                    _query("status", {"type": "string", "enum": list(STATUSES)}, "only this status"),
+                    _query(
+                        "status",
+                        {"type": "string", "pattern": _STATUS_LIST},
+                        "only these statuses: one, or several separated by commas (SUCCESS,FAILURE)",
+                    ),
                     _query("task_type", task_type, "only this task type"),
+                    _query(
+                        "q",
+                        {"type": "string", "maxLength": 100},
+                        "only tasks whose name or target starts with this text, in any case",
+                    ),
+                    _query(
+                        "worker",
+                        {"type": "string", "minLength": 1},
+                        "only tasks of this worker (celery@host)",
+                    ),
+                    _query("created_after", _TIME, "only tasks created at or after this time"),
+                    _query("created_before", _TIME, "only tasks created before this time"),
+                    _query(
+                        "sort",
+                        {"type": "string", "enum": list(LIST_SORTS), "default": "-created"},
+                        "order: created, started or runtime (a leading - is descending), or status "
+                        "(A to Z, newest first within one); tasks without the value sort lowest",
+                    ),
                     _query("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
                     _query(
                         "size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
@@ -261,10 +325,16 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
             "parameters": [_CELERY_ID_PATH],
             "get": {
                 "operationId": "taskResults",
-                "summary": "A page of what the task found, of one result kind",
+                "summary": "A page of what the task found, of one kind (with format: all of it, a file)",
                 "parameters": [
                     _query(
                         "kind", {"type": "string", "default": "site"}, "result kind (site, domain, ip, ...)"
+                    ),
+                    _query(
+                        "format",
+                        {"type": "string", "enum": list(FORMATS)},
+                        "every result of the kind as a file (attachment) instead of a page: csv (UTF-8 "
+                        f"with BOM), json (an array) or xlsx; at most {MAX_EXPORT_ROWS} results",
                     ),
                     _query("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
                     _query(
@@ -272,19 +342,7 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                     ),
                 ],
                 "responses": {
-                    "200": _ok(
-                        {
-                            "type": "object",
-                            "required": ["total", "page", "size", "kind", "items"],
-                            "properties": {
-                                "total": {"type": "integer", "minimum": 0},
-                                "page": {"type": "integer"},
-                                "size": {"type": "integer"},
-                                "kind": {"type": "string"},
-                                "items": {"type": "array", "items": {"type": "object"}},
-                            },
-                        }
-                    ),
+                    "200": _results_ok(),
                     **_errors(400, 404, 503),
                 },
             },
