@@ -211,6 +211,7 @@ class FeedConfig:
     lookup_cache: int = 10_000
     lookup_ttl: float = 2.0
     leave_tracking: int = 100_000
+    lookup_recent: int = 5_000
 
     def redis_url(self, broker_url: str) -> str:
         """Where updates fan out: ``feed.url``, else the broker when it is Redis, else empty."""
@@ -414,6 +415,8 @@ def _check(config: Config) -> None:
     if config.feed.lookup_cache < 0:
         raise ConfigError("feed.lookup_cache: must be 0 (off) or more")
     if config.feed.lookup_ttl <= 0:
+    if config.feed.lookup_recent < 0:
+        raise ConfigError("feed.lookup_recent: must be 0 (off) or more")
         raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
     if config.feed.leave_tracking < 0:
         raise ConfigError("feed.leave_tracking: must be 0 (off) or more")

@@ -226,3 +226,45 @@ def test_an_answer_is_never_behind_what_the_feed_delivered(plan: list[Step]) -> 
         cache.observe(shown("t", delivered))
     got = cache.get("t")
     assert got is None or got["rev"] == db
+
+
+def recent_cache(recent: int = 3) -> tuple[LookupCache, Clock]:
+    clock = Clock()
+    cache = LookupCache(10, 2.0, clock, recent=recent)
+    cache.resume(1000)
+    return cache, clock
+
+
+def test_a_task_the_feed_changed_is_answered_without_being_looked_up_first() -> None:
+    cache, clock = recent_cache()
+    cache.observe(shown("new", 1001, "PENDING"))
+    assert cache.get("new") == shown("new", 1001, "PENDING")
+    cache.observe(shown("new", 1002, "STARTED"))
+    assert cache.get("new") == shown("new", 1002, "STARTED")
+    clock.now += 2.1
+    assert cache.get("new") is None, "a recent change is trusted for ttl, like any entry"
+    off, _ = recent_cache(recent=0)
+    off.observe(shown("new", 1001))
+    assert off.get("new") is None, "with lookup_recent 0 only looked-up tasks are kept"
+
+
+def test_a_published_create_is_kept_ahead_of_the_feed_and_updated_by_it() -> None:
+    cache, _ = recent_cache()
+    cache.created(shown("mine", 1005, "PENDING"))  # the feed has reached 1000 only
+    assert cache.get("mine") == shown("mine", 1005, "PENDING")
+    cache.observe(shown("mine", 1006, "STARTED"))
+    assert cache.get("mine") == shown("mine", 1006, "STARTED")
+    cache.observe(shown("mine", 1005, "PENDING"))
+    assert cache.get("mine") == shown("mine", 1006, "STARTED"), "never an older revision"
+
+
+def test_recent_changes_are_bounded_and_forgotten_with_the_subscription() -> None:
+    cache, _ = recent_cache(recent=3)
+    for i in range(5):
+        cache.observe(shown(f"t{i}", 1001 + i))
+    assert [cache.get(f"t{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    assert len(cache) == 3
+    cache.suspend()
+    assert len(cache) == 0 and cache.get("t4") is None
+    cache.created(shown("late", 2000))
+    assert cache.get("late") is None, "nothing is kept while the feed is down"

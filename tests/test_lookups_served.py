@@ -107,6 +107,16 @@ def test_a_polled_task_is_answered_from_memory_and_follows_its_events(lstack: St
         events.close()
 
 
+def test_a_task_just_created_is_answered_from_memory_on_its_first_lookup(lstack: Stack) -> None:
+    wait_for(lambda: "hit" in lookups(lstack), timeout=15, what="the lookup cache live")
+    before = lookups(lstack)
+    cid = lstack.create("sleep_task", {"name": "fresh", "seconds": 1})
+    assert lstack.detail(cid)["status"] == "PENDING"
+    assert status_of(lstack, cid) == "PENDING"
+    after = lookups(lstack)
+    assert after["hit"] - before["hit"] == 2 and after["miss"] == before["miss"], (before, after)
+
+
 def test_after_a_lost_subscription_lookups_read_mongodb_again(lstack: Stack) -> None:
     """A change the feed never carried shows once the subscription drops and comes back."""
     events = Events(lstack)

@@ -520,7 +520,11 @@ class FeedService:
             )
             return
         fc = config.feed
-        self.cache = LookupCache(fc.lookup_cache, fc.lookup_ttl) if fc.lookup_cache > 0 else None
+        self.cache = (
+            LookupCache(fc.lookup_cache, fc.lookup_ttl, recent=fc.lookup_recent)
+            if fc.lookup_cache > 0
+            else None
+        )
         self.hub = FeedHub(
             store,
             client_queue=fc.client_queue,

@@ -33,6 +33,12 @@ that change within ``feed.publish_timeout`` and a few seconds) — is bounded by
 ``ttl``: an entry neither read from MongoDB nor updated by the feed for
 ``ttl`` seconds is read again.
 
+Besides the looked-up tasks, the cache holds the ``recent`` tasks the feed changed last
+(a second bounded LRU, filled by the feed itself, and by this process's own creates once
+their message is published), so a client polling the task it just created, or one that
+just changed, is answered from memory on its first request.  A task only read long ago
+costs one MongoDB read, as before.
+
 The cache only exists when the feed does (``feed.lookup_cache`` > 0 and a
 Redis URL for the feed); without it every lookup reads MongoDB.
 """
@@ -69,12 +75,15 @@ class Read:
 class LookupCache:
     """Details of recently looked-up tasks, by celery_id; see the module docstring.
 
-    Used from the IOLoop only (no locks).  ``size`` bounds the entries, ``ttl``
-    is in seconds; ``clock`` is for tests.
+    Used from the IOLoop only (no locks).  ``size`` bounds the looked-up entries and
+    ``recent`` the recently changed ones; ``ttl`` is in seconds; ``clock`` is for tests.
     """
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic, recent: int = 0
+    ) -> None:
         self.size = size
+        self.recent = recent
         self.ttl = ttl
         self.clock = clock
         self.live = False
@@ -83,20 +92,24 @@ class LookupCache:
         self.hits = 0
         self.misses = 0
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._reads: dict[str, list[Read]] = {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._recent)
 
     # -- lookups ---------------------------------------------------------------------
 
     def get(self, celery_id: str) -> dict[str, Any] | None:
         """The cached detail (shared: do not modify it), or None on a miss."""
         entry = self._entries.get(celery_id) if self.live else None
+        if entry is None:
+            entry = self._recent.get(celery_id) if self.live else None
         if entry is None or entry.expires <= self.clock():
             self.misses += 1
             return None
-        self._entries.move_to_end(celery_id)
+        if celery_id in self._entries:
+            self._entries.move_to_end(celery_id)
         self.hits += 1
         return entry.detail
 
@@ -141,6 +154,30 @@ class LookupCache:
         entry = self._update(detail)
         if entry is not None:
             entry.expires = self.clock() + self.ttl
+        elif self.live and not self._holds(detail):
+            self._remember(detail)
+
+    def created(self, detail: Mapping[str, Any]) -> None:
+        """A task this process created and published: known before the feed brings it back.
+
+        Unlike a read of MongoDB ahead of the feed, a published create cannot be rolled back,
+        so it is kept (as a recent change) although the feed has not reached its revision.
+        """
+        if self.live and self._update(detail) is None and not self._holds(detail):
+            self._remember(detail)
+
+    def _holds(self, detail: Mapping[str, Any]) -> bool:
+        celery_id = detail.get("celery_id")
+        return celery_id in self._entries or celery_id in self._recent
+
+    def _remember(self, detail: Mapping[str, Any]) -> None:
+        celery_id = detail.get("celery_id")
+        if not self.recent or not isinstance(celery_id, str):
+            return
+        self._recent[celery_id] = _Entry(dict(detail), self.clock() + self.ttl)
+        self._recent.move_to_end(celery_id)
+        while len(self._recent) > self.recent:
+            self._recent.popitem(last=False)
 
     def wrote(self, detail: Mapping[str, Any]) -> None:
         """A change this process wrote, before the feed brings it back (read-your-writes).
@@ -159,6 +196,10 @@ class LookupCache:
             if rev > _rev(read.seen):
                 read.seen = dict(detail)
         entry = self._entries.get(celery_id)
+        if entry is None:
+            entry = self._recent.get(celery_id)
+            if entry is not None:
+                self._recent.move_to_end(celery_id)
         if entry is None or rev < _rev(entry.detail):
             return None
         if rev > _rev(entry.detail):
@@ -170,11 +211,13 @@ class LookupCache:
         self.live = False
         self.generation += 1
         self._entries.clear()
+        self._recent.clear()
 
     def resume(self, high: int) -> None:
         """The hub is subscribed and caught up to ``high``: start (again) from empty."""
         if not self.live:
             self.generation += 1  # reads begun before this are not kept
             self._entries.clear()
+            self._recent.clear()
             self.live = True
         self.high = max(self.high, high)

@@ -169,6 +169,8 @@ class TaskManager:
         # Stored (with its revision), published, then announced on the feed, batched with
         # whatever other creates are waiting (see controlplane.service.submitter).
         await self.submitter.submit(Submission(kind, doc, clean))
+        if self.cache is not None:
+            self.cache.created(documents.detail(doc))
         reply = {"celery_id": celery_id, "status": PENDING, "task_id": clean["task_id"]}
         if schedule_id is not None:
             reply["schedule_id"] = schedule_id
