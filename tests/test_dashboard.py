@@ -400,3 +400,137 @@ def test_api_reference_page_renders_every_operation(dstack: Stack, browser: Any,
     page.screenshot(path=str(tmp_path / "api-docs.png"), full_page=False)
     context.close()
     assert errors == []
+
+
+# -- finding a task, its submitted data and its results --------------------------------
+
+FOUND_SITES = [
+    {
+        "site": "http://10.9.0.1/",
+        "title": "Lab portal",
+        "status": 200,
+        "finger": [{"name": "nginx"}, {"name": "PHP"}],
+    },
+    {"site": "http://10.9.0.2/", "title": "=cmd()", "status": 302, "finger": []},
+    {"site": "http://10.9.0.3/", "title": "标题", "status": 404, "finger": [{"name": "IIS"}]},
+]
+
+
+@pytest.mark.timeout(240)
+def test_dashboard_finds_a_task_and_shows_its_data_and_result_tables(
+    dstack: Stack, browser: Any, tmp_path: Path
+) -> None:
+    """Search, worker filter, created range and sort in the task table; the detail's submitted data
+    (options redacted as the API shows them); results as tables per kind; CSV and XLSX downloads."""
+    import csv
+    import io
+    import time
+    import uuid
+
+    from openpyxl import load_workbook
+    from playwright.sync_api import expect
+
+    from controlplane.service.export import COLUMNS, csv_safe, row
+    from controlplane.store.tasks import new_task_document
+
+    cid = str(uuid.uuid4())
+    doc = dict(
+        new_task_document(
+            celery_id=cid,
+            task_type="fofa_task",
+            data={
+                "name": "Quarterly ACME sweep",
+                "target": "acme-dash.example.com",
+                "query": 'domain="acme-dash.example.com"',
+                "options": {"key": "fofa-secret-123", "email": "ops@example.com", "size": 100},
+            },
+            created_time=time.time(),
+            rev=1,
+        )
+    )
+    doc.update(status="SUCCESS", worker="celery@dash-worker", statistic={"site": 3, "vuln": 1})
+    dstack.db.tasks.insert_one(doc)
+    task_id = str(doc["_id"])
+    dstack.db["site"].insert_many([{**s, "task_id": task_id} for s in FOUND_SITES])
+    dstack.db["vuln"].insert_one(
+        {"task_id": task_id, "target": "http://10.9.0.1/", "poc_id": "p-1", "name": "X", "severity": "high"}
+    )
+    detail = dstack.detail(cid)
+    assert detail["options"]["key"] == "***"  # what the dashboard must show
+
+    shots = Shots(tmp_path)
+    errors: list[str] = []
+    page = open_page(browser, dstack, errors)
+    log_in(page, VIEWER_TOKEN, "viewer")
+
+    # Search: a case-insensitive prefix of the name or the target.
+    for text in ("quarterly acme", "ACME-DASH"):
+        page.fill("#filter-q", text)
+        page.click("#filters button[type=submit]")
+        expect(page.locator("#total")).to_have_text("1 total")
+        expect(page.locator(ROW.format(cid))).to_be_visible()
+    page.fill("#filter-q", "acme")  # not the start of its name: found through its target
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#total")).to_have_text(f"{api_total(dstack, q='acme')} total")
+    expect(page.locator(ROW.format(cid))).to_be_visible()
+    shots(page, "search")
+
+    # Worker filter, a created-time range with nothing in it, then the oldest first.
+    page.fill("#filter-q", "")
+    page.fill("#filter-worker", "celery@dash-worker")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#total")).to_have_text("1 total")
+    page.fill("#filter-after", "2999-01-01T00:00:00")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#total")).to_have_text("0 total")
+    expect(page.locator("#empty")).to_be_visible()
+    page.click("#filter-clear")
+    page.select_option("#sort", "created")
+    oldest = dstack.request("GET", "/api/celery_task/?sort=created&size=1").data["items"][0]["celery_id"]
+    expect(page.locator("#task-rows tr").first).to_have_attribute("data-id", oldest)
+    page.select_option("#sort", "-created")
+    expect(page.locator("#task-rows tr").first).to_have_attribute("data-id", cid)
+
+    # The detail: submitted data and options exactly as the API shows them (credentials redacted).
+    page.click(f"{ROW.format(cid)} td.name")
+    data = page.locator("#d-data")
+    expect(data.locator('tr[data-key="options.key"] td')).to_have_text("***")
+    expect(data.locator('tr[data-key="options.email"] td')).to_have_text("***")
+    expect(data.locator('tr[data-key="options.size"] td')).to_have_text("100")
+    expect(data.locator('tr[data-key="target"] td')).to_have_text("acme-dash.example.com")
+    assert "fofa-secret-123" not in page.content() and "ops@example.com" not in page.content()
+
+    # Results as tables per kind.
+    expect(page.locator("#d-tabs button")).to_have_text(["site (3)", "vuln (1)"])
+    table = page.locator("#d-results-body table.results-table[data-kind=site]")
+    expect(table.locator("tbody tr")).to_have_count(3)
+    expect(table.locator("thead th")).to_have_text(list(COLUMNS["site"]))
+    first = table.locator("tbody tr").first.locator("td")
+    expect(first.nth(COLUMNS["site"].index("title"))).to_have_text("Lab portal")
+    expect(first.nth(COLUMNS["site"].index("finger"))).to_have_text("nginx, PHP")
+    expect(first.nth(COLUMNS["site"].index("status")).locator(".http.ok")).to_have_text("200")
+    expect(page.locator("#r-info")).to_contain_text("site: page 1 of 1 · 3")
+    shots(page, "results-site")
+
+    # Downloads of the selected kind: the files hold the same rows.
+    with page.expect_download() as info:
+        page.click("#d-downloads a[data-format=csv]")
+    saved = tmp_path / "sites.csv"
+    info.value.save_as(saved)
+    assert info.value.suggested_filename == f"{cid}-site.csv"
+    rows = list(csv.reader(io.StringIO(saved.read_text(encoding="utf-8-sig"), newline="")))
+    items = dstack.request("GET", f"/api/celery_task/{cid}/results/?kind=site&size=100").data["items"]
+    want = [[str(csv_safe(v)) for v in row(COLUMNS["site"], item)] for item in items]
+    assert rows == [list(COLUMNS["site"]), *want]
+    with page.expect_download() as info:
+        page.click("#d-downloads a[data-format=xlsx]")
+    info.value.save_as(tmp_path / "sites.xlsx")
+    sheet = load_workbook(tmp_path / "sites.xlsx").active
+    got = [["" if v is None else v for v in r] for r in sheet.iter_rows(values_only=True)]
+    assert got == [list(COLUMNS["site"]), *[row(COLUMNS["site"], item) for item in items]]
+
+    page.click("#d-tabs button[data-kind=vuln]")
+    expect(page.locator("#d-results-body table[data-kind=vuln] .sev.high")).to_have_text("high")
+    shots(page, "results-vuln")
+    page.context.close()
+    assert errors == [], errors

@@ -11,6 +11,21 @@
   const STATUSES = ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
   const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
   const KINDS = ["domain", "ip", "site", "cert", "fileleak", "fofa", "vuln", "github", "wih", "monitor_new"];
+  // The columns of each result kind's table: the same as the CSV and XLSX exports
+  // (controlplane/service/export.py COLUMNS).
+  const RESULT_COLUMNS = {
+    domain: ["domain", "type", "record", "ips", "cnames", "source"],
+    ip: ["ip", "domains", "ports", "port_count"],
+    site: ["site", "hostname", "ip", "port", "status", "title", "server", "finger", "content_type", "body_length", "final_url"],
+    cert: ["host", "ip", "port", "subject_cn", "issuer_cn", "sans", "not_before", "not_after", "self_signed", "fingerprint_sha256"],
+    fileleak: ["site", "url", "path", "status", "content_length", "content_type", "title"],
+    fofa: ["host", "ip", "port", "protocol", "domain", "title", "server"],
+    vuln: ["target", "severity", "name", "poc_id", "url", "ip", "time"],
+    github: ["repo", "path", "url", "sha", "time"],
+    wih: ["type", "rule", "value", "severity", "source", "time"],
+    monitor_new: ["kind", "value", "time"],
+  };
+  const FILTER_KEYS = ["q", "celery_id", "status", "task_type", "worker", "created_after", "created_before"];
   const TOKEN_KEY = "controlplane.token";
   const MESSAGE_KEY = "controlplane.message";
   const SAMPLE_MS = 5000;
@@ -38,7 +53,8 @@
     page: 1,
     size: 20,
     total: 0,
-    filters: { celery_id: "", status: "", task_type: "" },
+    filters: {},
+    sort: "-created",
     rows: new Map(), // celery_id -> {task, rev, tr}
     checked: new Set(),
     selected: null,
@@ -242,9 +258,10 @@
   async function loadList() {
     const seq = ++listSeq;
     const query = new URLSearchParams({ page: String(state.page), size: String(state.size) });
-    for (const key of ["celery_id", "status", "task_type"]) {
+    for (const key of FILTER_KEYS) {
       if (state.filters[key]) query.set(key, state.filters[key]);
     }
+    if (state.sort !== "-created") query.set("sort", state.sort);
     const askedAt = state.feedSeq;
     state.lastReload = Date.now();
     let data;
@@ -362,15 +379,26 @@
     return el("span", {}, bar, el("span", { class: "muted", text: `${pct.toFixed(0)}%` }));
   }
 
+  function startsWith(value, prefix) {
+    return typeof value === "string" && value.toLowerCase().startsWith(prefix.toLowerCase());
+  }
+
   function matchesFilters(task) {
     const f = state.filters;
+    const created = task.created_time ? Date.parse(task.created_time) : NaN;
     return (!f.celery_id || f.celery_id === task.celery_id)
       && (!f.status || f.status === task.status)
-      && (!f.task_type || f.task_type === task.task_type);
+      && (!f.task_type || f.task_type === task.task_type)
+      && (!f.worker || f.worker === task.worker)
+      && (!f.q || startsWith(task.name, f.q) || startsWith(task.target, f.q))
+      && (!f.created_after || created >= Date.parse(f.created_after))
+      && (!f.created_before || created < Date.parse(f.created_before));
   }
 
   function mayBelongOnPage(task) {
-    if (state.page !== 1 || !matchesFilters(task)) return false;
+    if (!matchesFilters(task)) return false;
+    if (state.sort !== "-created") return true; // its place depends on the order: ask again
+    if (state.page !== 1) return false;
     if (state.rows.size < state.size) return true;
     let oldest = null;
     for (const row of state.rows.values()) {
@@ -552,6 +580,8 @@
       dl.append(el("dt", { text: name }), el("dd", { text: String(value) }));
     }
 
+    renderSubmitted(task);
+
     const revokeButton = $("d-revoke");
     revokeButton.disabled = TERMINAL.has(task.status);
     revokeButton.dataset.id = task.celery_id;
@@ -577,6 +607,91 @@
     }
   }
 
+  function shown(value) {
+    if (value === null || value === undefined) return "";
+    if (typeof value === "object") return JSON.stringify(value);
+    return String(value);
+  }
+
+  function renderSubmitted(task) {
+    const rows = [];
+    for (const key of ["name", "target", "type", "task_tag"]) {
+      if (task[key] !== null && task[key] !== undefined && task[key] !== "") rows.push([key, task[key]]);
+    }
+    const data = task.data && typeof task.data === "object" ? task.data : {};
+    for (const [key, value] of Object.entries(data)) {
+      if (!["name", "target", "type", "task_tag", "options", "task_id"].includes(key)) rows.push([key, value]);
+    }
+    const options = task.options && typeof task.options === "object" ? task.options : {};
+    for (const [key, value] of Object.entries(options)) rows.push([`options.${key}`, value]);
+    const table = $("d-data");
+    table.replaceChildren(...rows.map(([key, value]) => el("tr", { dataset: { key } },
+      el("th", { text: key }),
+      el("td", {}, typeof value === "object" && value !== null
+        ? el("code", { text: JSON.stringify(value, null, 1) }) : shown(value)))));
+    $("d-submitted").hidden = rows.length === 0;
+  }
+
+  function resultCell(kind, column, value) {
+    const td = el("td");
+    if (value === null || value === undefined || value === "") return td;
+    let text;
+    if (column === "time" && typeof value === "number") text = fmtTime(new Date(value * 1000).toISOString());
+    else if (Array.isArray(value)) {
+      text = value.map((v) => {
+        if (v && typeof v === "object") {
+          if ("port" in v) return v.service ? `${v.port}/${v.service}` : String(v.port);
+          if (Object.keys(v).length === 1 && "name" in v) return String(v.name);
+          return JSON.stringify(v);
+        }
+        return String(v);
+      }).join(", ");
+    } else text = shown(value);
+    td.title = text;
+    if (column === "severity") {
+      td.append(el("span", { class: `sev ${String(value).toLowerCase()}`, text }));
+    } else if (column === "status" && typeof value === "number") {
+      const klass = value < 300 ? "ok" : value < 400 ? "redirect" : "error";
+      td.append(el("span", { class: `http ${klass}`, text }));
+    } else {
+      td.textContent = text;
+    }
+    return td;
+  }
+
+  function resultsTable(kind, items) {
+    const columns = RESULT_COLUMNS[kind]
+      || [...new Set(items.flatMap((i) => Object.keys(i)))].filter((k) => !["_id", "task_id", "partial"].includes(k));
+    return el("table", { class: "results-table", dataset: { kind } },
+      el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { text: c })))),
+      el("tbody", {}, ...items.map((item) => el("tr", {}, ...columns.map((c) => resultCell(kind, c, item[c]))))));
+  }
+
+  async function download(format) {
+    const r = state.results;
+    if (!r.kind || !r.id) return;
+    const url = `${API}/${encodeURIComponent(r.id)}/results/?kind=${encodeURIComponent(r.kind)}&format=${format}`;
+    let resp;
+    try {
+      resp = await fetch(url, { headers: state.token ? { Authorization: `Bearer ${state.token}` } : {}, cache: "no-store" });
+    } catch (err) {
+      toast("Download: the API is unreachable", true);
+      return;
+    }
+    if (!resp.ok) {
+      let env = null;
+      try { env = await resp.json(); } catch (err) { env = null; }
+      toast(`Download: ${errorText(new ApiError(resp.status, env))}`, true);
+      return;
+    }
+    const blob = await resp.blob();
+    const link = el("a", { href: URL.createObjectURL(blob), download: `${r.id}-${r.kind}.${format}` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  }
+
   function renderTabs(task) {
     const stats = task.statistic || {};
     const kinds = KINDS.filter((k) => Number(stats[k]) > 0);
@@ -584,11 +699,13 @@
     tabs.replaceChildren();
     state.results = { kind: null, page: 1, total: 0 };
     if (kinds.length === 0) {
-      $("d-results-body").textContent = "No result documents recorded.";
+      $("d-results-body").replaceChildren(el("p", { text: "No result documents recorded." }));
       $("r-pager").hidden = true;
+      $("d-downloads").hidden = true;
       return;
     }
     $("r-pager").hidden = false;
+    $("d-downloads").hidden = false;
     for (const kind of kinds) {
       tabs.append(el("button", {
         type: "button", role: "tab", "aria-selected": "false", dataset: { kind },
@@ -605,18 +722,14 @@
     try {
       data = await api("GET", `${API}/${encodeURIComponent(id)}/results/?kind=${encodeURIComponent(kind)}&page=${page}&size=10`);
     } catch (err) {
-      $("d-results-body").textContent = errorText(err);
+      $("d-results-body").replaceChildren(el("p", { text: errorText(err) }));
       return;
     }
     if (state.selected !== id || state.results.kind !== kind) return;
     state.results.total = data.total;
     const pages = Math.max(1, Math.ceil(data.total / 10));
-    $("d-results-body").textContent = data.items.map((item) => {
-      const copy = { ...item };
-      delete copy._id;
-      delete copy.task_id;
-      return JSON.stringify(copy);
-    }).join("\n") || "(none)";
+    $("d-results-body").replaceChildren(data.items.length
+      ? resultsTable(kind, data.items) : el("p", { text: "(none)" }));
     $("r-info").textContent = `${kind}: page ${page} of ${pages} · ${data.total}`;
     $("r-prev").disabled = page <= 1;
     $("r-next").disabled = page >= pages;
@@ -947,23 +1060,46 @@
     $("logout").addEventListener("click", () => logout(""));
     $("filters").addEventListener("submit", (ev) => {
       ev.preventDefault();
+      const when = (id) => {
+        const value = $(id).value;
+        const t = value ? new Date(value) : null; // datetime-local: the browser's local time
+        return t && !Number.isNaN(t.getTime()) ? t.toISOString() : "";
+      };
       state.filters = {
+        q: $("filter-q").value.trim(),
         celery_id: $("filter-id").value.trim(),
         status: $("filter-status").value,
         task_type: $("filter-type").value,
+        worker: $("filter-worker").value.trim(),
+        created_after: when("filter-after"),
+        created_before: when("filter-before"),
       };
+      state.sort = $("sort").value;
       state.size = Number($("page-size").value) || 20;
       state.page = 1;
       loadList();
     });
     $("filter-clear").addEventListener("click", () => {
-      $("filter-id").value = "";
-      $("filter-status").value = "";
-      $("filter-type").value = "";
-      state.filters = { celery_id: "", status: "", task_type: "" };
+      for (const id of ["filter-q", "filter-id", "filter-status", "filter-type", "filter-worker", "filter-after", "filter-before"]) {
+        $(id).value = "";
+      }
+      $("sort").value = "-created";
+      state.filters = {};
+      state.sort = "-created";
       state.page = 1;
       loadList();
     });
+    $("sort").addEventListener("change", () => {
+      state.sort = $("sort").value;
+      state.page = 1;
+      loadList();
+    });
+    for (const link of document.querySelectorAll("#d-downloads a.download")) {
+      link.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        download(link.dataset.format);
+      });
+    }
     $("page-size").addEventListener("change", () => {
       state.size = Number($("page-size").value) || 20;
       state.page = 1;
