@@ -38,8 +38,8 @@ OTHER_PROTOCOLS = frozenset(
 )
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ID_RE = re.compile(r"""^id:[ \t]*["']?([^"'\s#]+)""", re.MULTILINE)
-_SEVERITY_RE = re.compile(r"""^[ \t]+severity:[ \t]*["']?(\w+)""", re.MULTILINE)
-_TAGS_RE = re.compile(r"""^([ \t]+)tags:[ \t]*(.*)$""", re.MULTILINE)
+_INFO_RE = re.compile(r"^info:[ \t]*(.*)$", re.MULTILINE)
+_FLOW_INFO_RE = re.compile(r"""\b(severity|tags)\s*:\s*(\[[^\]]*\]|"[^"]*"|'[^']*'|[^,}]*)""")
 _KEY_RE = re.compile(r"^([A-Za-z][\w-]*):", re.MULTILINE)
 _FLOW_KEYS = ("flow", "self-contained")
 
@@ -56,17 +56,46 @@ class TemplateRef:
     reason: str = ""
 
 
-def _tags(text: str) -> tuple[str, ...]:
-    found = _TAGS_RE.search(text)
+def _info_fields(text: str) -> tuple[str, tuple[str, ...]]:
+    """``info.severity`` and ``info.tags``, read from the lines of the ``info:`` block only."""
+    found = _INFO_RE.search(text)
     if not found:
-        return ()
-    value = found.group(2).split(" #", 1)[0].strip()
+        return "unknown", ()
+    inline = found.group(1).strip()
+    if inline.startswith("{"):
+        fields = {k: v.strip().strip("\"'[]") for k, v in _FLOW_INFO_RE.findall(inline)}
+        severity = fields.get("severity", "unknown").lower() or "unknown"
+        return severity, split_tags(fields.get("tags", "").replace('"', "").replace("'", ""))
+    lines = text[found.end() :].split("\n")[1:]
+    indent = None
+    severity = "unknown"
+    tags: tuple[str, ...] = ()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        width = len(line) - len(line.lstrip(" \t"))
+        if width == 0:
+            break
+        indent = width if indent is None else indent
+        if width != indent:
+            continue
+        key, _, value = stripped.partition(":")
+        value = value.split(" #", 1)[0].strip()
+        if key == "severity":
+            severity = value.strip("\"'").lower() or "unknown"
+        elif key == "tags":
+            tags = _tag_value(value, lines[index + 1 :])
+    return severity, tags
+
+
+def _tag_value(value: str, following: list[str]) -> tuple[str, ...]:
     if value.startswith("["):
         value = value.strip("[]")
     if value:
         return split_tags(value.replace('"', "").replace("'", ""))
     items = []
-    for line in text[found.end() :].splitlines()[1:]:
+    for line in following:
         stripped = line.strip()
         if not stripped.startswith("- "):
             break
@@ -101,16 +130,9 @@ def scan_header(path: Path, text: str) -> TemplateRef:
     found = _ID_RE.search(text)
     if not found:
         return TemplateRef(str(path), "", reason="no id: not a template")
-    severity = _SEVERITY_RE.search(text)
+    severity, tags = _info_fields(text)
     protocol, reason = _reason(set(_KEY_RE.findall(text)), text)
-    return TemplateRef(
-        str(path),
-        found.group(1),
-        severity.group(1).lower() if severity else "unknown",
-        _tags(text),
-        protocol,
-        reason,
-    )
+    return TemplateRef(str(path), found.group(1), severity, tags, protocol, reason)
 
 
 _HEADER_CACHE: dict[tuple[str, int, int], TemplateRef] = {}
