@@ -131,12 +131,22 @@ class FastZones:
 
 
 class _Serve:
-    """The asyncio side: one non-blocking socket, drained on every readiness event."""
+    """The asyncio side: one non-blocking socket, drained on every readiness event.
 
-    def __init__(self, zones: FastZones, sock: socket.socket) -> None:
+    With ``drop_first`` the first copy of every question is ignored (a lossy path: only a client
+    that retries gets answers); with ``delay`` every answer leaves that many seconds late (a slow
+    server, for runs that must last).
+    """
+
+    def __init__(
+        self, zones: FastZones, sock: socket.socket, drop_first: bool = False, delay: float = 0.0
+    ) -> None:
         self.zones = zones
         self.sock = sock
+        self.delay = delay
         self.queries = 0
+        self.dropped = 0
+        self.seen: set[bytes] | None = set() if drop_first else None
 
     def drain(self) -> None:
         recv, send, reply = self.sock.recvfrom, self.sock.sendto, self.zones.reply
@@ -148,10 +158,22 @@ class _Serve:
             except OSError:
                 return
             self.queries += 1
+            if self.seen is not None and packet[12:].lower() not in self.seen:
+                self.seen.add(packet[12:].lower())
+                self.dropped += 1
+                continue
             answer = reply(packet)
-            if answer is not None:
-                with contextlib.suppress(OSError):
-                    send(answer, peer)
+            if answer is None:
+                continue
+            if self.delay:
+                asyncio.get_running_loop().call_later(self.delay, self._send, answer, peer)
+                continue
+            with contextlib.suppress(OSError):
+                send(answer, peer)
+
+    def _send(self, answer: bytes, peer: Any) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendto(answer, peer)
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -176,8 +198,12 @@ def bind_udp(host: str, port: int = 0) -> socket.socket:
 class FastDNSServer:
     """The fast server in a daemon thread with its own event loop, on a free port of ``host``."""
 
-    def __init__(self, zones: Iterable[Zone], host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, zones: Iterable[Zone], host: str = "127.0.0.1", drop_first: bool = False, delay: float = 0.0
+    ) -> None:
         self.zones = FastZones(zones)
+        self.drop_first = drop_first
+        self.delay = delay
         self.host = host
         self.port = 0
         self._serve: _Serve | None = None
@@ -195,11 +221,16 @@ class FastDNSServer:
         """How many packets the server has received."""
         return self._serve.queries if self._serve else 0
 
+    @property
+    def dropped(self) -> int:
+        """How many packets the server ignored (``drop_first``)."""
+        return self._serve.dropped if self._serve else 0
+
     def start(self) -> FastDNSServer:
         """Bind and serve in a thread; returns once the socket is bound."""
         sock = bind_udp(self.host)
         self.port = int(sock.getsockname()[1])
-        self._serve = _Serve(self.zones, sock)
+        self._serve = _Serve(self.zones, sock, self.drop_first, self.delay)
         ready = threading.Event()
 
         def main() -> None:

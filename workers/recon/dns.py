@@ -251,30 +251,34 @@ class UdpEngine:
             try:
                 data = sock.recv(4096)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
                 log.debug("DNS receive failed: %s", exc)
-                return
-            if len(data) < 12:
-                continue
-            ident = data[0] << 8 | data[1]
-            query = self.pending.get(ident)
-            if query is None:
-                continue
-            try:
-                reply = parse_reply(data, query.qname, query.qwire, query.qtype)
-            except (ValueError, IndexError, struct.error):
-                reply = None
-            if reply is None:
-                continue
-            del self.pending[ident]
-            if data[2] & 0x02:
-                self._over_tcp(query)
-            elif reply[0] == FAILED and query.attempts <= self.retries:
-                self._retry(query)
-            else:
-                self._answer(query, reply)
+                break
+            self.receive(data)
         self._idle()
+
+    def receive(self, data: bytes) -> None:
+        """Handle one reply packet: settle the query it answers (by ID and question), else drop it."""
+        if len(data) < 12:
+            return
+        ident = data[0] << 8 | data[1]
+        query = self.pending.get(ident)
+        if query is None:
+            return
+        try:
+            reply = parse_reply(data, query.qname, query.qwire, query.qtype)
+        except (ValueError, IndexError, struct.error):
+            reply = None
+        if reply is None:
+            return
+        del self.pending[ident]
+        if data[2] & 0x02:
+            self._over_tcp(query)
+        elif reply[0] == FAILED and query.attempts <= self.retries:
+            self._retry(query)
+        else:
+            self._answer(query, reply)
 
     def _answer(self, query: _Query, reply: Reply) -> None:
         try:

@@ -97,6 +97,7 @@ class _Stream:
         self.hosts = max(1, hosts)
         self.done_hosts = 0
         self.task_fraction = 0.0
+        self.reported = 0.0
         self._host: list[bytes] | None = None
 
     def feed(self, line: bytes) -> None:
@@ -122,8 +123,11 @@ class _Stream:
         self._progress()
 
     def _progress(self) -> None:
+        """Report the larger of the finished hosts' share and nmap's estimate, never less than before
+        (nmap's percentage restarts with each group of hosts)."""
+        self.reported = max(self.reported, self.done_hosts / self.hosts, min(self.task_fraction, 0.999))
         if self.on_progress is not None:
-            self.on_progress(max(self.done_hosts / self.hosts, min(self.task_fraction, 0.999)))
+            self.on_progress(self.reported)
 
 
 async def run_nmap(

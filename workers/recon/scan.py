@@ -7,7 +7,7 @@ asyncio loop) so they can be called straight from a Celery prefork child.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo import UpdateOne
@@ -48,11 +48,11 @@ RESULT_INTERVAL = 1.0
 
 
 class IpDocuments:
-    """The run's ``ip`` documents, written while ports are found and updated as they are learnt.
+    """The run's ``ip`` documents, written while ports are found and rewritten as they are learnt.
 
-    :meth:`changed` marks an address whose open ports grew (new ports are pushed to its document,
-    which is inserted the first time), :meth:`refreshed` one whose ports' details changed (the
-    port list is rewritten); the writes go out in batches (:class:`Batcher`), so a stopped or
+    :meth:`changed` marks an address whose ports (or names) changed: its document is inserted the
+    first time and its port list rewritten after that (``$set``; the embedded server mangles a
+    ``$push`` of documents). The writes go out in batches (:class:`Batcher`), so a stopped or
     killed run keeps what it found up to the last second.
     """
 
@@ -63,16 +63,12 @@ class IpDocuments:
         self.open_ports = open_ports
         self.with_ports = with_ports
         self.names: dict[str, list[str]] = {}
-        self.written: dict[str, set[int]] = {}
-        self.batch: Batcher[tuple[str, bool]] = Batcher(self._write, RESULT_BATCH, RESULT_INTERVAL)
+        self.stored: set[str] = set()
+        self.batch: Batcher[str] = Batcher(self._write, RESULT_BATCH, RESULT_INTERVAL)
 
     def changed(self, ip: str) -> None:
-        """``ip`` has new open ports (or names): write them with the next batch."""
-        self.batch.add((ip, False))
-
-    def refreshed(self, ip: str) -> None:
-        """The details of ``ip``'s ports changed: rewrite its port list with the next batch."""
-        self.batch.add((ip, True))
+        """``ip``'s ports or names changed: write its document with the next batch."""
+        self.batch.add(ip)
 
     def add_names(self, ip: str, names: list[str]) -> bool:
         """Remember host names of ``ip``; True when some were new."""
@@ -81,35 +77,21 @@ class IpDocuments:
         known.extend(fresh)
         return bool(fresh)
 
-    def _port_docs(self, ip: str, ports: Iterable[int]) -> list[dict[str, object]]:
-        info = self.open_ports.get(ip, {})
-        return [info[p].to_doc() for p in sorted(ports)] if self.with_ports else []
-
-    def _write(self, items: list[tuple[str, bool]]) -> None:
-        full: dict[str, bool] = {}
-        for ip, rewrite in items:
-            full[ip] = full.get(ip, False) or rewrite
+    def _write(self, ips: list[str]) -> None:
         inserts: list[dict[str, Any]] = []
         updates: list[UpdateOne] = []
-        for ip, rewrite in full.items():
-            ports = set(self.open_ports.get(ip, {}))
+        for ip in dict.fromkeys(ips):
+            info = self.open_ports.get(ip, {})
+            ports = [info[p].to_doc() for p in sorted(info)] if self.with_ports else []
             names = self.names.get(ip, [])
-            if ip not in self.written:
-                self.written[ip] = ports
-                docs = self._port_docs(ip, ports)
-                inserts.append({"ip": ip, "domains": list(names), "ports": docs, "port_count": len(docs)})
+            if ip not in self.stored:
+                self.stored.add(ip)
+                inserts.append({"ip": ip, "domains": list(names), "ports": ports, "port_count": len(ports)})
                 continue
-            change: dict[str, Any] = {"$addToSet": {"domains": {"$each": list(names)}}} if names else {}
-            if rewrite:
-                docs = self._port_docs(ip, ports)
-                change["$set"] = {"ports": docs, "port_count": len(docs)}
-            elif ports - self.written[ip]:
-                docs = self._port_docs(ip, ports - self.written[ip])
-                change["$push"] = {"ports": {"$each": docs}}
-                change["$inc"] = {"port_count": len(docs)}
-            self.written[ip] |= ports
-            if change:
-                updates.append(UpdateOne({"task_id": self.store.task_id, "ip": ip}, change))
+            change: dict[str, Any] = {"$set": {"ports": ports, "port_count": len(ports)}}
+            if names:
+                change["$addToSet"] = {"domains": {"$each": list(names)}}
+            updates.append(UpdateOne({"task_id": self.store.task_id, "ip": ip}, change))
         self.store.insert("ip", inserts)
         if updates:
             self.store.db["ip"].bulk_write(updates, ordered=False)
@@ -296,8 +278,8 @@ class ReconRun(Run):
         ]
         for host, addresses in hosts.items():
             for ip in addresses:
-                if host != ip:
-                    self.ip_docs.add_names(ip, [host])
+                if host != ip and self.ip_docs.add_names(ip, [host]) and ip in self.ip_docs.stored:
+                    self.ip_docs.changed(ip)
         if ips and self.options.get("port_scan"):
             await self.port_scan(ips)
             if not self.stopped and self.options.get("service_detection"):
@@ -369,7 +351,7 @@ class ReconRun(Run):
             nonlocal done
             ip, port = target
             self.open_ports[ip][port] = await detect_service(ip, port, timeout=self.ctx.connect_timeout)
-            self.ip_docs.refreshed(ip)
+            self.ip_docs.changed(ip)
             done += 1
             report(done)
 
@@ -377,10 +359,9 @@ class ReconRun(Run):
         self.ip_docs.batch.flush()
 
     def save_ips(self, hosts: dict[str, list[str]]) -> None:
-        """Store ``ip`` documents of the round's addresses that have open ports or names, and the
-        names seen for addresses stored before."""
+        """Store the ``ip`` documents not written yet of the round's addresses with open ports or names."""
         for ip in dict.fromkeys(ip for v in hosts.values() for ip in v):
-            if ip in self.ip_docs.written or self.open_ports.get(ip) or self.ip_docs.names.get(ip):
+            if ip not in self.ip_docs.stored and (self.open_ports.get(ip) or self.ip_docs.names.get(ip)):
                 self.ip_docs.changed(ip)
         self.ip_docs.batch.flush()
 
