@@ -1,4 +1,4 @@
-"""The API's asynchronous view of the task collections (reads, lists, schedules, revoke requests).
+"""The API's asynchronous view of the task collections (reads, lists, revoke requests, schedules).
 
 The same collections, ``_id`` rule and error translation as :class:`controlplane.store.tasks.TaskStore`.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -24,11 +23,11 @@ from controlplane.core.cron import next_fire
 from controlplane.core.documents import TaskFilter
 from controlplane.store import listing
 from controlplane.store.errors import TranslatesErrors
+from controlplane.store.schedules import ScheduleStore
 from controlplane.store.tasks import (
     _LIST_PROJECTION,
     _REV,
     COUNTERS,
-    SCHEDULES,
     TASKS,
     WORKERS,
     _client_kwargs,
@@ -44,6 +43,7 @@ class AsyncTaskStore(TranslatesErrors):
         self.client: AsyncMongoClient[Any] = AsyncMongoClient(config.url, **_client_kwargs(config))
         self.db = self.client[config.database]
         self.tasks = self.db[TASKS]
+        self.schedules = ScheduleStore(self.db)
 
     async def close(self) -> None:
         """Close the client's connections."""
@@ -131,11 +131,15 @@ class AsyncTaskStore(TranslatesErrors):
         found = self.tasks.find(dict(query), dict(projection)).sort(list(order)).skip(skip).limit(limit)
         return [d async for d in found]
 
-    async def first_at_or_after(self, field: str, value: str) -> str | None:
-        """The smallest string value of ``field`` that is at least ``value`` (an index seek), or None."""
-        doc = await self.tasks.find_one({field: {"$gte": value}}, {field: 1}, sort=[(field, ASCENDING)])
-        found = doc.get(field) if doc else None
-        return found if isinstance(found, str) else None
+    async def values_from(self, field: str, value: str, limit: int) -> list[str]:
+        """The ``limit`` smallest string values of ``field`` that are at least ``value`` (index seeks)."""
+        found = self.tasks.find({field: {"$gte": value}}, {field: 1}).sort([(field, ASCENDING)]).limit(limit)
+        return [d[field] async for d in found if isinstance(d.get(field), str)]
+
+    async def by_ids(self, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
+        """List views of tasks by document ``_id`` (one primary-key query)."""
+        cursor = self.tasks.find({"_id": {"$in": list(ids)}}, _LIST_PROJECTION)
+        return {d["_id"]: d async for d in cursor}
 
     async def results(
         self, task_id: str, kind: str, page: int, size: int
@@ -173,37 +177,10 @@ class AsyncTaskStore(TranslatesErrors):
     async def insert_schedule(
         self, task_type: str, data: dict[str, Any], schedule: dict[str, Any], first_run: str
     ) -> str:
-        """Store a schedule whose first run (``first_run``, a celery_id) the caller submits now."""
-        now = time.time()
-        schedule_id = str(uuid.uuid4())
-        await self.db[SCHEDULES].insert_one(
-            {
-                "_id": schedule_id,
-                "task_type": task_type,
-                "data": data,
-                "schedule": schedule,
-                "enabled": True,
-                "created_time": now,
-                "next_run": round(next_fire(schedule, now), 3),
-                "last_celery_id": first_run,
-            }
-        )
-        return schedule_id
-
-    async def due_schedules(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
-        """Enabled schedules whose next run is due."""
-        cursor = self.db[SCHEDULES].find({"next_run": {"$lte": now}, "enabled": True}).limit(limit)
-        return [d async for d in cursor]
-
-    async def advance_schedule(
-        self, schedule_id: str, run_at: float, next_run: float, celery_id: str
-    ) -> bool:
-        """Move a schedule past the run due at ``run_at``; False if another scheduler already did."""
-        result = await self.db[SCHEDULES].update_one(
-            {"_id": schedule_id, "next_run": run_at},
-            {"$set": {"next_run": round(next_run, 3), "last_celery_id": celery_id, "last_run": time.time()}},
-        )
-        return result.modified_count == 1
+        """Store a schedule whose first run (``first_run``, a celery_id) the caller submits now
+        (see :class:`controlplane.store.schedules.ScheduleStore`, ``self.schedules``)."""
+        next_run = next_fire(schedule, time.time())
+        return await self.schedules.insert(task_type, data, schedule, first_run, next_run)
 
     async def request_revoke(self, celery_ids: list[str], terminate: bool) -> list[dict[str, Any]]:
         """Persist a revoke request; workers check it before starting a task.

@@ -32,7 +32,7 @@ from controlplane.core.documents import TaskFilter
 from controlplane.core.errors import InvalidParam
 from controlplane.core.merge import STATUSES
 
-MERGE_LIMIT = 1_000
+MERGE_LIMIT = 200
 """``skip + size`` up to which the pages of several statuses are merged from their first tasks."""
 SEARCH_LIMIT = 10_000
 """``skip + size`` a search can be paged to (its pages merge the first tasks of each spelling)."""
@@ -40,7 +40,7 @@ MAX_SPELLINGS = 4
 """Spellings of a search prefix (per field) that may occur in the data: as typed, lower, ..."""
 MAX_SEEKS = 24
 SEARCH_FIELDS = ("name", "target")
-_MERGE_PROJECTION = {"_m": 0, "data": 0}  # keeps outcome.runtime, which runtime orders merge on
+SEEK_BATCH = 4
 
 
 class Reader(Protocol):
@@ -59,8 +59,11 @@ class Reader(Protocol):
     ) -> list[dict[str, Any]]:
         """Tasks matching ``query`` in ``order``."""
 
-    async def first_at_or_after(self, field: str, value: str) -> str | None:
-        """The smallest string value of ``field`` at least ``value``."""
+    async def values_from(self, field: str, value: str, limit: int) -> list[str]:
+        """The ``limit`` smallest string values of ``field`` at least ``value``, ascending."""
+
+    async def by_ids(self, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
+        """List views by ``_id``."""
 
 
 async def run(store: Reader, flt: TaskFilter, skip: int, size: int) -> tuple[int, list[dict[str, Any]]]:
@@ -102,11 +105,11 @@ async def _by_status(
         return total, await store.find_page(flt.query(), order, skip, size)
     firsts = await asyncio.gather(
         *(
-            store.find_page(q, order, 0, min(skip + size, n), _MERGE_PROJECTION)
+            store.find_page(q, order, 0, min(skip + size, n), _keys(order))
             for q, n in zip(queries, counts, strict=True)
         )
     )
-    return total, [_listed(d) for d in merge(firsts, order)[skip : skip + size]]
+    return total, await _page(store, merge(firsts, order)[skip : skip + size])
 
 
 # -- search -----------------------------------------------------------------------------
@@ -128,12 +131,10 @@ async def _search(
     order = flt.order()
     counts, firsts = await asyncio.gather(
         asyncio.gather(*(store.count(query) for query in [*queries, *both])),
-        asyncio.gather(
-            *(store.find_page(query, order, 0, skip + size, _MERGE_PROJECTION) for query in queries)
-        ),
+        asyncio.gather(*(store.find_page(query, order, 0, skip + size, _keys(order)) for query in queries)),
     )
     total = sum(counts[: len(queries)]) - sum(counts[len(queries) :])
-    return total, [_listed(d) for d in merge(firsts, order)[skip : skip + size]]
+    return total, await _page(store, merge(firsts, order)[skip : skip + size])
 
 
 def _unindexed(query: dict[str, Any]) -> dict[str, Any]:
@@ -180,17 +181,21 @@ async def spellings(store: Reader, field: str, q: str) -> list[str]:
     for _ in range(MAX_SEEKS):
         if seek is None:
             return found
-        value = await store.first_at_or_after(field, seek)
-        if value is None:
+        values = await store.values_from(field, seek, SEEK_BATCH)
+        for value in values:
+            if seek is None or value < seek:
+                continue  # passed over by a seek made from this batch already
+            if _spells(choices, value):
+                found.append(value[: len(choices)])
+                if len(found) > MAX_SPELLINGS:
+                    break
+                seek = spelling_after(choices, found[-1])
+            else:
+                seek = spelling_after(choices, value)
+        if len(found) > MAX_SPELLINGS:
+            break
+        if len(values) < SEEK_BATCH:
             return found
-        head = value[: len(choices)]
-        if _spells(choices, value):
-            found.append(head)
-            if len(found) > MAX_SPELLINGS:
-                break
-            seek = spelling_after(choices, head)
-        else:
-            seek = spelling_after(choices, value)
     raise InvalidParam("q", "is spelt in too many ways in the tasks' names or targets; type more of it")
 
 
@@ -250,7 +255,13 @@ def merge(
     return sorted(unique, key=functools.cmp_to_key(compare))
 
 
-def _listed(doc: dict[str, Any]) -> dict[str, Any]:
-    """A merged document as a plain page shows it (without its outcome)."""
-    doc.pop("outcome", None)
-    return doc
+def _keys(order: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """The projection a merge needs: the order's fields (and ``_id``); a nested field by its top
+    field (the embedded server projects only top fields)."""
+    return {path.split(".")[0]: 1 for path, _ in order}
+
+
+async def _page(store: Reader, merged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The list views of a merged page's tasks, in its order (one query by ``_id``)."""
+    found = await store.by_ids([d["_id"] for d in merged])
+    return [found[d["_id"]] for d in merged if d["_id"] in found]
