@@ -272,3 +272,10 @@ def test_payload_attacks() -> None:
     assert sets("pitchfork") == [{"u": "a", "p": "1"}, {"u": "b", "p": "2"}]
     assert len(sets("clusterbomb")) == 4 and {"u": "b", "p": "1"} in sets("clusterbomb")
     assert sets("batteringram") == [{"u": "a", "p": "a"}, {"u": "b", "p": "b"}]
+    assert sets("sniper") == sets("batteringram")
+
+
+def test_indexed_variables_turn_on_request_conditions() -> None:
+    implicit = one_block("[{type: dsl, dsl: ['status_code_1 == 401 && status_code_2 == 200']}]")
+    assert implicit.http[0].req_condition
+    assert not one_block("[{type: dsl, dsl: ['status_code == 200']}]").http[0].req_condition

@@ -311,3 +311,47 @@ def test_stop_is_honoured_within_a_second(worker: Worker) -> None:
         tarpit.close()
     assert time.monotonic() - started < 2.0
     assert worker.store.tasks.find_one({"celery_id": ctx.celery_id})["partial"]
+
+
+def test_login_flow_with_csrf_token_and_per_request_variables(worker: Worker, tmp_path: Path) -> None:
+    """Raw steps, a hidden token extracted from step 1 into step 2, payloads, and ``status_code_2``-style
+    variables without an explicit ``req-condition`` (nuclei turns it on when the DSL reads them)."""
+    form = Page('<title>Sign In - Ops</title><input type="hidden" value="c5rf-77">')
+    site = PlantSite(
+        POC_LAB_IP,
+        {
+            "/signin/": [
+                Page(
+                    "",
+                    302,
+                    {"Location": "/", "Set-Cookie": "session=ok1; Path=/"},
+                    method="POST",
+                    body_has="user=ops&pass=ops123&csrf=c5rf-77",
+                ),
+                Page("bad login", 200, method="POST"),
+                form,
+            ]
+        },
+    ).start()
+    (tmp_path / "flow-login.yaml").write_text(
+        "id: ops-default-login\ninfo: {name: o, severity: high, tags: test}\nhttp:\n  - raw:\n"
+        "      - |\n        GET /signin/ HTTP/1.1\n        Host: {{Hostname}}\n"
+        "      - |\n        POST /signin/ HTTP/1.1\n        Host: {{Hostname}}\n"
+        "        Content-Type: application/x-www-form-urlencoded\n\n"
+        "        user={{user}}&pass={{pass}}&csrf={{token}}\n"
+        "    attack: clusterbomb\n    payloads: {user: [admin, ops], pass: [admin, ops123]}\n"
+        "    extractors:\n      - {type: regex, name: token, group: 1, internal: true,"
+        ' regex: [\'type="hidden" value="(.*?)"\']}\n'
+        "    matchers:\n      - type: dsl\n        condition: and\n        dsl:\n"
+        "          - contains(body_1, 'Sign In - Ops')\n          - contains(header_2, 'session=ok1')\n"
+        "          - status_code_2 == 302\n"
+    )
+    worker.config.recon.poc_dirs = [str(tmp_path)]
+    try:
+        result = _run(worker, [site.url], {"ids": ["ops-default-login"]})
+    finally:
+        site.stop()
+    assert [f["poc_id"] for f in result["found"]] == ["ops-default-login"]
+    assert "user=ops&pass=ops123&csrf=c5rf-77" in result["found"][0]["request"]["body"]
+    posts = [r for r in site.requests if r[0] == "POST"]
+    assert len(posts) == 4 and posts[-1][3] == "user=ops&pass=ops123&csrf=c5rf-77"

@@ -46,7 +46,6 @@ Locator = Callable[[str], Awaitable[str | None]]
 
 TLS_FIRST_PORTS = frozenset({443, 8443, 9443, 4443, 10443})
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-INDEXED_KEYS = ("body", "all_headers", "header", "status_code", "content_length", "content_type", "response")
 MAX_LISTED = 100
 
 
@@ -339,10 +338,9 @@ class TemplateRunner:
         cookies: dict[str, str],
     ) -> Finding | None:
         entries = [("raw", r) for r in block.raws] or [("path", p) for p in block.paths]
-        history: dict[str, Any] = {}
-        step = 0
         for payload in payload_sets(block):
-            for kind, text in entries:
+            history: dict[str, Any] = {}
+            for step, (kind, text) in enumerate(entries, 1):
                 local = {**env, **payload, **dynamic, **history}
                 try:
                     build = raw_request if kind == "raw" else path_request
@@ -360,10 +358,11 @@ class TemplateRunner:
                 if fetched is None:
                     continue
                 response, final_url, redirects, ip = fetched
-                step += 1
                 event = http_event(response, request, final_url, local)
                 if block.req_condition:
-                    history.update({f"{k}_{step}": event[k] for k in INDEXED_KEYS})
+                    for key, value in event.items():
+                        if key != "body_bytes" and (key not in local or local[key] is not value):
+                            history[f"{key}_{step}"] = value
                     event.update(history)
                 outcome = apply(block.operators, event)
                 dynamic.update(outcome.internal)

@@ -317,6 +317,15 @@ def _operators(raw: dict[str, Any], where: str) -> Operators:
     )
 
 
+_INDEXED_RE = re.compile(r"^[a-z][a-z0-9_]*_\d+$")
+
+
+def _indexed(operators: Operators) -> bool:
+    """Whether a DSL expression reads per-request values (``status_code_2``): nuclei then keeps them."""
+    exprs = [e for m in operators.matchers for e in m.dsl] + [e for x in operators.extractors for e in x.dsl]
+    return any(_INDEXED_RE.match(name) for expr in exprs for name in expr.names())
+
+
 def _markers(text: str) -> str:
     return _MARKER_RE.sub(lambda m: "{{" + m.group(1) + "}}", text)
 
@@ -384,9 +393,10 @@ def _http_block(raw: Any, where: str, base: Path | None) -> HttpBlock:
     max_redirects = raw.get("max-redirects", 10)
     if not isinstance(max_redirects, int) or not 0 <= max_redirects <= 50:
         raise TemplateError(f"{where}.max-redirects: expected 0..50")
-    attack = _choice(raw.get("attack"), ATTACKS, "batteringram", f"{where}.attack")
+    attack = _choice(raw.get("attack"), (*ATTACKS, "sniper"), "batteringram", f"{where}.attack")
+    operators = _operators(raw, where)
     return HttpBlock(
-        operators=_operators(raw, where),
+        operators=operators,
         method=str(raw.get("method") or "GET").upper(),
         paths=paths,
         raws=raws,
@@ -398,7 +408,7 @@ def _http_block(raw: Any, where: str, base: Path | None) -> HttpBlock:
         redirects=bool(raw.get("redirects", False)),
         host_redirects=bool(raw.get("host-redirects", False)),
         max_redirects=max_redirects,
-        req_condition=bool(raw.get("req-condition", False)),
+        req_condition=bool(raw.get("req-condition", False)) or _indexed(operators),
         cookie_reuse=not raw.get("disable-cookie", False),
         unsafe=bool(raw.get("unsafe", False)),
     )
