@@ -144,3 +144,14 @@ def test_always_http_200_keeps_codes(tmp_path_factory: pytest.TempPathFactory, m
         assert resp.status == 200 and resp.code == 102
     finally:
         legacy.close()
+
+
+def test_several_statuses_as_the_feed_takes_them(stack: Stack, populated: dict) -> None:
+    data = list_(stack, "?status=SUCCESS,FAILURE&size=100")
+    assert data["total"] == 20 and [i["celery_id"] for i in data["items"]] == populated["order"][::-1]
+    spaced = list_(stack, "?status=FAILURE,%20PENDING&size=100")
+    assert [i["celery_id"] for i in spaced["items"]] == populated["fail_task"][::-1]
+    pages = [list_(stack, f"?status=SUCCESS,FAILURE&page={p}&size=7")["items"] for p in (1, 2, 3)]
+    assert [i["celery_id"] for page in pages for i in page] == populated["order"][::-1]
+    resp = stack.request("GET", "/api/celery_task/?status=SUCCESS,BOGUS")
+    assert resp.status == 400 and resp.data["field"] == "status" and "'BOGUS'" in resp.data["reason"]

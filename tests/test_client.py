@@ -182,3 +182,39 @@ def test_console_script_and_progress_bar(stack: Stack) -> None:
     assert proc.returncode == 0 and "domain_task" in json.loads(proc.stdout)
     assert progress_bar({"stage": "port_scan", "done": 1, "total": 4}, 8) == "[##......]  25% port_scan 1/4"
     assert progress_bar(None) == ""
+
+
+def test_list_finds_tasks_and_results_shows_and_exports(
+    stack: Stack, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ids = [stack.create("sleep_task", {"name": f"Find-{tag} {i}", "seconds": 0}) for i in range(3)]
+    for cid in ids:
+        stack.wait_status(cid, "SUCCESS")
+    code, out, _ = run(capsys, "list", *op(stack), "--search", f"find-{tag}", "--sort", "created", "--json")
+    assert code == 0 and [i["celery_id"] for i in json.loads(out)["items"]] == ids
+    code, out, _ = run(capsys, "list", *op(stack), "--search", f"FIND-{tag}", "-q")
+    assert code == 0 and out.split() == ids[::-1]
+    code, out, _ = run(capsys, "list", *op(stack), "--status", "SUCCESS", "--status", "FAILURE", "--json")
+    both = stack.request("GET", "/api/celery_task/?status=SUCCESS,FAILURE&size=1").data["total"]
+    assert code == 0 and json.loads(out)["total"] == both
+    code, _, err = run(capsys, "list", *op(stack), "--created-after", "yesterday")
+    assert code == 1 and "created_after" in err
+
+    task_id = stack.detail(ids[0])["task_id"]
+    stack.db["site"].insert_many(
+        [{"task_id": task_id, "site": f"http://10.8.0.{i}/", "title": f"t{i}", "status": 200} for i in (1, 2)]
+    )
+    code, out, _ = run(capsys, "results", ids[0], *op(stack), "--kind", "site")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:2] == ["SITE", "HOSTNAME"] and "http://10.8.0.2/" in out
+    assert lines[-1] == "-- site: page 1 of 1, 2 result(s)"
+    code, out, err = run(capsys, "results", ids[0], *op(stack), "--kind", "site", "--format", "json")
+    assert code == 0 and [d["site"] for d in json.loads(out)] == ["http://10.8.0.1/", "http://10.8.0.2/"]
+    assert "2 result(s)" in err
+    code, _, err = run(capsys, "results", ids[0], *op(stack), "--format", "xlsx")
+    assert code == 2 and "-o FILE" in err
+    missing = str(uuid.uuid4())
+    target = tmp_path / "none.csv"
+    code, _, err = run(capsys, "results", missing, *op(stack), "--format", "csv", "-o", str(target))
+    assert code == 1 and "102" in err and not target.exists() and not list(tmp_path.iterdir())
