@@ -123,6 +123,9 @@ class ReconConfig:
     github_token: str = ""
     poc_dirs: list[str] = field(default_factory=list)
     webhook_url: str = ""
+    poc_host_concurrency: int = 8
+    poc_max_requests_per_host: int = 5000
+    poc_max_host_errors: int = 30
 
 
 @dataclass

@@ -242,6 +242,41 @@ def _poc_list(value: object, field: str) -> list[str]:
 
 
 def _task_id(value: object, field: str) -> str:
+def _words(limit: int, allow_empty: bool = True) -> Parser:
+    """A list of short strings (template tags), deduplicated in order."""
+
+    def parse(value: object, field: str) -> list[str]:
+        if not isinstance(value, list) or (not value and not allow_empty):
+            raise InvalidParam(
+                field, "must be a " + ("" if allow_empty else "non-empty ") + "list of strings"
+            )
+        words: dict[str, None] = {}
+        for index, item in enumerate(value):
+            words.setdefault(_text(limit)(item, f"{field}[{index}]"))
+        return list(words)
+
+    return parse
+
+
+SEVERITIES = ("info", "low", "medium", "high", "critical", "unknown")
+
+
+def _severities(value: object, field: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise InvalidParam(field, f"must be a non-empty list of {', '.join(SEVERITIES)}")
+    bad = [v for v in value if v not in SEVERITIES]
+    if bad:
+        raise InvalidParam(field, f"unknown severity {str(bad[0])[:32]!r}; valid: {', '.join(SEVERITIES)}")
+    return list(dict.fromkeys(str(v) for v in value))
+
+
+def parse_severities(value: str | None, field: str = "severity") -> list[str] | None:
+    """A query parameter of comma-separated severities (``high,critical``), or None when absent."""
+    if value is None:
+        return None
+    return _severities([v.strip() for v in value.split(",") if v.strip()], field)
+
+
     if isinstance(value, str) and (_OBJECT_ID.fullmatch(value) or _UUID.fullmatch(value)):
         return value.lower()
     raise InvalidParam(field, "must be a 24-hex ObjectId or a UUID")
@@ -346,8 +381,16 @@ _DOMAINS = frozenset({"domain"})
 _KEYWORD: Mapping[str, tuple[Parser, bool]] = {"keyword": (_text(256), True)}
 
 _SCHEMAS: dict[str, _Schema] = {
+    "ids": (_poc_list, None),
+    "exclude_ids": (_poc_list, None),
+    "tags": (_words(64, allow_empty=False), None),
+    "exclude_tags": (_words(64), None),
+    "severity": (_severities, None),
     "domain_task": _Schema(_DOMAIN_OPTIONS, _DOMAINS, True),
     "ip_task": _Schema(_IP_OPTIONS, frozenset({"ip", "cidr", "iprange"}), True),
+    "host_concurrency": (_int_range(1, 50), None),
+    "max_requests_per_host": (_int_range(1, 100_000), None),
+    "max_host_errors": (_int_range(1, 10_000), None),
     "run_risk_cruising": _Schema(_RISK_OPTIONS, frozenset({"url", "hostport", "domain", "ip"}), True),
     "domain_task_sync_task": _Schema(
         {}, fields={"task_id": (_task_id, True), **_REQUIRED_SCOPE}, display="task_id"

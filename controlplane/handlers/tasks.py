@@ -18,6 +18,7 @@ from controlplane.core.validate import (
     parse_int,
     parse_page,
     parse_search,
+    parse_severities,
     parse_sort,
     parse_statuses,
     parse_uuid,
@@ -154,7 +155,8 @@ class ResultsHandler(TaskHandler):
             return
         size = parse_int(self.query_arg("size"), "size", 1, 100, 10)
         page = parse_page(self.query_arg("page"), size)
-        self.reply(await self.manager.results(cid, kind, page, size))
+        severity = parse_severities(self.query_arg("severity"))
+        self.reply(await self.manager.results(cid, kind, page, size, severity))
 
     async def _export(self, celery_id: str, kind: str, fmt: str) -> None:
         """Stream the file; a failure before its first byte is an envelope, after it a cut connection."""

@@ -36,7 +36,7 @@ from controlplane.service import export
 from controlplane.service.lookups import LookupCache
 from controlplane.service.submitter import Submission, Submitter
 from controlplane.store.asynctasks import AsyncTaskStore
-from controlplane.store.results import RESULT_KINDS
+from controlplane.store.results import RESULT_FILTERS, RESULT_KINDS
 from controlplane.store.tasks import TaskFilter, TaskStore, new_task_document
 
 log = logging.getLogger(__name__)
@@ -269,10 +269,15 @@ class TaskManager:
             raise CeleryIdNotFound({"celery_id": celery_id})
         return str(doc["_id"])
 
-    async def results(self, celery_id: str, kind: str, page: int, size: int) -> dict[str, Any]:
-        """A page of what the task found, of one result kind."""
+    async def results(
+        self, celery_id: str, kind: str, page: int, size: int, severity: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A page of what the task found, of one result kind (vulns: of the given severities)."""
+        if severity is not None and "severity" not in RESULT_FILTERS.get(kind, ()):
+            raise InvalidParam("severity", "filters vuln results only (kind=vuln)")
         task_id = await self._task_id(celery_id, kind)
-        total, items = await self.store.results(task_id, kind, page, size)
+        where = {"severity": severity} if severity is not None else None
+        total, items = await self.store.results(task_id, kind, page, size, where)
         return {"total": total, "page": page, "size": size, "kind": kind, "items": items}
 
     async def export_results(self, celery_id: str, kind: str, fmt: str) -> export.Export:

@@ -142,11 +142,16 @@ class AsyncTaskStore(TranslatesErrors):
         return {d["_id"]: d async for d in cursor}
 
     async def results(
-        self, task_id: str, kind: str, page: int, size: int
+        self, task_id: str, kind: str, page: int, size: int, where: Mapping[str, list[str]] | None = None
     ) -> tuple[int, list[dict[str, Any]]]:
-        """One page of a task's results of one kind (oldest first) and their exact total."""
-        query = {"task_id": {"$eq": task_id}}
-        total = await self.count_results(task_id, kind)
+        """One page of a task's results of one kind (oldest first) and their exact total.
+
+        ``where`` keeps the results whose field is one of the given values (plain strings).
+        """
+        query: dict[str, Any] = {"task_id": {"$eq": task_id}}
+        for name, values in (where or {}).items():
+            query[name] = {"$in": [str(v) for v in values]}
+        total = int((await self.db.command({"count": kind, "query": query}))["n"])
         found = self.db[kind].find(query).sort("_id", ASCENDING).skip((page - 1) * size).limit(size)
         items = []
         async for doc in found:

@@ -42,6 +42,8 @@ class ResultCollection:
     partial: bool = True
     stamped: bool = False
     listed: bool = True
+    #: Fields the results endpoint may filter on, each served by an index ``(task_id, field)``.
+    filters: tuple[str, ...] = ()
 
     @property
     def index_name(self) -> str:
@@ -67,7 +69,7 @@ RESULT_COLLECTIONS: dict[str, ResultCollection] = {
         ResultCollection("cert", ("task_id", "host", "port")),
         ResultCollection("fileleak", ("task_id", "url")),
         ResultCollection("fofa", ("task_id", "host", "ip", "port"), partial=False),
-        ResultCollection("vuln", ("task_id", "target", "poc_id"), stamped=True),
+        ResultCollection("vuln", ("task_id", "target", "poc_id"), stamped=True, filters=("severity",)),
         ResultCollection("github", ("task_id", "hash"), stamped=True),
         # One record per scope: a record another task of the scope found is not written again.
         ResultCollection("wih", ("scope_id", "hash"), stamped=True),
@@ -83,6 +85,11 @@ RESULT_COLLECTIONS: dict[str, ResultCollection] = {
 
 RESULT_KINDS: tuple[str, ...] = tuple(name for name, c in RESULT_COLLECTIONS.items() if c.listed)
 """The result kinds a client may read (``GET .../result?kind=``), in the order the API names them."""
+
+RESULT_FILTERS: dict[str, tuple[str, ...]] = {
+    n: c.filters for n, c in RESULT_COLLECTIONS.items() if c.filters
+}
+"""The fields each served kind may be filtered on (see :attr:`ResultCollection.filters`)."""
 
 RECON_KINDS: tuple[str, ...] = ("domain", "ip", "site", "cert", "fileleak")
 """The collections of the recon pipeline (``domain_task``, ``ip_task``); its statistic counts each."""
@@ -146,6 +153,10 @@ class ResultWriter:
             self.db[kind.name].create_index(
                 [(f, ASCENDING) for f in kind.keys], unique=True, name=kind.index_name
             )
+            for name in kind.filters:
+                self.db[kind.name].create_index(
+                    [("task_id", ASCENDING), (name, ASCENDING)], name=f"task_{name}"
+                )
 
     def insert(self, name: str, docs: Iterable[Mapping[str, Any]]) -> int:
         """Insert ``docs`` into collection ``name``, tagged with the task; returns how many were new."""
