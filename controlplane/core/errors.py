@@ -107,3 +107,9 @@ class StoreError(Exception):
     The store raises it for every database failure (:mod:`controlplane.store.errors`); the
     unreachable kind is also a :class:`ServiceUnavailable`, so a handler answers it with 503.
     """
+
+
+class ScheduleNotFound(ApiError):
+    """No schedule with that id exists (never created, or deleted)."""
+
+    code, message, http_status = 107, "ScheduleNotFound", 404
