@@ -64,6 +64,7 @@ class ApiConfig:
     body_timeout: float = 60.0
     max_connections_per_address: int = 256
     max_json_depth: int = 32
+    workers_cache_seconds: float = 3.0
 
 
 @dataclass
@@ -418,9 +419,9 @@ def _check(config: Config) -> None:
     if config.feed.lookup_cache < 0:
         raise ConfigError("feed.lookup_cache: must be 0 (off) or more")
     if config.feed.lookup_ttl <= 0:
+        raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
     if config.feed.lookup_recent < 0:
         raise ConfigError("feed.lookup_recent: must be 0 (off) or more")
-        raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
     if config.feed.leave_tracking < 0:
         raise ConfigError("feed.leave_tracking: must be 0 (off) or more")
     if config.events.coalesce_above < 0:
@@ -435,6 +436,8 @@ def _check(config: Config) -> None:
         raise ConfigError("api.max_connections_per_address: must be 0 (off) or more")
     if config.feed.max_unauthenticated < 0:
         raise ConfigError("feed.max_unauthenticated: must be 0 (off) or more")
+    if config.api.workers_cache_seconds < 0:
+        raise ConfigError("api.workers_cache_seconds: must be 0 (no cache) or more")
     if not 1 <= config.api.max_json_depth <= 256:
         raise ConfigError("api.max_json_depth: must be 1..256")
     if config.embedded.restart_limit < 1:

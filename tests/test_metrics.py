@@ -161,6 +161,8 @@ def test_grafana_dashboard_uses_only_exported_metrics() -> None:
         for family in registry.collect():
             names.update(sample.name for sample in family.samples)
             names.add(family.name + ("_total" if family.type == "counter" else ""))
+            if family.type == "histogram":  # a labelled one has no samples before its first observation
+                names.update(family.name + suffix for suffix in ("_bucket", "_count", "_sum"))
     dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text())
     used = {
         name
@@ -169,3 +171,79 @@ def test_grafana_dashboard_uses_only_exported_metrics() -> None:
         for name in re.findall(r"controlplane_\w+", target["expr"])
     }
     assert used and used <= names | {n + "_bucket" for n in names}, used - names
+    assert {
+        "controlplane_workers",
+        "controlplane_queue_depth",
+        "controlplane_task_runtime_seconds_bucket",
+        "controlplane_task_queue_wait_seconds_bucket",
+    } <= used
+
+
+def test_consumer_observes_task_runtime_and_queue_waits(mstack: Stack) -> None:
+    ok = mstack.create("sleep_task", {"name": "timed", "seconds": 0.3})
+    bad = mstack.create("fail_task", {"name": "timed-failure"})
+    mstack.wait_status(ok, "SUCCESS")
+    mstack.wait_status(bad, "FAILURE")
+    url = f"http://127.0.0.1:{mstack.ingest_metrics_port}/metrics"  # type: ignore[attr-defined]
+
+    def observed() -> str | None:
+        text = scrape(url)[1]
+        runs, waits = "controlplane_task_runtime_seconds_count", "controlplane_task_queue_wait_seconds_count"
+        counts = [
+            value(text, runs, task_type="sleep_task", outcome="succeeded"),
+            value(text, runs, task_type="fail_task", outcome="failed"),
+            value(text, waits, task_type="sleep_task", stage="broker"),
+            value(text, waits, task_type="sleep_task", stage="worker"),
+        ]
+        return text if all((c or 0) >= 1 for c in counts) else None
+
+    text = wait_for(observed, timeout=20, what="runtime and queue-wait observations")
+    sleeps = {"task_type": "sleep_task", "outcome": "succeeded"}
+    runtime = value(text, "controlplane_task_runtime_seconds_sum", **sleeps)
+    assert runtime is not None and runtime >= 0.3
+    fast = value(text, "controlplane_task_runtime_seconds_bucket", **sleeps, le="0.1")
+    total = value(text, "controlplane_task_runtime_seconds_count", **sleeps)
+    assert fast is not None and total is not None and fast < total  # the 0.3 s sleep is above 0.1 s
+
+
+def test_ingest_runtime_and_wait_histograms_unit() -> None:
+    m = IngestMetrics()
+    doc = {
+        "celery_id": "a",
+        "task_type": "sleep_task",
+        "created_time": 100.0,
+        "received_time": 101.0,
+        "start_time": 103.0,
+        "end_time": 107.0,
+    }
+    events = [
+        {"type": "task-received", "uuid": "a", "timestamp": 101.0},
+        {"type": "task-started", "uuid": "a", "timestamp": 103.0},
+        {"type": "task-succeeded", "uuid": "a", "timestamp": 107.0, "runtime": 3.5},
+    ]
+    m.on_written(events, [doc])
+    # A repeated start (a redelivery, later) leaves the document's start time as it was: not counted again.
+    m.on_written([{"type": "task-started", "uuid": "a", "timestamp": 110.0}], [doc])
+    failed = {**doc, "celery_id": "b", "task_type": "fail_task", "end_time": 105.0}
+    m.on_written([{"type": "task-failed", "uuid": "b", "timestamp": 105.0}], [failed])
+    text = m.exposition().decode()
+    assert value(text, "controlplane_task_queue_wait_seconds_sum", stage="broker") == 1.0
+    assert value(text, "controlplane_task_queue_wait_seconds_sum", stage="worker") == 2.0
+    assert value(text, "controlplane_task_queue_wait_seconds_count") == 2
+    assert value(text, "controlplane_task_runtime_seconds_sum", outcome="succeeded") == 3.5
+    failures = {"task_type": "fail_task", "outcome": "failed"}
+    assert value(text, "controlplane_task_runtime_seconds_sum", **failures) == 2.0
+
+
+def test_queue_depth_and_consumers_are_exported(mstack: Stack) -> None:
+    queue = f"recon-{mstack.database}"
+    url = f"http://127.0.0.1:{mstack.port}/metrics"
+
+    def exported() -> str | None:
+        text = scrape(url)[1]
+        consumed = (value(text, "controlplane_queue_consumers", queue=queue) or 0) >= 1
+        return text if consumed and value(text, "controlplane_queue_depth", queue=queue) is not None else None
+
+    text = wait_for(exported, timeout=20, what="queue depth and consumers of the stack's queue")
+    assert (value(text, "controlplane_queue_depth", queue=queue) or 0) >= 0
+    assert value(text, "controlplane_queue_depth", queue="celery") is not None

@@ -1,4 +1,4 @@
-"""Celery control: publish tasks, broadcast revokes, inspect workers.
+"""Celery control: publish tasks, broadcast revokes, inspect and steer workers, count queues.
 
 Every method here blocks (Celery's producer and broadcast APIs are
 synchronous); the API calls them through :meth:`ControlBus.run`, which runs
@@ -55,6 +55,8 @@ class BrokerUnavailable(ServiceUnavailable):
 RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 STATES = ("active", "reserved", "scheduled")
+#: The inspect commands of a survey of the workers (see :meth:`ControlBus.survey`).
+SURVEY = ("stats", "active_queues", "reserved")
 
 
 class ControlBus:
@@ -140,6 +142,132 @@ class ControlBus:
                 for entry in entries or []:
                     tasks.append(_flatten(entry, worker, state))
         return tasks
+
+    # -- workers and queues (the API's workers page; see controlplane.service.workers) ----------
+
+    def survey(self, expect: int | None = None) -> dict[str, dict[str, Any]]:
+        """What each worker says of itself (blocking): ``{hostname: {"stats", "queues", "reserved"}}``.
+
+        Three inspect broadcasts at once (``stats``, ``active_queues``, ``reserved``), each
+        returning after ``expect`` replies or ``api.inspect_timeout``. ``stats`` is cut to
+        what the view shows (never the broker's address or options); ``reserved`` is a count
+        (the messages' arguments never leave this function).
+        """
+        timeout = self.config.api.inspect_timeout
+
+        def ask(method: str) -> dict[str, Any]:
+            reply = getattr(self.app.control.inspect(timeout=timeout, limit=expect or None), method)()
+            return dict(reply or {})
+
+        with ThreadPoolExecutor(len(SURVEY)) as pool:
+            futures = {method: pool.submit(ask, method) for method in SURVEY}
+            replies = {method: f.result() for method, f in futures.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for method in SURVEY:
+            for host, answer in replies[method].items():
+                said = out.setdefault(str(host), {"stats": None, "queues": None, "reserved": None})
+                if method == "stats" and isinstance(answer, dict):
+                    said["stats"] = _stats_summary(answer)
+                elif method == "active_queues" and isinstance(answer, list):
+                    said["queues"] = queue_names(answer)
+                elif method == "reserved" and isinstance(answer, list):
+                    said["reserved"] = len(answer)
+        return out
+
+    def queue_depths(self, names: list[str]) -> tuple[str, dict[str, dict[str, int | None]]]:
+        """The transport and each queue's ``{"depth", "consumers"}`` as the broker counts them (blocking).
+
+        Redis: the lengths of the queue's lists, priority lists included (kombu's names for
+        them), and no consumer count (Redis does not know it). RabbitMQ: a passive declare's
+        message and consumer counts; a queue the broker does not have is ``None``.
+        """
+        out: dict[str, dict[str, int | None]] = {}
+        with self.app.connection_for_read() as conn:
+            kind = str(conn.transport.driver_type)
+            channel = conn.default_channel
+            for name in names:
+                depth: int | None = None
+                consumers: int | None = None
+                if kind == "redis":
+                    depth = int(channel._size(name))
+                elif kind == "amqp":
+                    try:
+                        _, depth, consumers = channel.queue_declare(queue=name, passive=True)
+                    except conn.channel_errors:
+                        channel = conn.channel()  # a failed passive declare closes the channel
+                out[name] = {"depth": depth, "consumers": consumers}
+        return kind, out
+
+    def control(
+        self, name: str, command: str, arguments: dict[str, Any] | None = None, *, reply: bool = True
+    ) -> dict[str, Any] | None:
+        """Send ``command`` to worker ``name`` alone and return its reply (blocking).
+
+        None: no reply within ``api.inspect_timeout`` (or ``reply=False``, as for
+        ``shutdown``, which Celery's workers never answer).
+        """
+        replies = self.app.control.broadcast(
+            command,
+            arguments=arguments or {},
+            destination=[name],
+            reply=reply,
+            timeout=self.config.api.inspect_timeout,
+            limit=1 if reply else None,
+        )
+        for answer in replies or []:
+            if isinstance(answer, dict) and isinstance(answer.get(name), dict):
+                return dict(answer[name])
+        return None
+
+    def pool_grow(self, name: str, n: int) -> dict[str, Any] | None:
+        """Add ``n`` processes (threads) to worker ``name``'s pool; its reply (blocking)."""
+        return self.control(name, "pool_grow", {"n": n})
+
+    def pool_shrink(self, name: str, n: int) -> dict[str, Any] | None:
+        """Remove ``n`` processes (threads) from worker ``name``'s pool; its reply (blocking)."""
+        return self.control(name, "pool_shrink", {"n": n})
+
+    def add_consumer(self, name: str, queue: str) -> dict[str, Any] | None:
+        """Make worker ``name`` consume ``queue`` too; its reply (blocking)."""
+        return self.control(name, "add_consumer", {"queue": queue})
+
+    def cancel_consumer(self, name: str, queue: str) -> dict[str, Any] | None:
+        """Make worker ``name`` stop consuming ``queue``; its reply (blocking)."""
+        return self.control(name, "cancel_consumer", {"queue": queue})
+
+    def shutdown(self, name: str) -> None:
+        """Ask worker ``name`` to shut down warmly (it finishes its running tasks; no reply)."""
+        self.control(name, "shutdown", reply=False)
+
+    def active_queues(self, name: str) -> list[str] | None:
+        """The queues worker ``name`` consumes now, or None when it did not answer (blocking)."""
+        replies = self.app.control.inspect(
+            destination=[name], timeout=self.config.api.inspect_timeout, limit=1
+        ).active_queues()
+        answer = (replies or {}).get(name)
+        return queue_names(answer) if isinstance(answer, list) else None
+
+
+def queue_names(active_queues: list[Any]) -> list[str]:
+    """The names in an ``active_queues`` reply."""
+    return [str(q["name"]) for q in active_queues if isinstance(q, dict) and q.get("name")]
+
+
+def _stats_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    """What the workers view shows of a ``stats`` reply: pool, processes, counts, uptime."""
+    raw_pool, raw_total = stats.get("pool"), stats.get("total")
+    pool: dict[str, Any] = raw_pool if isinstance(raw_pool, dict) else {}
+    total: dict[str, Any] = raw_total if isinstance(raw_total, dict) else {}
+    processes = pool.get("processes")
+    return {
+        "pid": stats.get("pid"),
+        "uptime": stats.get("uptime"),
+        "prefetch_count": stats.get("prefetch_count"),
+        "pool": str(pool.get("implementation") or ""),
+        "max_concurrency": pool.get("max-concurrency"),
+        "processes": len(processes) if isinstance(processes, list) else None,
+        "processed": sum(int(v) for v in total.values() if isinstance(v, int)),
+    }
 
 
 def task_kwargs(task_type: TaskType, data: dict[str, Any]) -> dict[str, Any]:

@@ -289,6 +289,8 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
     def _write(self, events: list[dict[str, Any]]) -> None:
         """On the writer thread: fold the events into their documents, then queue them for the feed."""
         changed = self.store.apply_events(events)
+        if self.metrics is not None:
+            self.metrics.on_written(events, changed)
         self._announce(changed)
 
     def _settle(self, block: bool) -> bool:

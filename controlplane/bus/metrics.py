@@ -20,10 +20,30 @@ log = logging.getLogger(__name__)
 
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+RUNTIME_BUCKETS = (
+    0.1,
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    4 * 3600.0,
+    12 * 3600.0,
+)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0)
+#: Most distinct task_type labels; tasks of further types (foreign names) count as ``other``.
+MAX_TASK_TYPES = 64
+_OUTCOMES = {"task-succeeded": "succeeded", "task-failed": "failed"}
 
 
 class IngestMetrics:
-    """The consumer's metrics: events received, applied and dropped, batch sizes, lag, lease."""
+    """The consumer's metrics: events received, applied and dropped, batch sizes, lag, lease,
+    and how long tasks ran and waited (observed once, by the consumer that writes their events)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -58,6 +78,22 @@ class IngestMetrics:
             registry=r,
         )
 
+        self.runtime = Histogram(
+            "controlplane_task_runtime_seconds",
+            "Run time of finished tasks (the worker's runtime; end minus start for a failure)",
+            ["task_type", "outcome"],
+            buckets=RUNTIME_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "controlplane_task_queue_wait_seconds",
+            "Waits before a task ran: stage broker = received - created, worker = started - received",
+            ["task_type", "stage"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self._types: set[str] = set()
+
     def on_received(self, count: int, buffered: int) -> None:
         """``count`` task events arrived; ``buffered`` are now waiting."""
         if count:
@@ -83,6 +119,55 @@ class IngestMetrics:
         self.buffer.set(0)
         self.last_flush.set(now)
 
+    def on_written(self, events: Iterable[Mapping[str, Any]], changed: Iterable[Mapping[str, Any]]) -> None:
+        """Observe run times and waits of the tasks a write changed (on the writer thread).
+
+        A wait is observed when this write set the document's time of that step from an
+        event of the batch (so a repeated or retried event does not count twice); a run
+        time when the batch carried the task's end and the write changed the document.
+        """
+        by_id: dict[Any, list[Mapping[str, Any]]] = {}
+        for event in events:
+            if event.get("type") in ("task-received", "task-started", *_OUTCOMES):
+                by_id.setdefault(event.get("uuid"), []).append(event)
+        if not by_id:
+            return
+        for doc in changed:
+            mine = by_id.get(doc.get("celery_id"))
+            if mine:
+                self._observe(doc, mine)
+
+    def _observe(self, doc: Mapping[str, Any], events: list[Mapping[str, Any]]) -> None:
+        kind = self._task_type(doc.get("task_type"))
+        created, received, started = (
+            _number(doc.get(k)) for k in ("created_time", "received_time", "start_time")
+        )
+        stamps = {e.get("type"): _number(e.get("timestamp")) for e in events}
+        if received is not None and created is not None and stamps.get("task-received") == received:
+            self.queue_wait.labels(kind, "broker").observe(max(0.0, received - created))
+        if started is not None and received is not None and stamps.get("task-started") == started:
+            self.queue_wait.labels(kind, "worker").observe(max(0.0, started - received))
+        for event in events:
+            outcome = _OUTCOMES.get(str(event.get("type")))
+            if outcome is None:
+                continue
+            runtime = _number(event.get("runtime"))
+            end = _number(doc.get("end_time"))
+            if runtime is None and end is not None and started is not None:
+                runtime = end - started
+            if runtime is not None:
+                self.runtime.labels(kind, outcome).observe(max(0.0, runtime))
+            break
+
+    def _task_type(self, value: Any) -> str:
+        """A task_type label: the type, or ``other`` past :data:`MAX_TASK_TYPES` distinct ones."""
+        name = value if isinstance(value, str) and value else "unknown"
+        if name not in self._types:
+            if len(self._types) >= MAX_TASK_TYPES:
+                return "other"
+            self._types.add(name)
+        return name
+
     def on_db_error(self) -> None:
         """A bulk write failed."""
         self.db_errors.inc()
@@ -94,6 +179,10 @@ class IngestMetrics:
     def exposition(self) -> bytes:
         """The text format of every metric."""
         return bytes(generate_latest(self.registry))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def start_ingest_metrics(config: Config) -> IngestMetrics | None:

@@ -47,6 +47,12 @@ class TaskIsDone(ApiError):
     code, message, http_status = 105, "TaskIsDone", 409
 
 
+class WorkerNotFound(ApiError):
+    """No worker of that name is known (it never sent a heartbeat or answered a survey)."""
+
+    code, message, http_status = 106, "WorkerNotFound", 404
+
+
 class InvalidParam(ApiError):
     """Bad input: the message names the field and the reason."""
 

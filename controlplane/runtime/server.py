@@ -28,6 +28,7 @@ from controlplane.runtime.webapp import make_app
 from controlplane.service.auth import Authenticator, client_key, warn_if_disabled
 from controlplane.service.feedhub import FeedService
 from controlplane.service.manager import TaskManager
+from controlplane.service.workers import WorkersService
 from controlplane.store.asynctasks import AsyncTaskStore
 from controlplane.store.tasks import TaskStore
 
@@ -121,10 +122,13 @@ class Services:
             feed=self.feed.publisher,
             cache=self.feed.cache,
         )
+        task_queues = [config.task_config(t.value).queue for t in self.registry]
+        self.workers = WorkersService(config, self.bus, self.writer, task_queues)
 
     async def close(self) -> None:
         """Release connections and pools."""
         self.manager.close()
+        self.workers.close()
         self.bus.close()
         self.writer.close()
         await self.store.close()
@@ -141,7 +145,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None, *, reuse_por
         log.warning("no API tokens configured: every request gets 401; create one: controlplane token create")
     feed = services.feed
     feed.start()
-    app = make_app(config, auth=auth, manager=services.manager, feed_hub=feed.hub)
+    app = make_app(config, auth=auth, manager=services.manager, feed_hub=feed.hub, workers=services.workers)
     server = APIServer(
         app,
         max_body_size=config.api.max_body_bytes + 64 * 1024,

@@ -24,11 +24,20 @@ from controlplane.handlers.tasks import (
     RevokeHandler,
     TypesHandler,
 )
+from controlplane.handlers.workers import (
+    ConsumersHandler,
+    PoolHandler,
+    QueuesHandler,
+    ShutdownHandler,
+    WorkerHandler,
+    WorkersHandler,
+)
 from controlplane.service.auth import Authenticator
 from controlplane.service.metrics import ApiMetrics
 from controlplane.service.ratelimit import RateLimiter, key_prefix
 
 PREFIX = r"/api/celery_task"
+WORKER = r"/api/workers/(?P<name>[^/]+)"
 
 
 def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
@@ -45,6 +54,12 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
         (rf"{PREFIX}/?", CollectionHandler, services),
         (rf"{PREFIX}/([^/]+)/results/?", ResultsHandler, services),
         (rf"{PREFIX}/([^/]+)/?", ItemHandler, services),
+        (r"/api/workers/?", WorkersHandler, services),
+        (rf"{WORKER}/pool/?", PoolHandler, services),
+        (rf"{WORKER}/consumers/?", ConsumersHandler, services),
+        (rf"{WORKER}/shutdown/?", ShutdownHandler, services),
+        (rf"{WORKER}/?", WorkerHandler, services),
+        (r"/api/queues/?", QueuesHandler, services),
     ]
 
 
@@ -89,6 +104,7 @@ def make_app(
     metrics = ApiMetrics(config) if config.metrics.enabled else None
     if metrics is not None:
         metrics.feed_hub = services.get("feed_hub")
+        metrics.workers_view = services.get("workers")
         if services.get("manager") is not None:
             metrics.instrument(services["manager"])
     return tornado.web.Application(

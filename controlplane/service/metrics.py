@@ -14,6 +14,9 @@ API process (``controlplane serve``), on its own port under ``/metrics``:
   ``celery_id_not_found``, ``task_is_done``, ``task_is_running``, or an error);
 * ``controlplane_workers{state}`` — workers seen by the consumer (``online``:
   heartbeat within ``events.worker_timeout``; ``offline``);
+* ``controlplane_queue_depth{queue}`` and ``controlplane_queue_consumers{queue}`` — messages
+  waiting in each queue and the workers consuming it, from the cached queue view
+  (:mod:`controlplane.service.workers`, at most one refresh per ``api.workers_cache_seconds``);
 * ``controlplane_feed_clients`` — WebSocket feed connections of this process;
 * ``controlplane_lookup_cache_lookups_total{result}`` (``hit``: answered from
   memory, ``miss``: read from MongoDB) and ``controlplane_lookup_cache_entries``
@@ -30,17 +33,18 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from controlplane.config import Config
-from controlplane.core.errors import StoreError
+from controlplane.core.errors import ApiError, StoreError
 from controlplane.core.merge import STATUSES
 from controlplane.service.feedhub import FeedHub
 from controlplane.service.manager import RevokeOutcome, TaskManager
+from controlplane.service.workers import WorkersService, worker_online
 from controlplane.store.asynctasks import AsyncTaskStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,18 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.queue_depth = Gauge(
+            "controlplane_queue_depth",
+            "Messages waiting in each queue (the broker's count)",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_consumers = Gauge(
+            "controlplane_queue_consumers",
+            "Workers consuming each queue (their active_queues)",
+            ["queue"],
+            registry=r,
+        )
         self.database_up = Gauge(
             "controlplane_metrics_database_up", "1 if the last task count query succeeded", registry=r
         )
@@ -101,6 +117,7 @@ class ApiMetrics:
         self.known_types: list[str] = []
         self.store: AsyncTaskStore | None = None  # counted from, once instrument() named it
         self.feed_hub: FeedHub | None = None  # clients and lookup cache, when the app has a feed
+        self.workers_view: WorkersService | None = None  # queue depths, when the app has it
 
     # -- hooks ---------------------------------------------------------------------
 
@@ -159,6 +176,7 @@ class ApiMetrics:
                 self.lookups.labels("miss").inc(misses - self._lookups_seen[1])
                 self._lookups_seen = (hits, misses)
                 self.lookup_entries.set(len(cache))
+        await self._refresh_queues()
         now = time.time() if now is None else now
         if self.store is None or now - self.refreshed < self.config.metrics.cache_seconds:
             return
@@ -181,12 +199,22 @@ class ApiMetrics:
         self.workers.labels("online").set(online)
         self.workers.labels("offline").set(len(workers) - online)
 
+    async def _refresh_queues(self) -> None:
+        """Queue depths and consumers from the workers service's cached view (kept when it fails)."""
+        if self.workers_view is None:
+            return
+        try:
+            view = await self.workers_view.queues()
+        except (ApiError, StoreError) as exc:
+            log.warning("metrics: queue depths unavailable: %s", exc)
+            return
+        self.queue_depth.clear()
+        self.queue_consumers.clear()
+        for queue in view["queues"]:
+            if queue["depth"] is not None:
+                self.queue_depth.labels(queue["name"]).set(queue["depth"])
+            self.queue_consumers.labels(queue["name"]).set(queue["consumer_count"])
+
     def exposition(self) -> bytes:
         """The text format of every metric."""
         return bytes(generate_latest(self.registry))
-
-
-def worker_online(info: Mapping[str, Any], now: float, timeout: float) -> bool:
-    """Whether a worker document (from the consumer) shows a live worker."""
-    beat = info.get("last_heartbeat")
-    return bool(info.get("online")) and isinstance(beat, int | float) and now - float(beat) <= timeout

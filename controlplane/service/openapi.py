@@ -433,15 +433,167 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        **_worker_operations(),
+    }
+
+
+_WORKER_PATH = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the worker's node name (e.g. worker-1@host)",
+    "schema": {"type": "string", "maxLength": 255},
+}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+
+
+def _worker() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["name", "state"],
+        "properties": {
+            "name": {"type": "string"},
+            "state": {"enum": ["online", "offline"]},
+            "heartbeat_age": {"type": ["number", "null"], "description": "seconds since its last heartbeat"},
+            "last_heartbeat": {"type": ["string", "null"], "format": "date-time"},
+            "pool": {"type": ["string", "null"], "description": "prefork, threads, solo, ..."},
+            "concurrency": _NULLABLE_INT,
+            "processed": _NULLABLE_INT,
+            "active": _NULLABLE_INT,
+            "reserved": _NULLABLE_INT,
+            "queues": {"type": ["array", "null"], "items": {"type": "string"}},
+            "loadavg": {"type": ["array", "null"], "items": {"type": "number"}},
+            "sw_ver": {"type": ["string", "null"]},
+            "replied": {"type": "boolean", "description": "it answered the last survey"},
+        },
+    }
+
+
+def _control(summary: str, operation_id: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "parameters": [_WORKER_PATH],
+        "responses": {
+            "200": _ok(
+                {
+                    "type": "object",
+                    "required": ["worker", "command", "ok", "reply"],
+                    "properties": {
+                        "worker": {"type": "string"},
+                        "command": {"type": "string"},
+                        "ok": {"type": "boolean", "description": "false when the worker replied an error"},
+                        "reply": {"type": ["object", "null"], "description": "what the worker replied"},
+                    },
+                }
+            ),
+            **_errors(400, 404, 503),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = _json_body(body)
+    return op
+
+
+def _worker_operations() -> dict[str, dict[str, Any]]:
+    """The workers and queues routes (controlplane.handlers.workers)."""
+    step = {"type": "integer", "minimum": 1, "maximum": 64}
+    queue = {"type": "string", "pattern": "^[A-Za-z0-9_.:@+-]{1,200}$"}
+    return {
+        "/api/workers/": {
+            "get": {
+                "operationId": "listWorkers",
+                "summary": "Every worker seen: state, heartbeat age, pool, counts, queues (cached)",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["workers", "total", "online", "updated"],
+                            "properties": {
+                                "workers": {"type": "array", "items": _worker()},
+                                "total": {"type": "integer"},
+                                "online": {"type": "integer"},
+                                "updated": {"type": "string", "format": "date-time"},
+                            },
+                        }
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
+        "/api/workers/{name}/": {
+            "get": {
+                "operationId": "getWorker",
+                "summary": "One worker (WorkerNotFound, code 106, when never seen)",
+                "parameters": [_WORKER_PATH],
+                "responses": {"200": _ok(_worker()), **_errors(400, 404, 503)},
+            }
+        },
+        "/api/workers/{name}/pool/": {
+            "post": _control(
+                "Grow or shrink the worker's pool (operator)",
+                "workerPool",
+                {"type": "object", "properties": {"grow": step, "shrink": step}, "minProperties": 1},
+            )
+        },
+        "/api/workers/{name}/consumers/": {
+            "post": _control(
+                "Make the worker consume a queue, or stop (operator); answers its queues afterwards",
+                "workerConsumers",
+                {"type": "object", "properties": {"add": queue, "cancel": queue}, "minProperties": 1},
+            )
+        },
+        "/api/workers/{name}/shutdown/": {
+            "post": _control(
+                "Shut the worker down warmly (operator); Celery's workers send no reply to it",
+                "workerShutdown",
+                None,
+            )
+        },
+        "/api/queues/": {
+            "get": {
+                "operationId": "listQueues",
+                "summary": "Depth and consumers of every queue (cached)",
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["queues", "broker", "updated"],
+                            "properties": {
+                                "broker": {"type": "string", "description": "redis or amqp"},
+                                "updated": {"type": "string", "format": "date-time"},
+                                "queues": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["name", "depth", "consumers"],
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "depth": _NULLABLE_INT,
+                                            "consumers": {"type": "array", "items": {"type": "string"}},
+                                            "consumer_count": {"type": "integer"},
+                                            "broker_consumers": _NULLABLE_INT,
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
     }
 
 
 def template_of(pattern: str) -> str:
-    """The OpenAPI path template of a Tornado route pattern (``([^/]+)`` → ``{celery_id}``)."""
+    """The OpenAPI path template of a Tornado route pattern (``([^/]+)`` → ``{celery_id}``,
+    ``(?P<name>[^/]+)`` → ``{name}``)."""
     path = pattern.rstrip("$")
     if path.endswith("/?"):
         path = path[:-1]
     path = path.replace("([^/]+)", "{celery_id}")
+    path = re.sub(r"\(\?P<(\w+)>\[\^/\]\+\)", r"{\1}", path)
     return re.sub(r"\\(.)", r"\1", path)
 
 
