@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu import Connection
 
 from controlplane.bus.control import ControlBus
 from controlplane.config import Config
 from controlplane.runtime import embedded
 from controlplane.service.workers import WorkersService, worker_view
 from controlplane.store.tasks import TaskStore
-from tests.conftest import in_process_config
+from tests.conftest import in_process_config, require_rabbitmq
 from tests.stack import OPERATOR_TOKEN, TEST_TASKS, VIEWER_TOKEN, Response, Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -236,6 +237,44 @@ def test_shutdown_stops_the_worker(wstack: Stack) -> None:
     wait_for(lambda: worker(wstack, b)["state"] == "offline", timeout=20, what="shut-down worker offline")
     listing = wstack.request("GET", "/api/workers/").data
     assert listing["online"] == 0 and {b, full_name(wstack, "wa")} <= {w["name"] for w in listing["workers"]}
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------------
+
+
+@pytest.mark.amqp
+def test_queue_depths_and_consumers_on_rabbitmq(tmp_path: Path, mongo_server: str) -> None:
+    """On RabbitMQ a queue's depth and consumer count are a passive declare's (the broker's own)."""
+    url = require_rabbitmq()
+    parked = f"parked-{uuid.uuid4().hex[:8]}"
+    tasks = {**TEST_TASKS, "parked_task": {"task": "workers.tasks.testing:sleep", "queue": parked}}
+    s = Stack(
+        tmp_path / "amqp",
+        url,
+        mongo_server,
+        extra_config={"api": {"workers_cache_seconds": 0.5}, "tasks": tasks},
+    )
+    try:
+        s.start()
+        name = full_name(s, "w0")
+        for i in range(2):
+            s.create("parked_task", {"name": f"parked-{i}", "seconds": 0})
+        own = f"recon-{s.database}"
+
+        def counted() -> dict[str, dict[str, Any]] | None:
+            view = queues(s)
+            ready = view.get(parked, {}).get("depth") == 2 and name in view[own]["consumers"]
+            return view if ready else None
+
+        view = wait_for(counted, timeout=30, what="parked depth 2 and the worker consuming its queue")
+        assert s.request("GET", "/api/queues/").data["broker"] == "amqp"
+        assert view[parked]["broker_consumers"] == 0 and view[parked]["consumers"] == []
+        assert (view[own]["broker_consumers"] or 0) >= 1 and view[own]["depth"] == 0
+        assert worker(s, name)["pool"] == "prefork"
+    finally:
+        s.close()
+        with Connection(url, connect_timeout=3) as conn:
+            conn.channel().queue_delete(parked)
 
 
 # -- the cache --------------------------------------------------------------------------------
