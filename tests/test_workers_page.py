@@ -137,6 +137,7 @@ def test_workers_page_end_to_end(pstack: Stack, browser: Any, tmp_path: Path) ->
     page.fill("#token", OPERATOR_TOKEN)
     page.click("#login-button")
     expect(page.locator("#who")).to_contain_text("operator")
+    shots(page, "tasks-page")
     page.click('a[href="workers.html"]')
     expect(page).to_have_url(re.compile(r"/dashboard/workers\.html$"))
     expect(page.locator("#login")).to_be_hidden()
