@@ -29,6 +29,7 @@ __all__ = [
     "limits_for",
     "parse_created",
     "parse_int",
+    "parse_schedule_patch",
     "parse_search",
     "parse_sort",
     "parse_statuses",
@@ -241,7 +242,6 @@ def _poc_list(value: object, field: str) -> list[str]:
     return list(pocs)
 
 
-def _task_id(value: object, field: str) -> str:
 def _words(limit: int, allow_empty: bool = True) -> Parser:
     """A list of short strings (template tags), deduplicated in order."""
 
@@ -277,6 +277,7 @@ def parse_severities(value: str | None, field: str = "severity") -> list[str] | 
     return _severities([v.strip() for v in value.split(",") if v.strip()], field)
 
 
+def _task_id(value: object, field: str) -> str:
     if isinstance(value, str) and (_OBJECT_ID.fullmatch(value) or _UUID.fullmatch(value)):
         return value.lower()
     raise InvalidParam(field, "must be a 24-hex ObjectId or a UUID")
@@ -324,6 +325,35 @@ def _schedule(value: object, field: str) -> dict[str, Any]:
     return {"cron": _cron(value["cron"], f"{field}.cron")}
 
 
+#: What ``PATCH /api/schedules/{id}/`` may change.
+SCHEDULE_PATCH_KEYS = ("paused", "interval", "cron")
+
+
+def parse_schedule_patch(body: object) -> dict[str, Any]:
+    """A schedule change: ``{"paused": bool}`` and/or one of ``interval`` and ``cron`` (the create rules).
+
+    Returns ``{"paused": bool}``, ``{"schedule": {...}}`` or both; 400 naming the key for
+    an unknown key, a bad value, both ``interval`` and ``cron``, or nothing to change.
+    """
+    if not isinstance(body, dict):
+        raise InvalidParam("body", "must be a JSON object")
+    for key in body:
+        if key not in SCHEDULE_PATCH_KEYS:
+            raise InvalidParam(str(key)[:_MAX_SHORT], "unknown field; expected paused, interval or cron")
+    if not body:
+        raise InvalidParam("body", "must have paused, interval or cron")
+    if "interval" in body and "cron" in body:
+        raise InvalidParam("cron", "give either interval or cron, not both")
+    change: dict[str, Any] = {}
+    if "paused" in body:
+        change["paused"] = _bool(body["paused"], "paused")
+    if "interval" in body:
+        change["schedule"] = {"interval": _int_range(60, _MAX_INTERVAL)(body["interval"], "interval")}
+    elif "cron" in body:
+        change["schedule"] = {"cron": _cron(body["cron"], "cron")}
+    return change
+
+
 def _webhook(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidParam(field, "must be a string")
@@ -351,8 +381,16 @@ _DOMAIN_OPTIONS: Options = {
 }
 _RISK_OPTIONS: Options = {
     "poc": (_poc_list, None),
+    "ids": (_poc_list, None),
+    "exclude_ids": (_poc_list, None),
+    "tags": (_words(64, allow_empty=False), None),
+    "exclude_tags": (_words(64), None),
+    "severity": (_severities, None),
     "concurrency": (_int_range(1, 100), None),
     "timeout": (_number(0.1, 60), None),
+    "host_concurrency": (_int_range(1, 50), None),
+    "max_requests_per_host": (_int_range(1, 100_000), None),
+    "max_host_errors": (_int_range(1, 10_000), None),
 }
 _FOFA_OPTIONS: Options = {
     "size": (_int_range(1, 10000), 100),
@@ -381,16 +419,8 @@ _DOMAINS = frozenset({"domain"})
 _KEYWORD: Mapping[str, tuple[Parser, bool]] = {"keyword": (_text(256), True)}
 
 _SCHEMAS: dict[str, _Schema] = {
-    "ids": (_poc_list, None),
-    "exclude_ids": (_poc_list, None),
-    "tags": (_words(64, allow_empty=False), None),
-    "exclude_tags": (_words(64), None),
-    "severity": (_severities, None),
     "domain_task": _Schema(_DOMAIN_OPTIONS, _DOMAINS, True),
     "ip_task": _Schema(_IP_OPTIONS, frozenset({"ip", "cidr", "iprange"}), True),
-    "host_concurrency": (_int_range(1, 50), None),
-    "max_requests_per_host": (_int_range(1, 100_000), None),
-    "max_host_errors": (_int_range(1, 10_000), None),
     "run_risk_cruising": _Schema(_RISK_OPTIONS, frozenset({"url", "hostport", "domain", "ip"}), True),
     "domain_task_sync_task": _Schema(
         {}, fields={"task_id": (_task_id, True), **_REQUIRED_SCOPE}, display="task_id"
