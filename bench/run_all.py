@@ -17,8 +17,58 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import bench_dbops, bench_ingest, bench_list, bench_memory, bench_revoke, bench_submit
+from bench import (
+    bench_dbops,
+    bench_ingest,
+    bench_list,
+    bench_memory,
+    bench_recon_dns,
+    bench_recon_memory,
+    bench_recon_portscan,
+    bench_revoke,
+    bench_submit,
+)
 from bench.common import fmt_ratio, machine, table, write_result
+
+
+def recon_rows(out: dict[str, Any]) -> list[list[Any]]:
+    """Summary rows of the recon benchmarks (their anchor named in the figure; ratio > 1: ours ahead)."""
+    rows: list[list[Any]] = []
+    if out.get("recon_portscan"):
+        for c in out["recon_portscan"]["results"]:
+            rows.append(
+                [
+                    f"port scan {c['case']}, median s (anchor: nmap -sT; same ports: "
+                    f"{'yes' if c['same_ports_every_round'] else 'no'})",
+                    c["ours_median_s"],
+                    c["nmap_median_s"],
+                    fmt_ratio(c["ratio_median"]),
+                ]
+            )
+    if out.get("recon_dns"):
+        h = out["recon_dns"]["headline"]
+        rows.append(
+            [
+                "DNS brute force, wildcard zone, names/s (anchor: the lab server's ceiling)",
+                h["ours_per_s"],
+                h["ceiling_per_s"],
+                fmt_ratio(h["ours_of_ceiling"]),
+            ]
+        )
+        rows.append(
+            [
+                "DNS brute force, names/s (anchor: dnspython asyncio, the previous client)",
+                h["ours_per_s"],
+                h["previous_per_s"],
+                fmt_ratio(h["ours_per_s"] / h["previous_per_s"] if h["previous_per_s"] else None),
+            ]
+        )
+    if out.get("recon_memory"):
+        for c in out["recon_memory"]["results"]:
+            rows.append(
+                [f"worker peak RSS MB, {c['case']} (anchor: the bound)", c["peak_mb"], c["bound_mb"], "—"]
+            )
+    return rows
 
 
 def main() -> None:
@@ -26,7 +76,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default=None, help="listing/memory sizes, e.g. 10000,100000,1000000")
     parser.add_argument(
-        "--only", default="ingest,list,submit,dbops,revoke,memory", help="comma-separated subset"
+        "--only",
+        default="ingest,list,submit,dbops,revoke,memory,recon_portscan,recon_dns,recon_memory",
+        help="comma-separated subset",
     )
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
@@ -40,6 +92,10 @@ def main() -> None:
         "revoke": lambda: bench_revoke.main(quick),
         # Without --quick: 1M tasks through the real consumer, then the 1M listing comparison.
         "memory": lambda: bench_memory.main(quick or ["--list"]),
+        # Recon: ours against nmap -sT, the lab DNS server's ceiling and dnspython, and a memory bound.
+        "recon_portscan": lambda: bench_recon_portscan.main(quick),
+        "recon_dns": lambda: bench_recon_dns.main(quick),
+        "recon_memory": lambda: bench_recon_memory.main(quick),
     }
     for name in wanted:
         print(f"\n=== {name} ===", flush=True)
@@ -105,6 +161,7 @@ def main() -> None:
                     "—",
                 ]
             )
+    rows += recon_rows(out)
     print("\n=== summary (ratio > 1: ours ahead) ===")
     print(table(["figure", "ours", "Flower", "ratio"], rows))
     print(machine())

@@ -113,21 +113,21 @@ class FastZones:
 
     def _closest(self, qname: bytes, qtype: int) -> tuple[int, int, bytes]:
         """A name without its own answer: the closest wildcard, NXDOMAIN inside a zone, REFUSED outside."""
-        suffixes = []
-        rest = qname
-        while len(rest) > 1:
-            suffixes.append(rest)
-            rest = rest[rest[0] + 1 :]
-        inside = next((i for i, s in enumerate(suffixes) if s in self.origins), None)
-        if inside is None:
-            return RCODE_REFUSED, 0, b""
         if qname in self.names:
             return 0, 0, b""
-        for parent in suffixes[1 : inside + 1]:
+        inside = False
+        parent = qname[qname[0] + 1 :] if len(qname) > 1 else qname
+        while len(parent) > 1:
             wildcard = b"\x01*" + parent
             if wildcard in self.names:
                 return self.answers.get((wildcard, qtype), (0, 0, b""))
-        return RCODE_NXDOMAIN, 0, b""
+            if parent in self.origins:
+                inside = True
+                break
+            parent = parent[parent[0] + 1 :]
+        if inside or qname in self.origins:
+            return RCODE_NXDOMAIN, 0, b""
+        return RCODE_REFUSED, 0, b""
 
 
 class _Serve:

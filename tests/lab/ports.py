@@ -10,6 +10,7 @@ that must find exactly the planted ports leaves them out.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import selectors
 import socket
@@ -31,6 +32,19 @@ def _listening(path: Path) -> Iterable[tuple[str, int]]:
         yield address, int(port, 16)
 
 
+def _address(hex_address: str) -> str:
+    """A /proc/net/tcp* address (host byte order per 32-bit word) as text."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def listening() -> set[tuple[str, int]]:
+    """Every (address, port) some process listens on now (0.0.0.0 / :: for all addresses)."""
+    out = {(_address(a), p) for a, p in _listening(Path("/proc/net/tcp"))}
+    return out | {(_address(a), p) for a, p in _listening(Path("/proc/net/tcp6"))}
+
+
 def wildcard_listeners() -> set[int]:
     """Ports some process listens on for all addresses (IPv4 0.0.0.0 or IPv6 ::)."""
     ports = {port for address, port in _listening(Path("/proc/net/tcp")) if address == "00000000"}
@@ -39,7 +53,8 @@ def wildcard_listeners() -> set[int]:
 
 
 class PlantedPorts:
-    """``per_host`` listening sockets on each of ``hosts`` at random free ports in ``low..high``."""
+    """``per_host`` listening sockets on each of ``hosts`` at random free ports in ``low..high``
+    (or among ``choices``)."""
 
     def __init__(
         self,
@@ -49,6 +64,7 @@ class PlantedPorts:
         high: int = 65535,
         seed: int | None = None,
         backlog: int = 128,
+        choices: list[int] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.avoid = wildcard_listeners()
@@ -59,7 +75,7 @@ class PlantedPorts:
         for host in hosts:
             ports = self.planted.setdefault(host, set())
             while len(ports) < per_host:
-                port = self.rng.randint(low, high)
+                port = self.rng.choice(choices) if choices else self.rng.randint(low, high)
                 if port in ports or port in self.avoid:
                     continue
                 sock = self._bind(host, port, backlog)

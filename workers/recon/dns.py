@@ -13,6 +13,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import math
 import random
 import secrets
 import socket
@@ -32,6 +33,9 @@ FAILED = -1
 """The rcode of a query that got no usable answer (timeouts, SERVFAIL, REFUSED, garbage)."""
 MAX_CHAIN = 16
 SOCKET_BUFFER = 4 * 1024 * 1024
+QUERY_FLAGS_COUNTS = struct.pack(">HHHHH", 0x0100, 1, 0, 0, 0)
+"""A query's header after its ID: recursion desired, one question."""
+QUESTION_TAILS = {qtype: struct.pack(">HH", qtype, 1) for qtype in QTYPES.values()}
 
 Reply = tuple[int, list[str], list[str]]
 """(rcode or FAILED, CNAME chain in order, final addresses of the asked type)."""
@@ -142,7 +146,10 @@ def parse_reply(data: bytes, qname: str, qwire: bytes, qtype: int) -> Reply | No
     cnames: dict[str, str] = {}
     owned: dict[str, list[str]] = {}
     for _ in range(count):
-        owner, offset = _read_name(data, offset)
+        if data[offset] == 0xC0 and data[offset + 1] == 0x0C:
+            owner, offset = qname, offset + 2
+        else:
+            owner, offset = _read_name(data, offset)
         rtype, rclass, _, length = struct.unpack_from(">HHIH", data, offset)
         offset += 10
         if rclass == 1 and rtype == QTYPES["CNAME"]:
@@ -215,12 +222,10 @@ class UdpEngine:
             ident = (ident + 1) & 0xFFFF
         self._next_id = (ident + 1) & 0xFFFF
         query.packet = (
-            struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0)
-            + query.qwire
-            + struct.pack(">HH", query.qtype, 1)
+            ident.to_bytes(2, "big") + QUERY_FLAGS_COUNTS + query.qwire + QUESTION_TAILS[query.qtype]
         )
         query.attempts += 1
-        query.deadline = self.loop.time() + self.timeout
+        query.deadline = math.inf
         self.pending[ident] = query
         self.sent += 1
         if not self._reading:
@@ -240,7 +245,9 @@ class UdpEngine:
         sockets = self._sockets
         if not sockets:
             return
+        deadline = self.loop.time() + self.timeout
         for query in outbox:
+            query.deadline = deadline
             try:
                 sockets[query.server].send(query.packet)
             except OSError as exc:
@@ -479,6 +486,7 @@ class _Pump:
         self.exhausted = False
         self.cancelled = False
         self.finished: asyncio.Future[None] = engine.loop.create_future()
+        self._suffixes: dict[str, bytes] = {}
 
     def fill(self) -> None:
         """Start names until the window is full or the names run out."""
@@ -489,14 +497,25 @@ class _Pump:
                 break
             name = name.lower().rstrip(".")
             try:
-                qwire = encode_name(name)
+                qwire = self._wire(name)
             except ValueError:
-                self._finish()
+                self.done += 1
                 continue
             self.inflight += 1
             self.engine.send(name, QTYPES["A"], functools.partial(self._on_a, name, qwire), qwire)
         if self.exhausted and not self.inflight and not self.finished.done():
             self.finished.set_result(None)
+
+    def _wire(self, name: str) -> bytes:
+        """``name`` in wire format, its parent's encoding cached (brute-force names share it)."""
+        label, _, parent = name.partition(".")
+        suffix = self._suffixes.get(parent)
+        if suffix is None:
+            suffix = self._suffixes[parent] = encode_name(parent) if parent else b"\x00"
+        raw = label.encode("ascii") if label.isascii() else label.encode("idna")
+        if not 0 < len(raw) < 64 or len(raw) + len(suffix) > 254:
+            raise ValueError(f"not a DNS name: {name!r}")
+        return bytes((len(raw),)) + raw + suffix
 
     def _adapt(self, reply: Reply) -> None:
         if reply[0] == FAILED:
@@ -505,15 +524,20 @@ class _Pump:
             self.window = min(float(self.limit), self.window + 4.0 / self.window + 0.5)
 
     def _on_a(self, name: str, qwire: bytes, reply: Reply) -> None:
-        self._adapt(reply)
+        if reply[0] == FAILED or self.window < self.limit:
+            self._adapt(reply)
         if self.cancelled or reply[0] != NOERROR:
+            self._finish()
+            return
+        _, chain, addresses = reply
+        wildcard = self.wildcard
+        if wildcard is not None and (
+            wildcard.ips.issuperset(addresses) if addresses else chain and wildcard.cnames.issuperset(chain)
+        ):
             self._finish()
             return
         record = DomainRecord(domain=name, source=self.source)
         record.absorb(reply, "A")
-        if self.wildcard is not None and self.wildcard.matches(record):
-            self._finish()
-            return
         self.engine.send(name, QTYPES["AAAA"], functools.partial(self._on_aaaa, record), qwire)
 
     def _on_aaaa(self, record: DomainRecord, reply: Reply) -> None:
