@@ -118,6 +118,8 @@ def test_two_workers_on_different_queues_are_listed_online(wstack: Stack) -> Non
         assert 0 <= w["heartbeat_age"] <= 6.0
         assert isinstance(w["processed"], int) and isinstance(w["reserved"], int)
         assert isinstance(w["pid"], int) and w["last_heartbeat"].endswith("Z")
+        assert isinstance(w["sw_ver"], str) and w["sw_ver"], w  # from the heartbeats the consumer keeps
+        assert isinstance(w["loadavg"], list) and len(w["loadavg"]) == 3, w
     assert wa["concurrency"] == 2 and wb["concurrency"] == 1
     assert stack_queue in wa["queues"] and side not in wa["queues"]
     assert side in wb["queues"] and stack_queue not in wb["queues"]

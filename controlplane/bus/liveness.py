@@ -64,6 +64,9 @@ class WorkerTracker:
             info["pid"] = pid
             info["active"] = event.get("active")
             info["processed"] = event.get("processed")
+            for key in ("loadavg", "sw_ver", "sw_ident", "sw_sys"):
+                if key in event:
+                    info[key] = event[key]
         self.seen[host] = info
         self.dirty[host] = info
         if info["online"]:
