@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from controlplane.config import Config, ConfigError, load_config
-from controlplane.runtime import client, embedded
+from controlplane.runtime import client, embedded, schedules_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run the event consumer (one active per deployment)")
     sub.add_parser("scheduler", help="submit the runs of stored schedules (monitors, asset updates)")
     client.add_subcommands(sub)
+    schedules_cli.add_subcommand(sub)
     check = sub.add_parser("check", help="validate the config and reach the broker and database (exit 0/1)")
     check.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default 3)")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -122,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in client.COMMANDS:
         return client.run(args)  # the client needs no server config
+    if args.command == schedules_cli.COMMAND:
+        return schedules_cli.run(args)
     if args.command == "check":
         from controlplane.runtime.check import check
 

@@ -15,6 +15,7 @@ from controlplane.handlers.feed import FeedHandler, PendingSockets
 from controlplane.handlers.meta import HealthHandler, OpenAPIHandler, WhoAmIHandler
 from controlplane.handlers.metrics import MetricsHandler
 from controlplane.handlers.pages import static_routes
+from controlplane.handlers.schedules import ScheduleHandler, SchedulesHandler
 from controlplane.handlers.tasks import (
     ActiveHandler,
     BatchRevokeHandler,
@@ -38,6 +39,7 @@ from controlplane.service.ratelimit import RateLimiter, key_prefix
 
 PREFIX = r"/api/celery_task"
 WORKER = r"/api/workers/(?P<name>[^/]+)"
+SCHEDULE = r"/api/schedules/(?P<schedule_id>[^/]+)"
 
 
 def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]]:
@@ -60,6 +62,8 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
         (rf"{WORKER}/shutdown/?", ShutdownHandler, services),
         (rf"{WORKER}/?", WorkerHandler, services),
         (r"/api/queues/?", QueuesHandler, services),
+        (r"/api/schedules/?", SchedulesHandler, services),
+        (rf"{SCHEDULE}/?", ScheduleHandler, services),
     ]
 
 

@@ -434,6 +434,7 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
             }
         },
         **_worker_operations(),
+        **_schedule_operations(),
     }
 
 
@@ -582,6 +583,131 @@ def _worker_operations() -> dict[str, dict[str, Any]]:
                     **_errors(503),
                 },
             }
+        },
+    }
+
+
+_SCHEDULE_PATH = {
+    "name": "schedule_id",
+    "in": "path",
+    "required": True,
+    "description": "the schedule's id (a UUID; anything else is 400)",
+    "schema": {"type": "string"},
+}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _schedule() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["id", "task_type", "data", "state", "next_run", "last_celery_id", "runs"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "task_type": {"type": "string"},
+            "data": {"type": "object", "description": "the submitted data, credentials redacted"},
+            "interval": {"type": ["integer", "null"], "description": "seconds between runs"},
+            "cron": {"type": ["string", "null"], "description": "5-field cron expression, UTC"},
+            "state": {"enum": ["active", "paused"]},
+            "next_run": {**_TIME_OR_NULL, "description": "null while paused"},
+            "last_celery_id": {"type": ["string", "null"]},
+            "last_run": _TIME_OR_NULL,
+            "runs": {"type": ["integer", "null"], "description": "runs submitted, the first included"},
+            "submitting": {"type": ["string", "null"], "description": "a run claimed and being submitted"},
+            "last_error": {
+                "type": ["object", "null"],
+                "properties": {
+                    "time": _TIME_OR_NULL,
+                    "celery_id": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+            "created_time": _TIME_OR_NULL,
+            "updated_time": _TIME_OR_NULL,
+        },
+    }
+
+
+def _schedule_operations() -> dict[str, dict[str, Any]]:
+    """The schedule routes (controlplane.handlers.schedules); 404 there is ScheduleNotFound (107)."""
+    return {
+        "/api/schedules/": {
+            "get": {
+                "operationId": "listSchedules",
+                "summary": "Schedules, newest first, filtered by task type and state, paged",
+                "parameters": [
+                    _query("task_type", {"type": "string", "minLength": 1}, "only this task type"),
+                    _query("state", {"type": "string", "enum": ["active", "paused"]}, "only this state"),
+                    _query("page", {"type": "integer", "minimum": 1, "default": 1}, "page number"),
+                    _query(
+                        "size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}, "page size"
+                    ),
+                ],
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["total", "page", "size", "items"],
+                            "properties": {
+                                "total": {"type": "integer", "minimum": 0},
+                                "page": {"type": "integer"},
+                                "size": {"type": "integer"},
+                                "items": {"type": "array", "items": _schedule()},
+                            },
+                        }
+                    ),
+                    **_errors(400, 503),
+                },
+            }
+        },
+        "/api/schedules/{schedule_id}/": {
+            "get": {
+                "operationId": "getSchedule",
+                "summary": "One schedule (ScheduleNotFound, code 107, when there is none)",
+                "parameters": [_SCHEDULE_PATH],
+                "responses": {"200": _ok(_schedule()), **_errors(400, 404, 503)},
+            },
+            "patch": {
+                "operationId": "changeSchedule",
+                "summary": "Pause, resume, or change the interval or cron (operator); next run from now",
+                "parameters": [_SCHEDULE_PATH],
+                "requestBody": _json_body(
+                    {
+                        "type": "object",
+                        "minProperties": 1,
+                        "additionalProperties": False,
+                        "properties": {
+                            "paused": {"type": "boolean"},
+                            "interval": {"type": "integer", "minimum": 60, "maximum": 366 * 86400},
+                            "cron": {"type": "string", "description": "5 fields, UTC"},
+                        },
+                        "not": {"required": ["interval", "cron"]},
+                    }
+                ),
+                "responses": {"200": _ok(_schedule()), **_errors(400, 404, 503)},
+            },
+            "delete": {
+                "operationId": "deleteSchedule",
+                "summary": "Delete a schedule (operator); runs already submitted keep running",
+                "parameters": [_SCHEDULE_PATH],
+                "responses": {
+                    "200": _ok(
+                        {
+                            "type": "object",
+                            "required": ["id", "deleted", "last_celery_id", "claimed_run"],
+                            "properties": {
+                                "id": {"type": "string", "format": "uuid"},
+                                "deleted": {"const": True},
+                                "last_celery_id": {"type": ["string", "null"]},
+                                "claimed_run": {
+                                    "type": ["string", "null"],
+                                    "description": "a run claimed just before the delete; it was submitted",
+                                },
+                            },
+                        }
+                    ),
+                    **_errors(400, 404, 503),
+                },
+            },
         },
     }
 
