@@ -18,6 +18,7 @@ from typing import Any
 
 from controlplane.config import LimitsConfig
 from controlplane.core.cron import FIELDS as CRON_FIELDS
+from controlplane.core.cron import Cron
 from controlplane.core.errors import InvalidParam
 from controlplane.core.merge import STATUSES
 from controlplane.core.targets import Limits, classify_target, parse_ports, parse_targets
@@ -309,10 +310,15 @@ def _cron(value: object, field: str) -> str:
     for part, (name, lo, hi, names) in zip(parts, CRON_FIELDS, strict=True):
         if not all(_cron_piece(piece, lo, hi, names) for piece in part.split(",")):
             raise InvalidParam(field, f"{part!r} is not a valid {name} field")
-    return " ".join(parts)
+    expression = " ".join(parts)
+    try:
+        Cron(expression).next_after(dt.datetime.now(dt.UTC))
+    except ValueError:
+        raise InvalidParam(field, "never fires (no such date)") from None
+    return expression
 
 
-def _schedule(value: object, field: str) -> dict[str, Any]:
+def _schedule(value: object, field: str, min_interval: int = 60) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidParam(field, "must be an object")
     for key in value:
@@ -321,7 +327,7 @@ def _schedule(value: object, field: str) -> dict[str, Any]:
     if len(value) != 1:
         raise InvalidParam(field, "must have exactly one of 'interval' or 'cron'")
     if "interval" in value:
-        return {"interval": _int_range(60, _MAX_INTERVAL)(value["interval"], f"{field}.interval")}
+        return {"interval": _int_range(min_interval, _MAX_INTERVAL)(value["interval"], f"{field}.interval")}
     return {"cron": _cron(value["cron"], f"{field}.cron")}
 
 
@@ -543,8 +549,15 @@ def _validate_custom(task_type: str, data: dict[str, Any], limits: Limits) -> di
     if not isinstance(options, dict):
         raise InvalidParam("data.options", "must be an object")
     first = target.strip()[: limits.max_name]
+    checked: dict[str, Any] = {}
+    if "schedule" in data:
+        # Any interval from 1 s for extra types (the demo and test types run quickly); its shape is checked.
+        checked["schedule"] = _schedule(data["schedule"], "data.schedule", min_interval=1)
+    if "webhook" in data:
+        checked["webhook"] = _webhook(data["webhook"], "data.webhook")
     return {
         **data,
+        **checked,
         **_header(data, task_type, first, ("custom", "task"), limits),
         "target": target,
         "options": options,
