@@ -61,7 +61,7 @@ FIXED_HEADERS = {
     **SECURITY_HEADERS,
 }
 CORS_ALLOW_HEADERS = "Authorization, Token, Content-Type"
-CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 #: The role each HTTP method needs unless a handler says otherwise (``required_roles`` or ``@requires``).
 DEFAULT_ROLES = {"GET": VIEWER, "HEAD": VIEWER}
 _LIFTED_BODY_LIMIT = 1 << 40
