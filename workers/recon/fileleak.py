@@ -1,4 +1,10 @@
-"""File leak checks on identified sites, with soft-404 detection."""
+"""File leak checks on identified sites: content checks per probe, with soft-404 detection.
+
+Probes come from ``workers/data/fileleak.yaml`` (grouped by risk, each with a content check:
+``.git/config`` must hold ``[core]``, a zip must start with ``PK``...). A site that answers 200
+for everything is caught twice: its pages fail the content checks, and answers that look like its
+reply to random paths are dropped.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,10 @@ import asyncio
 import difflib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from workers.recon.datafiles import LeakPath
+from workers.recon.datafiles import LeakPath, looks_like_html
 from workers.recon.http import HttpError, HttpResponse
 from workers.recon.sites import Endpoint
 
@@ -59,20 +65,28 @@ def looks_like(page: PageSignature, baseline: PageSignature, threshold: float = 
 def is_leak(probe: LeakPath, response: HttpResponse, baselines: Sequence[PageSignature]) -> bool:
     """Decide whether ``response`` to ``probe`` is a real leaked file.
 
-    It must be a 200 with a body; when the probe has a marker the body must contain it; without a
-    marker an HTML page does not count; and it must not look like any soft-404 baseline.
+    It must be a 200 with a body that passes the probe's content check (or, for a probe without
+    one, contains its marker; without either an HTML page does not count), and it must not look
+    like any soft-404 baseline.
     """
     if response.status != 200 or not response.body:
         return False
-    if probe.marker is not None:
+    if probe.check is not None:
+        if not probe.check.matches(response.body, response.content_type):
+            return False
+    elif probe.marker is not None:
         if probe.marker.encode("utf-8") not in response.body:
             return False
-    elif response.content_type == "text/html" or response.body.lstrip()[:15].lower().startswith(
-        (b"<!doctype html", b"<html")
-    ):
+    elif looks_like_html(response.body, response.content_type):
         return False
     signature = PageSignature.of(response)
     return not any(looks_like(signature, baseline) for baseline in baselines)
+
+
+def for_host(probes: Sequence[LeakPath], host: str) -> list[LeakPath]:
+    """``probes`` with ``{host}`` in their paths replaced by ``host`` (one probe each, same order)."""
+    name = host.strip("[]").replace(":", "_")
+    return [replace(p, path=p.path.replace("{host}", name)) if "{host}" in p.path else p for p in probes]
 
 
 def random_paths() -> list[str]:
@@ -92,6 +106,8 @@ class LeakFinding:
     content_length: int
     content_type: str
     title: str
+    risk: str = "medium"
+    group: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         """The finding as stored in the ``fileleak`` collection."""
@@ -120,7 +136,7 @@ async def check_site(
             continue
         if response.status == 200:
             baselines.append(PageSignature.of(response))
-    queue = iter(probes)
+    queue = iter(for_host(probes, endpoint.host))
 
     async def worker() -> None:
         for probe in queue:
@@ -138,6 +154,8 @@ async def check_site(
                         content_length=len(response.body),
                         content_type=response.content_type,
                         title=response.title,
+                        risk=probe.risk,
+                        group=probe.group,
                     )
                 )
             if on_probe is not None:
