@@ -68,6 +68,17 @@ def real_labels() -> dict[str, str]:
     return {f"real{i}": f"127.0.3.{i + 1}" for i in range(50)}
 
 
+class GeneratedWordlist(scan.ReconRun):
+    """The domain pipeline (as ``run_domain_task`` runs it) brute-forcing a given list of labels."""
+
+    def __init__(self, ctx: Any, options: dict[str, Any], labels: tuple[str, ...]) -> None:
+        super().__init__(ctx, options)
+        self.labels = labels
+
+    def wordlist(self) -> tuple[str, ...]:
+        return self.labels
+
+
 def child(case: str, mongo_url: str, dns: str, seconds: float) -> None:
     """One case in this (fresh) process; prints one JSON line with the figures."""
     baseline = rss_mb()
@@ -102,10 +113,9 @@ def child(case: str, mongo_url: str, dns: str, seconds: float) -> None:
         stats = scan.run_ip_task([SCAN_TARGET], options, ctx)
         work = progress.get("port_scan", (0, 0))
     else:
-        labels = brute_labels(BRUTE_NAMES, list(real_labels()))
-        scan.load_wordlist = lambda kind: labels  # type: ignore[assignment] # the 100k list for this run
         options = {"domain_brute": True, "port_scan": False, "site_identify": False, "ssl_cert": False}
-        stats = scan.run_domain_task([BRUTE_ROOT], options, ctx)
+        run = GeneratedWordlist(ctx, options, brute_labels(BRUTE_NAMES, list(real_labels())))
+        stats = run.results(lambda: run.run_domains([BRUTE_ROOT]))
         work = progress.get("domain_brute", (0, 0))
     elapsed = time.monotonic() - started
     stop_sampling.set()
