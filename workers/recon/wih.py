@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
 import ipaddress
@@ -19,7 +20,9 @@ from urllib.parse import urlsplit
 from workers.recon.datafiles import DATA_DIR, read_yaml, rule_entries
 
 DEFAULT_RULES = DATA_DIR / "wih_rules.yaml"
-RECORD_TYPES = ("url", "path", "domain", "ip", "email", "secret")
+RECORD_TYPES = ("url", "path", "domain", "ip", "email", "phone", "idcard", "secret")
+VALIDATORS = ("cn_id_card",)
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 MAX_VALUE = 2048
 MAX_RECORDS_PER_TEXT = 2000
@@ -41,6 +44,9 @@ class WihRule:
     group: int = 0
     exclude: re.Pattern[str] | None = None
     severity: str = "info"
+    validate: str = ""
+    match_examples: tuple[str, ...] = ()
+    no_match_examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,25 @@ def parse_wih_rules(document: Any, source: str = "<wih rules>") -> list[WihRule]
         group = raw.get("group", 0)
         if not isinstance(group, int) or not 0 <= group <= pattern.groups:
             raise WihRuleError(f"{where} ({raw['id']}): group {group!r} does not exist in the regex")
-        rules.append(WihRule(str(raw["id"]), str(raw["type"]), pattern, group, exclude, severity))
+        validate = str(raw.get("validate", ""))
+        if validate and validate not in VALIDATORS:
+            raise WihRuleError(f"{where} ({raw['id']}): validate must be one of {', '.join(VALIDATORS)}")
+        examples = raw.get("examples") or {}
+        if not isinstance(examples, dict) or set(examples) - {"match", "no_match"}:
+            raise WihRuleError(f"{where} ({raw['id']}): examples is a mapping of match and no_match lists")
+        rules.append(
+            WihRule(
+                str(raw["id"]),
+                str(raw["type"]),
+                pattern,
+                group,
+                exclude,
+                severity,
+                validate,
+                tuple(str(x) for x in examples.get("match") or ()),
+                tuple(str(x) for x in examples.get("no_match") or ()),
+            )
+        )
     return rules
 
 
@@ -118,8 +142,25 @@ def is_domain(value: str) -> bool:
     return bool(_HOST_RE.match(value)) and not value.replace(".", "").isdigit()
 
 
+def valid_cn_id_card(value: str) -> bool:
+    """Tell whether ``value`` is a well-formed 18-character Chinese resident ID number.
+
+    The birth date must exist and the last character must be the ISO 7064 MOD 11-2 check digit.
+    """
+    if len(value) != 18 or not value[:17].isdigit():
+        return False
+    try:
+        datetime.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    return "10X98765432"[total % 11] == value[17].upper()
+
+
 def _valid(rule: WihRule, value: str) -> bool:
     if not value or len(value) > MAX_VALUE or (rule.exclude is not None and rule.exclude.search(value)):
+        return False
+    if rule.validate == "cn_id_card" and not valid_cn_id_card(value):
         return False
     if rule.type == "ip":
         try:
