@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import re
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
 import pytest
@@ -24,6 +28,8 @@ from tests.lab.plantsite import PlantSite
 from workers.recon.fingerprints import Document, PageFacts, RuleError, load_rules, parse_rules
 from workers.recon.sites import Endpoint, SiteResult, favicon_hash, identify_site
 from workers.recon.technologies import (
+    Pattern,
+    Technology,
     TechnologyDB,
     fingerprint_page,
     js_regex,
@@ -67,6 +73,49 @@ def test_js_regex_dialect_and_required_literals() -> None:
     assert required_literal(r"a[\]]bcd") == "bcd"
     pattern = parse_pattern(r"Powered by (\w+)")
     assert pattern.search("POWERED BY Gitea") is not None
+
+
+def _literal_runs(source: str) -> list[str]:
+    """The runs of plain characters at the top level of a regex, as Python's own parser sees it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = sre_parser.parse(js_regex(source), re.IGNORECASE)
+    runs, current = [], ""
+    for op, arg in parsed.data:
+        if op is sre_constants.LITERAL:
+            current += chr(arg)
+        else:
+            runs.append(current)
+            current = ""
+    return [r.lower() for r in [*runs, current] if r]
+
+
+def _patterns_of(tech: Technology) -> Iterable[Pattern]:
+    for keyed in (tech.headers, tech.cookies, tech.meta, tech.texts):
+        for patterns in keyed.values():
+            yield from patterns
+    for rule in tech.dom:
+        for _, patterns in rule.attributes:
+            yield from patterns
+        yield from rule.text
+
+
+def test_every_database_pattern_compiles_and_its_prefilter_is_sound() -> None:
+    checked = 0
+    for tech in load_technologies().technologies.values():
+        for pattern in _patterns_of(tech):
+            if not pattern.source:
+                continue
+            assert pattern.regex is not None, (tech.name, pattern.source)
+            if pattern.literal:
+                checked += 1
+                runs = _literal_runs(pattern.source)
+                assert any(pattern.literal in run for run in runs), (
+                    tech.name,
+                    pattern.source,
+                    pattern.literal,
+                )
+    assert checked > 3000
 
 
 def test_selectors_on_a_static_document() -> None:
