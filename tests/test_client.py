@@ -1,19 +1,25 @@
-"""The command-line client (``controlplane submit|list|show|revoke|active|types``) against a real stack."""
+"""The command-line client (``controlplane submit|list|show|revoke|active|types``) and the
+``controlplane worker`` options, against a real stack."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
 from controlplane.runtime import cli, embedded
-from controlplane.runtime.client import progress_bar
-from tests.stack import OPERATOR_TOKEN, VIEWER_TOKEN, Stack
+from controlplane.runtime.client import port_list, pretty, progress_bar, result_value, traceback_tail
+from tests.stack import OPERATOR_TOKEN, VIEWER_TOKEN, Stack, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +100,7 @@ def test_submit_wait_exit_codes_for_failure_and_timeout(
         "-q",
     )
     assert code == 5
-    run(capsys, "revoke", out.split()[-1], *op(stack))
+    assert run(capsys, "revoke", out.split()[0], *op(stack))[0] == 0  # not left to end in a later test
 
 
 def test_revoke_one_and_many(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,3 +224,170 @@ def test_list_finds_tasks_and_results_shows_and_exports(
     target = tmp_path / "none.csv"
     code, _, err = run(capsys, "results", missing, *op(stack), "--format", "csv", "-o", str(target))
     assert code == 1 and "102" in err and not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_submit_wait_failure_prints_the_exception_and_the_traceback_tail(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys, "submit", "fail_task", *op(stack), "--data", '{"message": "boom ü"}', "--wait"
+    )
+    cid = out.split()[0]
+    assert code == 4 and out.splitlines() == [f"{cid}  FAILURE"]
+    lines = err.splitlines()
+    why = lines.index(f"controlplane submit: {cid} FAILURE: ValueError('boom ü')")
+    tail = lines[why + 1 :]
+    assert tail[-1] == f"  (the whole traceback: controlplane show {cid} --traceback)"
+    assert tail[-2] == "  ValueError: boom ü" and any("raise ValueError" in line for line in tail)
+    assert len(tail) <= 7 and not any(line.strip().strip("^") == "" for line in tail)
+    code, out, err = run(capsys, "submit", "fail_task", *op(stack), "--wait", "-q")
+    assert code == 4 and "FAILURE: ValueError('planned failure')" in err
+
+
+def test_submit_wait_and_show_print_the_result_as_json(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "submit", "sleep_task", *op(stack), "--data", '{"seconds": 0.1}', "--wait")
+    first, *rest = out.splitlines()
+    cid = first.split()[0]
+    assert code == 0 and first == f"{cid}  SUCCESS"
+    assert json.loads("\n".join(rest)) == {"slept": 0.1} and rest[0] == "{"  # pretty, not "{'slept': 0.1}"
+    assert stack.detail(cid)["result"] == "{'slept': 0.1}"  # what the API holds: Celery's repr
+    code, out, _ = run(capsys, "show", cid, *op(stack))
+    lines = out.splitlines()
+    at = lines.index("result:         {")
+    assert code == 0 and lines[at + 1 : at + 3] == ['                  "slept": 0.1', "                }"]
+    code, out, _ = run(capsys, "show", cid, *op(stack), "--json")
+    assert json.loads(out)["result"] == "{'slept': 0.1}"  # --json is the API's data, untouched
+
+
+def test_result_value_and_helpers() -> None:
+    assert result_value("{'name': 'héllo 世界', 'ok': True, 'n': None}") == {
+        "name": "héllo 世界",
+        "ok": True,
+        "n": None,
+    }
+    assert pretty(result_value("{'name': 'héllo 世界'}")) == '{\n  "name": "héllo 世界"\n}'
+    assert result_value('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert result_value("'text'") == "text" and result_value("None") is None
+    assert result_value("__import__('os').system('true')") == "__import__('os').system('true')"
+    assert result_value("{'clipped': 'abc…") == "{'clipped': 'abc…"
+    assert result_value({"already": "data"}) == {"already": "data"}
+    assert traceback_tail("Traceback:\n  f()\n  ^^^\nValueError: x\n", 2) == ["  f()", "ValueError: x"]
+    assert port_list(8080) == "8080" and port_list([80, "8000-8100"]) == "80,8000-8100"
+    assert port_list("80,443") == "80,443" and port_list(True) is True
+
+
+def test_port_custom_as_a_number_or_a_list_reaches_the_api(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # what the API stores for each (it parses the port string into a list)
+    given = {"8080": [8080], "80,443": [80, 443], "[80, 443]": [80, 443], '"8000-8002"': [8000, 8001, 8002]}
+    ids = []
+    for value, stored in given.items():
+        code, out, err = run(
+            capsys,
+            "submit",
+            "ip_task",
+            *op(stack),
+            "--name",
+            "ports",
+            "--target",
+            "127.0.0.1",
+            "--option",
+            f"port_custom={value}",
+            "--option",
+            "site_identify=false",
+            "-q",
+        )
+        assert code == 0, err
+        cid = out.strip()
+        ids.append(cid)
+        options = stack.detail(cid)["options"]
+        assert options["port_custom"] == stored and options["port_scan_type"] == "custom"
+    code, _, err = run(
+        capsys, "submit", "ip_task", *op(stack), "--target", "127.0.0.1", "--option", "port_custom=0"
+    )
+    assert code == 1 and "data.options.port_custom" in err  # the API's verdict, not a client crash
+    run(capsys, "revoke", *ids, *op(stack))
+    for cid in ids:
+        stack.wait_status(cid, "SUCCESS", "FAILURE", "REVOKED")
+
+
+def table_rows(out: str) -> list[dict[str, str]]:
+    """The rows of a table the client printed, by column name (cells may be empty)."""
+    header, *lines = [line for line in out.splitlines() if not line.startswith("-- ")]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    return [
+        {n: line[a:b].strip() for n, a, b in zip(names, starts, [*starts[1:], None], strict=True)}
+        for line in lines
+    ]
+
+
+def test_list_shows_a_dash_for_a_task_not_started(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    tag = uuid.uuid4().hex[:8]
+    busy = [stack.create("sleep_task", {"name": f"busy-{tag}", "seconds": 60}) for _ in range(2)]
+    for cid in busy:
+        stack.wait_status(cid, "STARTED")  # both pool processes taken
+    waiting = stack.create("sleep_task", {"name": f"wait-{tag}", "seconds": 0})
+    try:
+        code, out, _ = run(capsys, "list", *op(stack), "--search", f"wait-{tag}")
+        [row] = table_rows(out)
+        assert code == 0 and row["CELERY_ID"] == waiting and row["STATUS"] == "PENDING"
+        assert row["START"] == "-" and row["RUNTIME"] == "-"
+        code, out, _ = run(capsys, "list", *op(stack), "--search", f"busy-{tag}")
+        for row in table_rows(out):
+            assert row["STATUS"] == "STARTED" and row["START"].endswith("Z") and row["RUNTIME"] == "-"
+    finally:
+        run(capsys, "revoke", *busy, waiting, *op(stack))
+    for cid in busy:
+        stack.wait_status(cid, "REVOKED")
+    done = stack.create("sleep_task", {"name": f"done-{tag}", "seconds": 0})
+    task = stack.wait_status(done, "SUCCESS")
+    code, out, _ = run(capsys, "list", *op(stack), "--celery-id", done)
+    [row] = table_rows(out)
+    assert row["START"] == task["start_time"] and re.fullmatch(r"\d+\.\d\ds", row["RUNTIME"])
+
+
+def test_revoke_from_an_empty_stdin_is_nothing_to_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{embedded.free_port()}"  # never asked: there is nothing to send
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    code, out, err = run(capsys, "revoke", "-", "--url", dead, "--json")
+    assert code == 0 and json.loads(out) == {"results": []} and "nothing to revoke" in err
+
+
+def test_worker_takes_celery_worker_options(stack: Stack, tmp_path: Path) -> None:
+    queue = f"recon-{stack.database}"
+    name = f"opts-{stack.database}@%h"
+    proc = embedded.spawn(
+        embedded.controlplane_command(
+            "worker",
+            "--config",
+            str(stack.config_path),
+            "-c",
+            "3",
+            "-Q",
+            f"{queue}, extra-{stack.database}",
+            "-n",
+            name,
+            "--loglevel",
+            "debug",
+        ),
+        log_path=tmp_path / "worker.log",
+        env=stack.env(),
+    )
+    app = Celery(broker=stack.broker_url, set_as_current=False)
+    try:
+        node = name.replace("%h", socket.gethostname())
+        inspect = app.control.inspect(destination=[node], timeout=1.0)
+        stats = wait_for(lambda: (inspect.stats() or {}).get(node), timeout=40, what="the worker's stats")
+        assert stats["pool"]["max-concurrency"] == 3
+        queues = {q["name"] for q in (inspect.active_queues() or {})[node]}
+        assert queues == {queue, f"extra-{stack.database}", "celery"}  # -Q, and the foreign queue
+        assert "DEBUG" in (tmp_path / "worker.log").read_text(errors="replace")
+    finally:
+        app.close()
+        embedded.stop(proc, timeout=15, sig=signal.SIGQUIT)

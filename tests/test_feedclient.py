@@ -1,10 +1,16 @@
-"""`controlplane watch` text output: the progress bar (pure)."""
+"""`controlplane watch`: the text output's progress bar (pure), and giving up on an
+unreachable feed (a real closed port, the real console script)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+
 import pytest
 
-from controlplane.runtime.feedclient import progress_bar
+from controlplane.runtime import embedded
+from controlplane.runtime.feedclient import FeedUnreachable, TaskFeed, progress_bar
 
 
 @pytest.mark.parametrize(
@@ -25,3 +31,32 @@ from controlplane.runtime.feedclient import progress_bar
 )
 def test_progress_bar(progress: dict, expected: str) -> None:
     assert progress_bar(progress) == expected
+
+
+def test_feed_gives_up_after_its_retries() -> None:
+    port = embedded.free_port()  # nothing listens there
+    feed = TaskFeed(f"http://127.0.0.1:{port}", retries=2, max_backoff=0.05)
+
+    async def first() -> None:
+        async for _ in feed:
+            pass
+
+    with pytest.raises(FeedUnreachable) as caught:
+        asyncio.run(first())
+    assert str(caught.value).startswith(f"cannot reach ws://127.0.0.1:{port}/api/celery_task/ws/: ")
+    assert str(caught.value).endswith("(3 attempt(s) in a row)") and feed.connections == 0
+
+
+def test_watch_of_an_unreachable_url_exits_3_with_one_line() -> None:
+    port = embedded.free_port()
+    proc = subprocess.run(
+        embedded.controlplane_command("watch", "--url", f"http://127.0.0.1:{port}", "--retries", "1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CP_") and k != "CONTROLPLANE_CONFIG"},
+    )
+    assert proc.returncode == 3 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"controlplane watch: cannot reach ws://127.0.0.1:{port}/api/celery_task/ws/: ")
+    assert "(2 attempt(s) in a row)" in line

@@ -43,8 +43,19 @@ def preload_revoked(config: Config) -> int:
     return len(ids)
 
 
-def run_worker(config: Config, name: str | None = None, extra: list[str] | None = None) -> None:
-    """Start the worker in this process (blocks until it shuts down)."""
+def run_worker(
+    config: Config,
+    name: str | None = None,
+    extra: list[str] | None = None,
+    *,
+    concurrency: int | None = None,
+    queues: list[str] | None = None,
+) -> None:
+    """Start the worker in this process (blocks until it shuts down).
+
+    ``name``, ``concurrency`` and ``queues`` override ``worker.*`` of the config for this
+    worker (``controlplane worker -n/-c/-Q``); ``worker.foreign_queue`` is consumed either way.
+    """
     app = make_worker_app(config)
 
     @worker_init.connect(weak=False)
@@ -59,6 +70,7 @@ def run_worker(config: Config, name: str | None = None, extra: list[str] | None 
     def _own_group(**_: Any) -> None:
         lead_own_group()
 
+    foreign = config.worker.foreign_queue
     argv = [
         "worker",
         "--loglevel",
@@ -67,9 +79,9 @@ def run_worker(config: Config, name: str | None = None, extra: list[str] | None 
         "--pool",
         config.worker.pool,
         "--concurrency",
-        str(config.worker.concurrency),
+        str(concurrency or config.worker.concurrency),
         "--queues",
-        ",".join(dict.fromkeys([*config.worker.queues, *filter(None, [config.worker.foreign_queue])])),
+        ",".join(dict.fromkeys([*(queues or config.worker.queues), *filter(None, [foreign])])),
         "--hostname",
         name or f"worker-{socket.gethostname()}@%h",
         "--without-gossip",

@@ -28,6 +28,7 @@ on stdout, for every command.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import stat
@@ -38,6 +39,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -301,6 +303,56 @@ def _dump(value: Any, out: TextIO) -> None:
     print(json.dumps(value, ensure_ascii=False, indent=2, default=str), file=out)
 
 
+def result_value(raw: Any) -> Any:
+    """A task's ``result`` as a value: Celery reports it as the return value's Python repr
+    (``"{'slept': 0.2}"``), read back here without evaluating anything; text that is neither
+    a Python literal nor JSON (a clipped or exotic repr) stays text."""
+    if not isinstance(raw, str):
+        return raw
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(raw)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+    return raw
+
+
+def pretty(value: Any) -> str:
+    """``value`` as indented JSON, non-ASCII characters as themselves."""
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def traceback_tail(trace: Any, lines: int = 6) -> list[str]:
+    """The last ``lines`` lines of a traceback, without the ``^^^^`` marker lines."""
+    if not isinstance(trace, str):
+        return []
+    kept = [line for line in trace.rstrip().splitlines() if line.strip().strip("^~")]
+    return kept[-lines:]
+
+
+def _when(value: Any) -> str:
+    return str(value) if value else "-"
+
+
+def runtime_of(task: dict[str, Any]) -> str:
+    """Seconds the task ran (``1.25s``), or ``-`` when it has not run to its end."""
+    runtime = task.get("runtime")
+    if not isinstance(runtime, int | float) or isinstance(runtime, bool):
+        runtime = None
+        start, end = task.get("start_time"), task.get("end_time")
+        if isinstance(start, str) and isinstance(end, str):
+            try:
+                runtime = (parse_time(end) - parse_time(start)).total_seconds()
+            except ValueError:
+                runtime = None
+    return "-" if runtime is None else f"{runtime:.2f}s"
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time of the API (``2026-01-02T03:04:05.678Z``)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 # -- commands ----------------------------------------------------------------------
 
 
@@ -339,7 +391,24 @@ def _parse_data(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(data["options"], dict):
             raise ClientError("--option: data.options is not an object", EXIT_USAGE)
         data["options"][key] = parsed
+    options = data.get("options")
+    if isinstance(options, dict) and "port_custom" in options:
+        options["port_custom"] = port_list(options["port_custom"])
+        options.setdefault("port_scan_type", "custom")
     return data
+
+
+def port_list(value: Any) -> Any:
+    """``port_custom`` as the API takes it, a string like ``"80,443,8000-8100"``: a number
+    (``--option port_custom=8080``) or a list of numbers and ranges is joined; anything else
+    is sent as given, for the API to judge."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(
+        isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in value
+    ):
+        return ",".join(str(v).strip() for v in value)
+    return value
 
 
 def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -358,13 +427,34 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if not args.json and not args.quiet:
         print(f"submitted {reply['celery_id']}", file=sys.stderr)
     task = wait_task(client, reply["celery_id"], args.wait_timeout, show=not args.json and not args.quiet)
+    status = task.get("status")
     if args.json:
         _dump(task, out)
     else:
-        print(f"{task['celery_id']}  {task.get('status')}", file=out)
-    if task.get("status") not in TERMINAL:
+        print(f"{task['celery_id']}  {status}", file=out)
+        if status == "SUCCESS" and not args.quiet and task.get("result") is not None:
+            print(pretty(result_value(task["result"])), file=out)
+        if status in ("FAILURE", "REVOKED"):
+            _why(task, sys.stderr)
+    if status not in TERMINAL:
         return EXIT_TIMEOUT
-    return EXIT_OK if task.get("status") == "SUCCESS" else EXIT_TASK_FAILED
+    return EXIT_OK if status == "SUCCESS" else EXIT_TASK_FAILED
+
+
+def _why(task: dict[str, Any], err: TextIO) -> None:
+    """Why a task ended FAILURE or REVOKED: the exception and its traceback's tail, or the revoke."""
+    cid = task.get("celery_id")
+    if task.get("status") == "REVOKED":
+        revoke = task.get("revoke")
+        reason = (revoke.get("reason") if isinstance(revoke, dict) else None) or "revoked"
+        print(f"controlplane submit: {cid} REVOKED ({reason})", file=err)
+        return
+    print(f"controlplane submit: {cid} FAILURE: {task.get('exception') or 'no exception reported'}", file=err)
+    tail = traceback_tail(task.get("traceback"))
+    for line in tail:
+        print(f"  {line}", file=err)
+    if tail:
+        print(f"  (the whole traceback: controlplane show {cid} --traceback)", file=err)
 
 
 def wait_task(
@@ -387,7 +477,7 @@ def wait_task(
     return task
 
 
-LIST_HEADERS = ("CELERY_ID", "STATUS", "TASK_TYPE", "NAME", "TARGET", "START", "END", "PROGRESS")
+LIST_HEADERS = ("CELERY_ID", "STATUS", "TASK_TYPE", "NAME", "TARGET", "START", "RUNTIME", "PROGRESS")
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -430,13 +520,13 @@ def cmd_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             t.get("task_type"),
             t.get("name"),
             t.get("target"),
-            t.get("start_time") or t.get("created_time"),
-            t.get("end_time"),
+            _when(t.get("start_time")),
+            runtime_of(t),
             progress_bar(t.get("progress"), 10) if t.get("status") not in TERMINAL else "",
         )
         for t in data["items"]
     ]
-    table(rows, LIST_HEADERS, out, widths=(36, 8, 24, 24, 32, 24, 24, 40))
+    table(rows, LIST_HEADERS, out, widths=(36, 8, 24, 24, 32, 24, 12, 40))
     total, size = int(data["total"]), max(1, int(data["size"]))
     pages = max(1, -(-total // size))
     where = "all" if args.all else f"page {data['page']} of {pages}"
@@ -478,7 +568,8 @@ def cmd_show(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     if task.get("revoke"):
         print(f"{'revoke:':<15} {json.dumps(task['revoke'], ensure_ascii=False)}", file=out)
     if task.get("result") is not None:
-        print(f"{'result:':<15} {json.dumps(task['result'], ensure_ascii=False, default=str)}", file=out)
+        text = pretty(result_value(task["result"]))
+        print(f"{'result:':<15} {text.replace(chr(10), chr(10) + ' ' * 16)}", file=out)
     if task.get("exception"):
         print(f"{'exception:':<15} {task['exception']}", file=out)
     if task.get("traceback") and args.traceback:
@@ -521,14 +612,13 @@ def cmd_results(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ids(values: list[str]) -> list[str]:
+    """The ids given, ``-`` replaced by standard input's lines (none there: nothing to revoke)."""
     ids: list[str] = []
     for value in values:
         if value == "-":
             ids.extend(line.strip() for line in sys.stdin if line.strip())
         else:
             ids.append(value)
-    if not ids:
-        raise ClientError("revoke: no celery_id given", EXIT_USAGE)
     return list(dict.fromkeys(ids))
 
 
@@ -536,7 +626,9 @@ def cmd_revoke(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     ids = _ids(args.celery_ids)
     terminate = not args.no_terminate
     results: list[dict[str, Any]] = []
-    if len(ids) == 1:
+    if not ids:  # `controlplane list -q ... | controlplane revoke -` that listed nothing
+        print("controlplane revoke: nothing to revoke (no celery_id on standard input)", file=sys.stderr)
+    elif len(ids) == 1:
         try:
             reply = client.revoke(ids[0], terminate)
             results.append({**reply, "code": 200, "message": "success"})
@@ -601,7 +693,8 @@ HANDLERS = {
 # -- argparse ----------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -636,10 +729,16 @@ def add_subcommands(sub: Any) -> None:
     submit.add_argument("--type", help="data.type (domain, ip, ...)")
     submit.add_argument("--task-tag", help="data.task_tag")
     submit.add_argument(
-        "--option", action="append", help="data.options.KEY=VALUE (VALUE parsed as JSON if it can be)"
+        "--option",
+        action="append",
+        help="data.options.KEY=VALUE (VALUE parsed as JSON if it can be); port_custom=8080 or "
+        "port_custom=80,443,8000-8100 is sent as the API's port string and implies port_scan_type=custom",
     )
     submit.add_argument(
-        "--wait", action="store_true", help="wait until the task ends (exit 4 unless SUCCESS)"
+        "--wait",
+        action="store_true",
+        help="wait until the task ends: print its result as JSON; on FAILURE the exception and the "
+        "traceback's tail (stderr) and exit 4, also for REVOKED",
     )
     submit.add_argument(
         "--wait-timeout", type=float, default=3600.0, help="seconds --wait waits (exit 5 past it)"
@@ -655,10 +754,10 @@ def add_subcommands(sub: Any) -> None:
     lst.add_argument("--sort", choices=LIST_SORTS, help="order (default -created: newest first)")
     lst.add_argument("--task-type", help="only this task type")
     lst.add_argument("--celery-id", help="only this task")
-    lst.add_argument("--page", type=_positive, default=1)
-    lst.add_argument("--size", type=_positive, default=10, help="1..100 (default 10)")
+    lst.add_argument("--page", type=positive, default=1)
+    lst.add_argument("--size", type=positive, default=10, help="1..100 (default 10)")
     lst.add_argument("--all", action="store_true", help="every page")
-    lst.add_argument("--limit", type=_positive, help="with --all: at most this many tasks")
+    lst.add_argument("--limit", type=positive, help="with --all: at most this many tasks")
     lst.add_argument("-q", "--quiet", action="store_true", help="print only celery_ids (one a line)")
 
     show = sub.add_parser("show", parents=[common], help="one task: status, times, progress, result")
@@ -672,8 +771,8 @@ def add_subcommands(sub: Any) -> None:
     res.add_argument("--kind", default="site", help="result kind (site, domain, ip, cert, ...; default site)")
     res.add_argument("--format", choices=export.FORMATS, help="export every result as csv, json or xlsx")
     res.add_argument("-o", "--output", help="with --format: the file to write (default: standard output)")
-    res.add_argument("--page", type=_positive, default=1)
-    res.add_argument("--size", type=_positive, default=10, help="1..100 (default 10)")
+    res.add_argument("--page", type=positive, default=1)
+    res.add_argument("--size", type=positive, default=10, help="1..100 (default 10)")
 
     revoke = sub.add_parser(
         "revoke", parents=[common], help="revoke one or many tasks (- reads ids from stdin)"

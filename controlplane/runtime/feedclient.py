@@ -25,6 +25,10 @@ yielded once more as a ``leave`` (its new state).  The client remembers the
 last :data:`HOLDING` tasks it yielded that have not left, and names them
 (``holding``) when it resumes, so a task that left while it was away is a
 ``leave`` too.
+
+With ``retries`` set, the feed gives up after that many failed connection attempts in
+a row (each connection that opens starts the count again) and raises
+:class:`FeedUnreachable`; by default it retries for ever.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +61,10 @@ class FeedError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+class FeedUnreachable(Exception):
+    """The feed could not be reached in ``retries + 1`` attempts in a row; says the last error."""
 
 
 @dataclass
@@ -98,6 +107,7 @@ class TaskFeed:
     reconnect: bool = True
     max_backoff: float = 10.0
     open_timeout: float = 10.0
+    retries: int | None = None
     connections: int = field(default=0, init=False)
     # Tasks yielded that have not left the filter, oldest first (only with a status or type filter).
     held: dict[str, None] = field(default_factory=dict, init=False)
@@ -123,13 +133,18 @@ class TaskFeed:
 
     async def __aiter__(self) -> AsyncIterator[Change]:
         delay = 0.2
+        failures = 0  # connection attempts in a row that did not open
         while True:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            opened = False
+            why = ""
             try:
                 async with websockets.connect(
                     self._url(), additional_headers=headers, open_timeout=self.open_timeout, max_size=2**24
                 ) as ws:
                     self.connections += 1
+                    opened = True
+                    failures = 0
                     delay = 0.2
                     async for raw in ws:
                         message = json.loads(raw)
@@ -163,11 +178,22 @@ class TaskFeed:
                     raise FeedError(
                         envelope.get("code", 0), envelope.get("message", ""), envelope.get("data")
                     ) from None
-                log.warning("feed: server answered %d; retrying", exc.response.status_code)
+                why = f"the server answered HTTP {exc.response.status_code}"
+                log.warning("feed: %s; retrying", why)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-                log.warning("feed: connection lost (%s); resuming from revision %s", exc, self.since)
+                why = str(exc) or type(exc).__name__
+                if opened:
+                    log.warning("feed: connection lost (%s); resuming from revision %s", why, self.since)
+                else:  # the caller hears of it once, when the retries are spent
+                    log.debug("feed: cannot connect (%s); retrying", why)
             if not self.reconnect:
                 return
+            if not opened:
+                failures += 1
+                if self.retries is not None and failures > self.retries:
+                    raise FeedUnreachable(
+                        f"cannot reach {feed_url(self.url)}: {why} ({failures} attempt(s) in a row)"
+                    )
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.max_backoff)
 
@@ -184,8 +210,6 @@ def progress_bar(progress: dict[str, Any], width: int = 20) -> str:
 
 async def watch(feed: TaskFeed, *, as_json: bool = False, out: Any = None) -> None:
     """Print every change as a line (or as JSON) until cancelled (``controlplane watch``)."""
-    import sys
-
     out = out or sys.stdout
     async for change in feed:
         task = change.task
