@@ -6,6 +6,7 @@ asyncio loop) so they can be called straight from a Celery prefork child.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from workers.recon.fingerprints import load_rules
 from workers.recon.nmap import nmap_path, run_nmap
 from workers.recon.portscan import PortInfo, scan_ports
 from workers.recon.run import Run
+from workers.recon.screenshot import CaptureSettings, SiteCapture
 from workers.recon.services import detect_service
 from workers.recon.sites import Endpoint, SiteResult, identify_site
 from workers.recon.targets import expand_ip_targets, is_ip, is_subdomain, normalize_domain
@@ -100,7 +102,9 @@ class IpDocuments:
 class ReconRun(Run):
     """One execution of the pipeline: a :class:`Run` with the accumulated assets and the result writer."""
 
-    def __init__(self, ctx: ReconContext, options: dict[str, Any]) -> None:
+    def __init__(
+        self, ctx: ReconContext, options: dict[str, Any], capture: CaptureSettings | None = None
+    ) -> None:
         super().__init__(ctx)
         self.options = options
         self.store = ResultWriter(ctx.db, ctx.task_id, RECON_KINDS)
@@ -121,6 +125,11 @@ class ReconRun(Run):
         self.sites: dict[str, SiteResult] = {}
         self.cert_keys: set[tuple[str, int]] = set()
         self._dns: DnsClient | None = None
+        self.capture: SiteCapture | None = None
+        if options.get("site_capture"):
+            self.capture = SiteCapture(capture or CaptureSettings(), ctx.db, ctx.task_id, self.in_scope)
+            if not options.get("site_identify"):
+                self.capture.unavailable = "needs site_identify"
 
     def dns(self) -> DnsClient | None:
         """The DNS client (None when no resolvers were configured)."""
@@ -148,6 +157,8 @@ class ReconRun(Run):
 
         complete = self.execute(indexed)
         stats: dict[str, Any] = dict(self.store.counts())
+        if self.capture is not None:
+            stats.update(self.capture.stats())
         stats["partial"] = not complete
         return stats
 
@@ -294,6 +305,8 @@ class ReconRun(Run):
             return []
         if self.options.get("site_identify"):
             await self.identify_sites(hosts)
+            if self.capture is not None and not self.stopped:
+                await self.capture_sites()
         if self.stopped or not self.options.get("ssl_cert"):
             return []
         return await self.collect_certs(hosts)
@@ -430,6 +443,13 @@ class ReconRun(Run):
         await self.step(run_pool(candidates.items(), probe, min(SITE_CONCURRENCY, self.ctx.concurrency)))
         batch.flush()
 
+    async def capture_sites(self) -> None:
+        """Stage site_capture: screenshots of the sites not captured yet (:mod:`workers.recon.screenshot`)."""
+        assert self.capture is not None
+        hosts = {**self.host_ips, **{ip: [ip] for ip in self.scanned_ips}}
+        report = functools.partial(self.progress.report, "site_capture")
+        await self.step(self.capture.capture(list(self.sites.values()), hosts, report))
+
     def _tls_ports(self, ip: str) -> list[int]:
         ports = {p for p, info in self.open_ports.get(ip, {}).items() if info.tls or info.service == "https"}
         ports.update(s.port for s in self.sites.values() if s.ip == ip and s.scheme == "https")
@@ -499,13 +519,23 @@ class ReconRun(Run):
         self.store.insert("fileleak", (f.to_doc() for f in found))
 
 
-def run_domain_task(targets: list[str], options: dict[str, Any], ctx: ReconContext) -> dict[str, Any]:
-    """Run the domain pipeline over ``targets`` and return per-collection counts plus ``partial``."""
-    run = ReconRun(ctx, options)
+def run_domain_task(
+    targets: list[str], options: dict[str, Any], ctx: ReconContext, capture: CaptureSettings | None = None
+) -> dict[str, Any]:
+    """Run the domain pipeline over ``targets`` and return per-collection counts plus ``partial``.
+
+    ``capture``: the screenshot settings of the ``site_capture`` option (the defaults when None).
+    """
+    run = ReconRun(ctx, options, capture)
     return run.results(lambda: run.run_domains(targets))
 
 
-def run_ip_task(targets: list[str], options: dict[str, Any], ctx: ReconContext) -> dict[str, Any]:
-    """Run the IP pipeline over ``targets`` (IPs, CIDRs, ranges) and return counts plus ``partial``."""
-    run = ReconRun(ctx, options)
+def run_ip_task(
+    targets: list[str], options: dict[str, Any], ctx: ReconContext, capture: CaptureSettings | None = None
+) -> dict[str, Any]:
+    """Run the IP pipeline over ``targets`` (IPs, CIDRs, ranges) and return counts plus ``partial``.
+
+    ``capture``: the screenshot settings of the ``site_capture`` option (the defaults when None).
+    """
+    run = ReconRun(ctx, options, capture)
     return run.results(lambda: run.run_ips(targets))
