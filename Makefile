@@ -1,11 +1,12 @@
 # The two commands of the README:
 #   make up     install and run the whole stack on its embedded defaults
 #   make test   install and run lint, types and the test suite
+# and `make demo`: `make up` with the demo task types of config.demo.yaml (the CLI examples use them)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up test lint typecheck pytest fuzz chaos soak bench clean
+.PHONY: up demo test lint typecheck pytest fuzz chaos soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ $(VENV)/.installed: setup.py pyproject.toml | $(BIN)/python
 
 up: $(VENV)/.installed
 	$(BIN)/controlplane --config config.yaml up
+
+demo: $(VENV)/.installed
+	$(BIN)/controlplane --config config.demo.yaml up
 
 # Style, formatting, and the dependency rule of docs/architecture.md (import-linter, pyproject.toml).
 lint: $(VENV)/.installed

@@ -322,12 +322,15 @@ def pretty(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
-def traceback_tail(trace: Any, lines: int = 6) -> list[str]:
-    """The last ``lines`` lines of a traceback, without the ``^^^^`` marker lines."""
+def traceback_tail(trace: Any, frames: int = 2) -> list[str]:
+    """The end of a traceback: its last ``frames`` frames and the exception, without the
+    ``^^^^`` marker lines."""
     if not isinstance(trace, str):
         return []
     kept = [line for line in trace.rstrip().splitlines() if line.strip().strip("^~")]
-    return kept[-lines:]
+    starts = [i for i, line in enumerate(kept) if line.lstrip().startswith('File "')]
+    first = starts[-frames] if len(starts) >= frames else (starts[0] if starts else 0)
+    return kept[first:][-12:]
 
 
 def _when(value: Any) -> str:
@@ -643,7 +646,7 @@ def cmd_revoke(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             results.extend(client.batch_revoke(ids[start : start + BATCH], terminate))
     if args.json:
         _dump({"results": results}, out)
-    else:
+    elif results:
         rows = [(r.get("celery_id"), r.get("code"), r.get("message"), r.get("status", "")) for r in results]
         table(rows, ("CELERY_ID", "CODE", "MESSAGE", "STATUS"), out)
     return EXIT_OK if all(r.get("code") == 200 for r in results) else EXIT_API
