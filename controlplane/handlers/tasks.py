@@ -168,3 +168,24 @@ class ResultsHandler(TaskHandler):
             self.write(chunk)
             await self.flush()
         self.finish()
+
+
+class ScreenshotHandler(TaskHandler):
+    """GET /api/celery_task/{celery_id}/results/site/{site_id}/screenshot.png: a site's screenshot.
+
+    ``site_id`` is the ``_id`` of the site result (``GET .../results/?kind=site``).  The answer is
+    the PNG itself; a missing one (no such task, site or screenshot) is the usual envelope.  A
+    screenshot never changes once stored: private caching for a day, and ``If-None-Match`` gets 304.
+    """
+
+    async def get(self, celery_id: str, site_id: str) -> None:
+        shot = await self.manager.screenshot(parse_uuid(celery_id, "celery_id"), site_id)
+        self.set_header("Cache-Control", "private, max-age=86400, immutable")
+        self.set_header("ETag", shot.etag)
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Type", shot.content_type)
+        self.set_header("Content-Disposition", f'inline; filename="{shot.site_id}.png"')
+        self.finish(shot.data)

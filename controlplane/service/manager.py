@@ -23,6 +23,7 @@ from controlplane.core.errors import (
     ApiError,
     CeleryIdNotFound,
     InvalidParam,
+    NotFound,
     NotFoundTask,
     StoreError,
     TaskIsDone,
@@ -37,6 +38,7 @@ from controlplane.service.lookups import LookupCache
 from controlplane.service.submitter import Submission, Submitter
 from controlplane.store.asynctasks import AsyncTaskStore
 from controlplane.store.results import RESULT_FILTERS, RESULT_KINDS
+from controlplane.store.screenshots import Screenshot, ScreenshotReader
 from controlplane.store.tasks import TaskFilter, TaskStore, new_task_document
 
 log = logging.getLogger(__name__)
@@ -299,6 +301,18 @@ class TaskManager:
             total=total,
             batches=lambda: self.store.iter_results(task_id, kind),
         )
+
+    async def screenshot(self, celery_id: str, site_id: str) -> Screenshot:
+        """The PNG of one ``site`` result (its ``_id``) of a task: 102 for an unknown task, 404 when none."""
+        doc = await self.store.get(celery_id)
+        if doc is None:
+            raise CeleryIdNotFound({"celery_id": celery_id})
+        shot = await ScreenshotReader(self.store.db).read(str(doc["_id"]), site_id)
+        if shot is None:
+            raise NotFound(
+                {"celery_id": celery_id, "site_id": site_id, "reason": "no screenshot of this site result"}
+            )
+        return shot
 
     async def revoke(self, celery_ids: list[str], terminate: bool) -> list[RevokeOutcome]:
         """Revoke each id as docs/design.md says; one broadcast for all that need one."""

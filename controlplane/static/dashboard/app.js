@@ -659,12 +659,58 @@
     return td;
   }
 
-  function resultsTable(kind, items) {
+  // Site screenshots: fetched with the token (an <img> cannot send it), shown as data: URLs
+  // (the page's CSP allows data: images only); the link opens the full PNG from a blob: URL.
+  let thumbUrls = [];
+
+  function forgetThumbs() {
+    for (const url of thumbUrls) URL.revokeObjectURL(url);
+    thumbUrls = [];
+  }
+
+  function thumbCell(id, item) {
+    const td = el("td", { class: "thumb" });
+    const note = item.screenshot;
+    if (!note || typeof note !== "object") return td;
+    if (note.skipped) {
+      td.append(el("span", { class: "thumb-none", text: "—", title: `no screenshot: ${note.skipped}` }));
+      return td;
+    }
+    const url = `${API}/${encodeURIComponent(id)}/results/site/${encodeURIComponent(item._id)}/screenshot.png`;
+    const img = el("img", { alt: `screenshot of ${item.site}`, width: "96", height: String(Math.round(96 * note.height / note.width) || 60) });
+    const link = el("a", { target: "_blank", rel: "noopener", title: `${item.site} (${note.width}×${note.height})` }, img);
+    td.append(link);
+    loadThumb(url, img, link);
+    return td;
+  }
+
+  async function loadThumb(url, img, link) {
+    let blob;
+    try {
+      const resp = await fetch(url, { headers: state.token ? { Authorization: `Bearer ${state.token}` } : {} });
+      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+      blob = await resp.blob();
+    } catch (err) {
+      img.replaceWith(el("span", { class: "thumb-none", text: "—", title: `screenshot unavailable (${err.message})` }));
+      return;
+    }
+    const href = URL.createObjectURL(blob);
+    thumbUrls.push(href);
+    link.href = href;
+    const reader = new FileReader();
+    reader.onload = () => { img.src = reader.result; img.dataset.loaded = "true"; };
+    reader.readAsDataURL(blob);
+  }
+
+  function resultsTable(kind, items, id) {
     const columns = RESULT_COLUMNS[kind]
       || [...new Set(items.flatMap((i) => Object.keys(i)))].filter((k) => !["_id", "task_id", "partial"].includes(k));
+    // The screenshot column shows only when a site of the page has a screenshot note.
+    const thumbs = kind === "site" && items.some((i) => i.screenshot && typeof i.screenshot === "object");
     return el("table", { class: "results-table", dataset: { kind } },
-      el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", { text: c })))),
-      el("tbody", {}, ...items.map((item) => el("tr", {}, ...columns.map((c) => resultCell(kind, c, item[c]))))));
+      el("thead", {}, el("tr", {}, thumbs ? el("th", { text: "screenshot" }) : null, ...columns.map((c) => el("th", { text: c })))),
+      el("tbody", {}, ...items.map((item) => el("tr", {},
+        thumbs ? thumbCell(id, item) : null, ...columns.map((c) => resultCell(kind, c, item[c]))))));
   }
 
   async function download(format) {
@@ -728,8 +774,9 @@
     if (state.selected !== id || state.results.kind !== kind) return;
     state.results.total = data.total;
     const pages = Math.max(1, Math.ceil(data.total / 10));
+    forgetThumbs();
     $("d-results-body").replaceChildren(data.items.length
-      ? resultsTable(kind, data.items) : el("p", { text: "(none)" }));
+      ? resultsTable(kind, data.items, id) : el("p", { text: "(none)" }));
     $("r-info").textContent = `${kind}: page ${page} of ${pages} · ${data.total}`;
     $("r-prev").disabled = page <= 1;
     $("r-next").disabled = page >= pages;
