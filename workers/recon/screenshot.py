@@ -48,6 +48,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from controlplane.config import ReconConfig
+from controlplane.core.errors import StoreError
 from controlplane.store.screenshots import ScreenshotWriter
 from workers.recon.control import run_pool
 from workers.recon.sites import SiteResult
@@ -244,12 +245,16 @@ class DevTools:
                 listener = self._listeners.get(message.get("sessionId", ""))
                 if listener is not None:
                     listener(str(message.get("method", "")), message.get("params") or {})
-        except WebSocketException:
-            pass
+        except (WebSocketException, ValueError) as exc:
+            log.debug("browser connection ended: %s", exc)
         finally:
             for reply in self._replies.values():
                 if not reply.done():
                     reply.set_exception(DevToolsError("browser connection closed"))
+
+    def abort(self) -> None:
+        """Stop reading (the browser is going away); pending commands fail."""
+        self._reader.cancel()
 
     async def close(self) -> None:
         """Close the connection."""
@@ -346,6 +351,7 @@ class Browser:
             "about:blank",
         ]
         process: subprocess.Popen[bytes] | None = None
+        tools: DevTools | None = None
         try:
             with open(profile / "chromium.log", "wb") as output:
                 try:
@@ -367,6 +373,8 @@ class Browser:
             await tools.call("Browser.setDownloadBehavior", {"behavior": "deny"})
             return cls(process, profile, tools, settings)
         except BaseException as exc:
+            if tools is not None:
+                tools.abort()
             if process is not None:
                 _stop(process)
             _log_tail(profile)
@@ -379,11 +387,12 @@ class Browser:
         """Render ``url`` in a new page and capture it; CaptureFailed with the reason otherwise."""
         try:
             return await self._capture(url, allow)
-        except (DevToolsError, TimeoutError) as exc:
-            reason = (
-                f"timed out after {self.settings.timeout:g} s" if isinstance(exc, TimeoutError) else str(exc)
-            )
-            raise CaptureFailed(reason) from None
+        except TimeoutError:
+            raise CaptureFailed(f"timed out after {self.settings.timeout:g} s") from None
+        except DevToolsError as exc:
+            raise CaptureFailed(str(exc)) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CaptureFailed(f"unexpected answer from the browser ({type(exc).__name__})") from None
 
     async def _capture(self, url: str, allow: Callable[[str], bool]) -> Shot:
         tools, settings = self.tools, self.settings
@@ -561,8 +570,12 @@ class SiteCapture:
             except CaptureFailed as exc:
                 self._skip(site, str(exc))
             else:
-                if self.writer.store(site.site, shot.png, shot.note()):
-                    self.stored += 1
+                try:
+                    if self.writer.store(site.site, shot.png, shot.note()):
+                        self.stored += 1
+                except StoreError as exc:
+                    log.warning("screenshot of %s not stored: %s", site.site, exc)
+                    self._skip(site, "could not be stored")
             done += 1
             on_progress(done, len(todo))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import socket
 import stat
 import struct
 import zlib
@@ -306,6 +307,33 @@ def test_a_site_by_name_is_rendered_at_the_address_the_run_found(
     assert capture.stats() == {"screenshot": 1, "screenshot_skipped": 0}
     _, png = stored(recon_db, task_id)[url]
     assert png_pixel(png, 10, 10) == GREEN
+
+
+def test_the_per_page_timeout_captures_a_page_still_loading_and_skips_one_that_never_answers(
+    chromium: str, recon_db: Any, sites: list[RouteSite]
+) -> None:
+    """A listener that never answers: a page waiting for an image from it, and a site that is it."""
+    with socket.socket() as silent:
+        silent.bind((IN_SCOPE, 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        slow = serve(sites, IN_SCOPE, {"/": page(BLUE, f'<img src="http://{IN_SCOPE}:{port}/slow.png">')})
+        task_id = new_task_id("shot")
+        found = [
+            SiteResult(url, IN_SCOPE, IN_SCOPE, p, "http", 200, "", {}, "", "text/html", 0, url)
+            for url, p in ((slow.url, slow.port), (f"http://{IN_SCOPE}:{port}", port))
+        ]
+        writer = ResultWriter(recon_db, task_id, ["site"])
+        writer.ensure_indexes()
+        writer.insert("site", [f.to_doc() for f in found])
+        settings = CaptureSettings(chromium=chromium, timeout=2.0)
+        capture = SiteCapture(settings, recon_db, task_id, only_loopback_one)
+        run_capture(capture, found, {})
+    assert capture.stats() == {"screenshot": 1, "screenshot_skipped": 1}
+    doc, png = stored(recon_db, task_id)[slow.url]
+    assert doc["screenshot"]["loaded"] is False and png_pixel(png, 5, 5) == BLUE
+    silent_doc = recon_db["site"].find_one({"task_id": task_id, "site": found[1].site})
+    assert silent_doc["screenshot"] == {"skipped": "timed out after 2 s"}
 
 
 def run_capture(capture: SiteCapture, found: list[SiteResult], hosts: dict[str, list[str]]) -> None:
