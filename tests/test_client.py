@@ -247,6 +247,36 @@ def test_submit_wait_failure_prints_the_exception_and_the_traceback_tail(
     assert code == 4 and "FAILURE: ValueError('planned failure')" in err
 
 
+def test_submit_wait_says_when_the_task_was_revoked(stack: Stack) -> None:
+    name = f"revoked-{uuid.uuid4().hex[:8]}"
+    env = {
+        **stack.env(),
+        "CONTROLPLANE_URL": f"http://127.0.0.1:{stack.port}",
+        "CONTROLPLANE_TOKEN": OPERATOR_TOKEN,
+    }
+    proc = subprocess.Popen(
+        embedded.controlplane_command(
+            "submit", "sleep_task", "--name", name, "--data", '{"seconds": 60}', "--wait"
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        found = wait_for(
+            lambda: stack.request("GET", f"/api/celery_task/?q={name}").data["items"], what="the task"
+        )
+        cid = found[0]["celery_id"]
+        stack.wait_status(cid, "STARTED")
+        assert stack.request("POST", "/api/celery_task/revoke/", {"celery_id": cid}).code == 200
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 4 and out.splitlines() == [f"{cid}  REVOKED"]
+    assert f"controlplane submit: {cid} REVOKED (terminated)" in err.splitlines()
+
+
 def test_submit_wait_and_show_print_the_result_as_json(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -300,7 +300,7 @@ def progress_bar(progress: Any, width: int = 30) -> str:
 
 
 def _dump(value: Any, out: TextIO) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2, default=str), file=out)
+    print(pretty(value), file=out)
 
 
 def result_value(raw: Any) -> Any:
