@@ -142,7 +142,7 @@ def child(case: str, mongo_url: str, dns: str, seconds: float) -> None:
                 "stored_ips": stored_ips,
                 "stored_names": sorted(stored_names),
                 "stored_partial_flags": sorted(partial_flags),
-                "samples": samples[:: max(1, len(samples) // 40)],
+                "samples": samples[:: max(1, len(samples) // 12)],
             }
         )
     )
