@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -175,7 +176,8 @@ async def identify_site(
 ) -> SiteResult | None:
     """Fetch ``start``'s front page (following redirects), its favicon, and fingerprint it.
 
-    Fingerprints come from ``rules`` (ours) and the technology database, merged by product.
+    Fingerprints come from ``rules`` (ours) and the technology database, merged by product; the
+    matching runs in a worker thread so the event loop keeps serving other connections.
 
     Returns None when the endpoint does not answer HTTP in that scheme.
     """
@@ -194,7 +196,7 @@ async def identify_site(
         favicon_hash=favicon["hash"] if favicon else None,
         url=final_url,
     )
-    detections = fingerprint_page(rules, page)
+    detections = await asyncio.to_thread(fingerprint_page, rules, page)
     return SiteResult(
         site=start.origin,
         hostname=start.host,

@@ -15,6 +15,7 @@ import functools
 import importlib.util
 import json
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -538,9 +539,17 @@ def _scan_dom(hit: _Hit, rule: DomRule, doc: Document) -> None:
                 return
 
 
-@functools.lru_cache(maxsize=1)
+_LOAD_LOCK = threading.Lock()
+
+
 def load_technologies() -> TechnologyDB:
     """The technology database of the installed data package (parsed once per process)."""
+    with _LOAD_LOCK:
+        return _load()
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> TechnologyDB:
     folder = data_dir()
     technologies = json.loads((folder / "technologies.json").read_text(encoding="utf-8"))
     categories_file = folder / "categories.json"
