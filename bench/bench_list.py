@@ -294,7 +294,7 @@ def find_cases(n: int, t0: float) -> list[tuple[str, dict[str, Any], int]]:
     """(label, query, matching tasks) of the list's search, filters and orders, for ``--find``."""
     hour = {"created_after": t0 + n * 0.005, "created_before": t0 + n * 0.005 + 3600}
     return [
-        ("q=acme 12 (a few tasks)", {"q": "acme 12"}, 0),
+        ("q=acme weekly 12 (a few tasks)", {"q": "acme weekly 12"}, 0),
         ("q=ACME w (a name prefix, 1/400)", {"q": "ACME w"}, 0),
         ("q=acme (name or target, 1/10)", {"q": "acme"}, 0),
         ("q=10.1.0 (targets)", {"q": "10.1.0"}, 0),

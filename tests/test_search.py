@@ -179,6 +179,27 @@ def test_search_is_a_case_insensitive_prefix_of_name_or_target(world: tuple, par
     assert total == len(want) and seen == want
 
 
+@pytest.mark.parametrize(
+    "params", [{"q": "acme"}, {"q": "ACME", "sort": "created"}, {"q": "e", "status": "SUCCESS"}]
+)
+def test_small_pages_of_broad_searches_read_in_order_and_agree(world: tuple, params: dict) -> None:
+    # A search matching many tasks reads its first small pages newest (or oldest) first and
+    # checks them, its later pages from its index ranges: every page agrees with the reference.
+    stack, docs = world
+    want = expected(docs, **params)
+    assert len(want) > 100
+    seen: list[str] = []
+    for page in range(1, 6):  # small pages: read in order
+        data = listing(stack, page=page, size=10, **params)
+        assert data["total"] == len(want)
+        seen += [i["celery_id"] for i in data["items"]]
+    page = 2
+    while len(seen) < len(want):  # the rest, 50 a page: from the ranges
+        seen += [i["celery_id"] for i in listing(stack, page=page, size=50, **params)["items"]]
+        page += 1
+    assert seen == want
+
+
 def test_search_matches_prefixes_only_and_nothing_is_nothing(world: tuple) -> None:
     stack, docs = world
     # "portal" is inside "https://Portal.acme.test/" but begins neither a name nor a target.
@@ -247,6 +268,17 @@ def test_deep_pages_of_several_statuses_take_one_query_and_agree(world: tuple) -
     assert [i["celery_id"] for i in data["items"]] == want[1000:1100]
 
 
+def test_pages_by_status_go_as_deep_as_the_depth_limit(world: tuple) -> None:
+    # Without a status, worker and the started/runtime orders are asked one status at a time.
+    stack, docs = world
+    want = expected(docs, sort="-started")
+    data = listing(stack, sort="-started", page=20, size=100)
+    assert data["total"] == N and [i["celery_id"] for i in data["items"]] == want[1900:2000]
+    want = expected(docs, worker="celery@alpha")
+    total, seen = every_page(stack, 100, worker="celery@alpha")
+    assert total == len(want) < 2000 and seen == want
+
+
 def test_the_spec_list_is_unchanged(world: tuple) -> None:
     stack, docs = world
     data = listing(stack)
@@ -273,6 +305,8 @@ def test_the_spec_list_is_unchanged(world: tuple) -> None:
         ("worker=", "worker", "must not be empty"),
         ("q=acme&page=200&size=100", "page", "first 10000"),
         ("status=SUCCESS&status=FAILURE", "status", "must be given once"),
+        ("sort=-runtime&page=21&size=100", "page", "first 2000"),
+        ("worker=celery@beta&page=201", "page", "first 2000"),
     ],
 )
 def test_bad_parameters_are_400_naming_the_field(world: tuple, query: str, field: str, reason: str) -> None:

@@ -43,6 +43,7 @@ class AsyncTaskStore(TranslatesErrors):
         self.client: AsyncMongoClient[Any] = AsyncMongoClient(config.url, **_client_kwargs(config))
         self.db = self.client[config.database]
         self.tasks = self.db[TASKS]
+        self._total: tuple[int, float] | None = None  # (tasks, when counted): total_tasks
         self.schedules = ScheduleStore(self.db)
 
     async def close(self) -> None:
@@ -135,6 +136,13 @@ class AsyncTaskStore(TranslatesErrors):
         """The ``limit`` smallest string values of ``field`` that are at least ``value`` (index seeks)."""
         found = self.tasks.find({field: {"$gte": value}}, {field: 1}).sort([(field, ASCENDING)]).limit(limit)
         return [d[field] async for d in found if isinstance(d.get(field), str)]
+
+    async def total_tasks(self) -> int:
+        """How many tasks there are, counted at most once a minute (a plan's estimate)."""
+        now = time.monotonic()
+        if self._total is None or now - self._total[1] > 60.0:
+            self._total = (await self.count({}), now)
+        return self._total[0]
 
     async def by_ids(self, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
         """List views of tasks by document ``_id`` (one primary-key query)."""

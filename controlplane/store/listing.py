@@ -6,17 +6,23 @@ picks the index of an equality over a range or an order.  So the list is answere
 equalities and ranges that an index of :data:`controlplane.store.tasks.INDEXES` serves, in
 one of three plans:
 
-* **one query** — the spec's filters, ``worker`` and the created-time range, with any order:
-  a ``count`` and a ``find`` sorted on an index;
-* **one query per status** — several statuses, or ``sort=status``: the per-status totals
-  add up, pages of ``sort=status`` are cut from the groups in order, and other orders merge
-  the groups' first ``skip + size`` tasks (past :data:`MERGE_LIMIT`, one ``$in`` query);
+* **one query** — the spec's filters and the created-time range with the default order, or
+  one status with ``worker`` or any order: a ``count`` and a ``find`` sorted on an index;
+* **one query per status** — several statuses, ``sort=status``, or ``worker`` or a
+  started/runtime order without one status (their indexes begin with the status: one index
+  less for every document write to keep up): the per-status totals add up, pages of
+  ``sort=status`` are cut from the groups in order, and other orders merge the groups' first
+  ``skip + size`` tasks (past :data:`MERGE_LIMIT`, one ``$in`` query where the newest-first
+  index serves it, else a 400 past :data:`DEPTH_LIMIT`);
 * **a search** (``q``) — a case-insensitive prefix of the name or the target.  The spellings
   of the prefix that occur in the data are found with a few index seeks (a loose index scan),
   then each spelling is an exact index range: totals are the ranges' counts less the tasks
-  found through both fields, pages merge the ranges' first tasks.  The other filters are
-  written ``$in`` there, which the embedded server checks per document instead of choosing
-  their index over the range.
+  found through both fields (index-only counts), pages merge the ranges' first tasks.  The
+  other filters are written ``$in`` there, which the embedded server checks per document
+  instead of choosing their index over the range.  Reading a range's tasks in order costs a
+  document read each (12 µs), so a page of a search that matches many tasks, newest or oldest
+  first, is instead read from the newest-first index and checked here, when that reads fewer
+  tasks (the expected number is known from the counts; :data:`SCAN_ROWS` at most).
 
 Everything is plain MongoDB, and gives the same answers on mongod.
 """
@@ -34,6 +40,8 @@ from controlplane.core.merge import STATUSES
 
 MERGE_LIMIT = 200
 """``skip + size`` up to which the pages of several statuses are merged from their first tasks."""
+DEPTH_LIMIT = 2_000
+"""``skip + size`` a per-status plan without a one-query form can be paged to."""
 SEARCH_LIMIT = 10_000
 """``skip + size`` a search can be paged to (its pages merge the first tasks of each spelling)."""
 MAX_SPELLINGS = 4
@@ -41,6 +49,10 @@ MAX_SPELLINGS = 4
 MAX_SEEKS = 24
 SEARCH_FIELDS = ("name", "target")
 SEEK_BATCH = 4
+SCAN_ROWS = 2_000
+"""Most tasks a search page reads from the newest-first index (else it reads its ranges)."""
+SCAN_COST = 8
+"""A task read in order and checked here costs about this many tasks of a range read and sorted."""
 
 
 class Reader(Protocol):
@@ -65,12 +77,15 @@ class Reader(Protocol):
     async def by_ids(self, ids: Sequence[Any]) -> dict[Any, dict[str, Any]]:
         """List views by ``_id``."""
 
+    async def total_tasks(self) -> int:
+        """About how many tasks there are (for plans; may be a minute old)."""
+
 
 async def run(store: Reader, flt: TaskFilter, skip: int, size: int) -> tuple[int, list[dict[str, Any]]]:
     """``(total, page)`` for ``flt``, the page being ``size`` tasks after ``skip``."""
     if flt.q is not None:
         return await _search(store, flt, flt.q, skip, size)
-    if len(flt.statuses) > 1 or flt.sort == "status":
+    if _per_status(flt):
         return await _by_status(store, flt, skip, size)
     query = flt.query()
     total, docs = await asyncio.gather(store.count(query), store.find_page(query, flt.order(), skip, size))
@@ -78,6 +93,14 @@ async def run(store: Reader, flt: TaskFilter, skip: int, size: int) -> tuple[int
 
 
 # -- several statuses -------------------------------------------------------------------
+
+
+def _per_status(flt: TaskFilter) -> bool:
+    """Whether the indexes serve ``flt`` only one status at a time."""
+    if len(flt.statuses) > 1 or flt.sort == "status":
+        return True
+    by_status = flt.worker is not None or flt.sort.lstrip("-") in ("started", "runtime")
+    return not flt.statuses and by_status
 
 
 async def _by_status(
@@ -102,7 +125,12 @@ async def _by_status(
         return total, docs
     order = flt.order()
     if skip + size > MERGE_LIMIT:
-        return total, await store.find_page(flt.query(), order, skip, size)
+        if order[0][0] == "created_time" and flt.worker is None:
+            return total, await store.find_page(flt.query(), order, skip, size)
+        if skip + size > DEPTH_LIMIT:
+            raise InvalidParam(
+                "page", f"this filter and order can be paged through its first {DEPTH_LIMIT} tasks; narrow it"
+            )
     firsts = await asyncio.gather(
         *(
             store.find_page(q, order, 0, min(skip + size, n), _keys(order))
@@ -129,11 +157,22 @@ async def _search(
     both = [{**base, "name": prefix_range(n), "target": prefix_range(t)} for n in names for t in targets]
     queries = [{**base, field: prefix_range(s)} for field, s in ranges]
     order = flt.order()
-    counts, firsts = await asyncio.gather(
-        asyncio.gather(*(store.count(query) for query in [*queries, *both])),
-        asyncio.gather(*(store.find_page(query, order, 0, skip + size, _keys(order)) for query in queries)),
+    counts = await asyncio.gather(*(store.count(query) for query in [*queries, *both]))
+    in_ranges = sum(counts[: len(queries)])
+    total = in_ranges - sum(counts[len(queries) :])
+    if total == 0 or skip >= total:
+        return total, []
+    if len(order) == 1:  # newest or oldest first: maybe read in order and check here
+        rows = -(-(skip + size) * max(await store.total_tasks(), total) * 2 // total)
+        if rows <= SCAN_ROWS and rows * SCAN_COST < in_ranges:
+            docs = await store.find_page(flt.query(), order, 0, rows)
+            choices = _choices(q)
+            hits = [d for d in docs if any(_spells(choices, d.get(f)) for f in SEARCH_FIELDS)]
+            if len(hits) >= skip + size or len(docs) < rows:
+                return total, hits[skip : skip + size]
+    firsts = await asyncio.gather(
+        *(store.find_page(query, order, 0, skip + size, _keys(order)) for query in queries)
     )
-    total = sum(counts[: len(queries)]) - sum(counts[len(queries) :])
     return total, await _page(store, merge(firsts, order)[skip : skip + size])
 
 
@@ -152,8 +191,11 @@ def _choices(q: str) -> list[list[str]]:
     return out
 
 
-def _spells(choices: list[list[str]], text: str) -> bool:
-    return len(text) >= len(choices) and all(text[i] in choices[i] for i in range(len(choices)))
+def _spells(choices: list[list[str]], text: Any) -> bool:
+    """Whether ``text`` starts with a spelling of the search."""
+    if not isinstance(text, str) or len(text) < len(choices):
+        return False
+    return all(text[i] in choices[i] for i in range(len(choices)))
 
 
 def spelling_after(choices: list[list[str]], text: str) -> str | None:
@@ -263,5 +305,7 @@ def _keys(order: Sequence[tuple[str, int]]) -> dict[str, int]:
 
 async def _page(store: Reader, merged: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The list views of a merged page's tasks, in its order (one query by ``_id``)."""
+    if not merged:
+        return []  # (``_id: {$in: []}`` is a scan of every task on the embedded server)
     found = await store.by_ids([d["_id"] for d in merged])
     return [found[d["_id"]] for d in merged if d["_id"] in found]

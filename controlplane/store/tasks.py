@@ -71,18 +71,17 @@ INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
         {"name": "status_type_newest"},
     ),
     ([("rev", ASCENDING)], {"name": "rev"}),
-    # The list's worker filter, its other orders and its search (q: name and target prefixes).
-    ([("worker", ASCENDING), ("created_time", DESCENDING)], {"name": "worker_newest"}),
+    # The list's worker filter and its started and runtime orders, per status: a query without
+    # a status asks each status in turn (controlplane.store.listing); and its search (q), name
+    # and target prefixes.  Every index costs each document write (the consumer's), so few.
     (
         [("status", ASCENDING), ("worker", ASCENDING), ("created_time", DESCENDING)],
         {"name": "status_worker_newest"},
     ),
-    ([("start_time", DESCENDING), ("created_time", DESCENDING)], {"name": "started"}),
     (
         [("status", ASCENDING), ("start_time", DESCENDING), ("created_time", DESCENDING)],
         {"name": "status_started"},
     ),
-    ([("outcome.runtime", DESCENDING), ("created_time", DESCENDING)], {"name": "runtime"}),
     (
         [("status", ASCENDING), ("outcome.runtime", DESCENDING), ("created_time", DESCENDING)],
         {"name": "status_runtime"},
