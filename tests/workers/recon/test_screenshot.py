@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import os
 import socket
+import ssl
 import stat
 import struct
 import zlib
@@ -20,6 +21,7 @@ from typing import Any
 
 import gridfs
 import pytest
+import trustme
 
 from controlplane.store.results import ResultWriter
 from controlplane.store.screenshots import BUCKET
@@ -223,6 +225,20 @@ def test_ip_task_stores_one_screenshot_per_site_at_the_configured_size(
         }
     # The browser fetched each front page itself (besides site identification's own request).
     assert blue.requests.count(("GET", "/")) >= 2
+
+
+def test_an_https_site_with_a_self_signed_certificate_is_rendered(
+    chromium: str, recon_db: Any, sites: list[RouteSite]
+) -> None:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert(IN_SCOPE).configure_cert(tls)
+    secure = RouteSite(IN_SCOPE, {"/": page(GREEN)}, tls=tls).start()
+    sites.append(secure)
+    ctx = context(recon_db)
+    stats = run_ip_task([IN_SCOPE], ip_options(secure), ctx, CaptureSettings(chromium=chromium))
+    assert stats["screenshot"] == 1
+    _, png = stored(recon_db, ctx.task_id)[secure.url]
+    assert secure.url.startswith("https://") and png_pixel(png, 640, 400) == GREEN
 
 
 def test_a_page_cannot_reach_an_out_of_scope_host(
