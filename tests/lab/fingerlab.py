@@ -395,6 +395,21 @@ def _corpus() -> dict[str, tuple[str, dict[str, str]]]:
             "",
             "<h1>About us</h1><p>We consult on RabbitMQ, ActiveMQ and Apache Solr deployments.</p>" + prose,
         ),
+        "security-blog": html(
+            "Patch notes for OA and camera admins - Sec Weekly",
+            "",
+            "<article><h1>Patch now</h1><p>Hikvision cameras expose /doc/page/login.asp; open "
+            "http://host:8848/nacos/ and change the default password; jeecg-boot and ruoyi-vue releases "
+            "fix injection bugs; YONYOU NC, U8 Cloud and GRP-U8 customers should update; Office Anywhere "
+            "2017 (通达OA) needs the latest patch. Gitea, Jenkins and Druid users: see below.</p></article>"
+            + prose,
+        ),
+        "shop-product": html(
+            "Garden hose 20 m - Harbor Tools Shop",
+            "",
+            '<div class="product"><h1>Garden hose</h1><p>Price: 19.90</p><button>Add to basket</button></div>'
+            "<p>Ships from our Nacos Street warehouse.</p>" + prose,
+        ),
         "listing-essay": html(
             "Index of /blog posts we liked",
             "",
