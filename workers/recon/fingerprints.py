@@ -187,6 +187,23 @@ class Document:
         return out
 
     @functools.cached_property
+    def by_id(self) -> dict[str, list[Element]]:
+        """Elements grouped by their id."""
+        out: dict[str, list[Element]] = {}
+        for element in self.by_attr.get("id", []):
+            out.setdefault(element.attrs["id"], []).append(element)
+        return out
+
+    @functools.cached_property
+    def by_class(self) -> dict[str, list[Element]]:
+        """Elements grouped by each of their classes."""
+        out: dict[str, list[Element]] = {}
+        for element in self.by_attr.get("class", []):
+            for name in set(element.attrs["class"].split()):
+                out.setdefault(name, []).append(element)
+        return out
+
+    @functools.cached_property
     def by_attr(self) -> dict[str, list[Element]]:
         """Elements grouped by the names of their attributes."""
         out: dict[str, list[Element]] = {}

@@ -290,16 +290,14 @@ def split_selectors(group: str) -> list[str]:
 def select(doc: Document, steps: Sequence[Step]) -> Iterator[Element]:
     """The elements of ``doc`` that the parsed selector ``steps`` picks."""
     last = steps[-1]
+    options = [doc.by_attr.get(name, []) for name, _, _ in last.attrs]
+    if last.id:
+        options.append(doc.by_id.get(last.id, []))
+    if last.classes:
+        options.append(doc.by_class.get(last.classes[0], []))
     if last.tag:
-        candidates = doc.by_tag.get(last.tag, [])
-    elif last.attrs:
-        candidates = doc.by_attr.get(last.attrs[0][0], [])
-    elif last.id:
-        candidates = doc.by_attr.get("id", [])
-    elif last.classes:
-        candidates = doc.by_attr.get("class", [])
-    else:
-        candidates = doc.elements
+        options.append(doc.by_tag.get(last.tag, []))
+    candidates = min(options, key=len) if options else doc.elements
     for element in candidates:
         if last.matches(element) and _ancestors_ok(doc, element, steps[:-1], last.combinator):
             yield element
@@ -434,6 +432,20 @@ class TechnologyDB:
         self.technologies = {name: build_technology(name, raw) for name, raw in technologies.items()}
         self.categories = {int(k): str(v.get("name", k)) for k, v in categories.items()}
         self._category_of = {name: set(t.categories) for name, t in self.technologies.items()}
+        self._keyed: dict[str, dict[str, list[tuple[str, tuple[Pattern, ...]]]]] = {
+            "headers": {},
+            "cookies": {},
+            "meta": {},
+        }
+        self._texts: dict[str, list[tuple[str, tuple[Pattern, ...]]]] = {t: [] for t in TEXT_FIELDS.values()}
+        self._dom: list[tuple[str, DomRule]] = []
+        for name, tech in self.technologies.items():
+            for kind, keyed in (("headers", tech.headers), ("cookies", tech.cookies), ("meta", tech.meta)):
+                for key, patterns in keyed.items():
+                    self._keyed[kind].setdefault(key, []).append((name, patterns))
+            for target, patterns in tech.texts.items():
+                self._texts[target].append((name, patterns))
+            self._dom.extend((name, rule) for rule in tech.dom)
 
     def __len__(self) -> int:
         return len(self.technologies)
@@ -450,37 +462,36 @@ class TechnologyDB:
         }
         return {k: [(v[:MAX_TEXT], v[:MAX_TEXT].lower()) for v in values if v] for k, values in texts.items()}
 
-    def _match(self, tech: Technology, page: PageFacts, texts: dict[str, list[tuple[str, str]]]) -> _Hit:
-        hit = _Hit()
-        for source, keyed in (
-            (page.headers, tech.headers),
-            (page.cookies, tech.cookies),
-            (page.document.meta, tech.meta),
+    def _match(self, page: PageFacts) -> dict[str, _Hit]:
+        hits: dict[str, _Hit] = {}
+        for kind, source in (
+            ("headers", page.headers),
+            ("cookies", page.cookies),
+            ("meta", page.document.meta),
         ):
-            for key, patterns in keyed.items():
-                value = source.get(key)
-                if value is not None:
-                    _scan(hit, patterns, [(value, value.lower())])
-        for target, patterns in tech.texts.items():
-            _scan(hit, patterns, texts[target])
-        for rule in tech.dom:
-            _scan_dom(hit, rule, page.document)
-        return hit
+            index = self._keyed[kind]
+            for key, value in source.items():
+                pair = [(value, value.lower())]
+                for name, patterns in index.get(key, ()):
+                    _scan(hits.setdefault(name, _Hit()), patterns, pair)
+        for target, values in self._page_texts(page).items():
+            if values:
+                for name, patterns in self._texts[target]:
+                    _scan(hits.setdefault(name, _Hit()), patterns, values)
+        if page.document.elements:
+            for name, rule in self._dom:
+                _scan_dom(hits.setdefault(name, _Hit()), rule, page.document)
+        return {name: hit for name, hit in hits.items() if hit.confidence > 0}
 
     def analyze(self, page: PageFacts) -> list[Detection]:
         """The technologies ``page`` shows, with versions, categories and confidence."""
-        texts = self._page_texts(page)
-        hits: dict[str, _Hit] = {}
-        for tech in self.technologies.values():
-            hit = self._match(tech, page, texts)
-            if hit.confidence > 0:
-                hits[tech.name] = hit
+        hits = self._match(page)
         self._apply_requirements(hits)
         self._apply_implies(hits)
         for name in list(hits):
             for excluded in self.technologies[name].excludes if name in self.technologies else ():
                 hits.pop(excluded, None)
-        return [self._detection(name, hit) for name, hit in hits.items()]
+        return [self._detection(name, hit) for name, hit in sorted(hits.items())]
 
     def _apply_requirements(self, hits: dict[str, _Hit]) -> None:
         changed = True
