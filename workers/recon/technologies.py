@@ -524,29 +524,34 @@ class TechnologyDB:
         return Detection(name, version, categories, hit.confidence, "wappalyzer")
 
 
-def _scan(hit: _Hit, patterns: Iterable[Pattern], values: Sequence[tuple[str, str]]) -> None:
+def _scan(hit: _Hit, patterns: Iterable[Pattern], values: Sequence[tuple[str, str]]) -> bool:
+    """Add every pattern that matches one of ``values`` to ``hit``; tell whether any did."""
+    matched = False
     for pattern in patterns:
         for value, lowered in values:
             match = pattern.search(value, lowered)
             if match is not None:
                 hit.add(pattern, match)
+                matched = True
                 break
+    return matched
 
 
 def _scan_dom(hit: _Hit, rule: DomRule, doc: Document) -> None:
+    """Match ``rule`` on the first element that satisfies it (presence, or an attribute or text)."""
     for steps in rule.selectors:
         for element in select(doc, steps):
-            if rule.exists:
+            matched = rule.exists
+            if matched:
                 hit.bump(100)
-                return
             for name, patterns in rule.attributes:
                 value = element.attrs.get(name)
                 if value is not None:
-                    _scan(hit, patterns, [(value, value.lower())])
+                    matched = _scan(hit, patterns, [(value, value.lower())]) or matched
             if rule.text:
                 text = doc.text_of(element)
-                _scan(hit, rule.text, [(text, text.lower())])
-            if hit.confidence:
+                matched = _scan(hit, rule.text, [(text, text.lower())]) or matched
+            if matched:
                 return
 
 

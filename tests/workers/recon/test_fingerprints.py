@@ -159,13 +159,25 @@ def test_implies_excludes_and_requirements() -> None:
             "OldShop": {"cats": [6], "meta": {"generator": "OldShop"}, "excludes": "ShopKit"},
             "Widget": {"cats": [1], "dom": {"div.w": {"attributes": {"data-v": "v([\\d.]+)\\;version:\\1"}}}},
             "Cookie": {"cats": [1], "cookies": {"sess_id": ""}},
+            "Badge": {
+                "cats": [1],
+                "dom": {"span.badge": {"exists": "", "attributes": {"title": "v([\\d.]+)\\;version:\\1"}}},
+            },
+            "Both": {
+                "cats": [1],
+                "headers": {"X-Both": ""},
+                "dom": {"i.v": {"attributes": {"data-v": "([\\d.]+)\\;version:\\1"}}},
+            },
         }
     )
     page = PageFacts(
         headers={"x-shop": "2.1", "set-cookie": "sess_id=1; Path=/"},
-        body='<p>shopkit-plugin CourierCo</p><div class="w" data-v="v3.4"></div>',
+        body='<p>shopkit-plugin CourierCo</p><div class="w" data-v="v3.4"></div>'
+        '<span class="badge" title="v7.1">b</span><i class="v"></i><i class="v" data-v="2.5"></i>',
     )
+    page.headers["x-both"] = "1"
     found = {d.name: d for d in db.analyze(page)}
+    assert found["Badge"].version == "7.1" and found["Both"].version == "2.5"
     assert found["ShopKit"].version == "2.1"
     assert found["Lang"].confidence == 50
     assert {"Plugin", "Courier", "Widget", "Cookie"} <= set(found)
