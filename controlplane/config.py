@@ -123,10 +123,17 @@ class ReconConfig:
     github_url: str = "https://api.github.com"
     github_token: str = ""
     poc_dirs: list[str] = field(default_factory=list)
-    webhook_url: str = ""
     poc_host_concurrency: int = 8
     poc_max_requests_per_host: int = 5000
     poc_max_host_errors: int = 30
+    webhook_url: str = ""
+    screenshot_chromium: str = "chromium"
+    screenshot_width: int = 1280
+    screenshot_height: int = 800
+    screenshot_max_bytes: int = 2 * 1024 * 1024
+    screenshot_timeout: float = 15.0
+    screenshot_max_sites: int = 200
+    screenshot_concurrency: int = 4
 
 
 @dataclass
@@ -214,8 +221,8 @@ class FeedConfig:
     max_replay: int = 100_000
     lookup_cache: int = 10_000
     lookup_ttl: float = 2.0
-    leave_tracking: int = 100_000
     lookup_recent: int = 5_000
+    leave_tracking: int = 100_000
 
     def redis_url(self, broker_url: str) -> str:
         """Where updates fan out: ``feed.url``, else the broker when it is Redis, else empty."""
@@ -418,10 +425,10 @@ def _check(config: Config) -> None:
         raise ConfigError("events.cache_tasks: must be 0 (off) or more")
     if config.feed.lookup_cache < 0:
         raise ConfigError("feed.lookup_cache: must be 0 (off) or more")
-    if config.feed.lookup_ttl <= 0:
-        raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
     if config.feed.lookup_recent < 0:
         raise ConfigError("feed.lookup_recent: must be 0 (off) or more")
+    if config.feed.lookup_ttl <= 0:
+        raise ConfigError("feed.lookup_ttl: must be more than 0 seconds")
     if config.feed.leave_tracking < 0:
         raise ConfigError("feed.leave_tracking: must be 0 (off) or more")
     if config.events.coalesce_above < 0:
@@ -440,6 +447,15 @@ def _check(config: Config) -> None:
         raise ConfigError("api.workers_cache_seconds: must be 0 (no cache) or more")
     if not 1 <= config.api.max_json_depth <= 256:
         raise ConfigError("api.max_json_depth: must be 1..256")
+    recon = config.recon
+    if not (100 <= recon.screenshot_width <= 8192 and 100 <= recon.screenshot_height <= 8192):
+        raise ConfigError("recon.screenshot_width and recon.screenshot_height: must be 100..8192 pixels")
+    if recon.screenshot_max_bytes < 1024:
+        raise ConfigError("recon.screenshot_max_bytes: must be at least 1024")
+    if recon.screenshot_timeout <= 0:
+        raise ConfigError("recon.screenshot_timeout: must be more than 0 seconds")
+    if recon.screenshot_max_sites < 0 or recon.screenshot_concurrency < 1:
+        raise ConfigError("recon.screenshot_max_sites: 0 or more; recon.screenshot_concurrency: at least 1")
     if config.embedded.restart_limit < 1:
         raise ConfigError("embedded.restart_limit: must be at least 1")
     if config.embedded.restart_window <= 0 or config.embedded.restart_delay_max <= 0:

@@ -659,7 +659,7 @@ def test_add_asset_site_task() -> None:
             "data.options.bogus",
             "unknown option; expected one of: domain_brute, domain_brute_type, port_scan, "
             "port_scan_type, port_custom, service_detection, site_identify, ssl_cert, file_leak, "
-            "scope_id, dns_query_plugin, alt_dns",
+            "site_capture, scope_id, dns_query_plugin, alt_dns",
         ),
         ({"port_scan": 1}, "data.options.port_scan", "must be a boolean (true or false)"),
         ({"port_scan": "true"}, "data.options.port_scan", "must be a boolean (true or false)"),

@@ -376,6 +376,7 @@ _IP_OPTIONS: Options = {
     "site_identify": (_bool, True),
     "ssl_cert": (_bool, False),
     "file_leak": (_bool, False),
+    "site_capture": (_bool, None),
     "scope_id": (_scope, None),
 }
 _DOMAIN_OPTIONS: Options = {

@@ -23,6 +23,7 @@ from controlplane.handlers.tasks import (
     ItemHandler,
     ResultsHandler,
     RevokeHandler,
+    ScreenshotHandler,
     TypesHandler,
 )
 from controlplane.handlers.workers import (
@@ -55,6 +56,11 @@ def routes(services: dict[str, Any]) -> list[tuple[str, type[tornado.web.Request
         (rf"{PREFIX}/ws/?", FeedHandler, services),
         (rf"{PREFIX}/?", CollectionHandler, services),
         (rf"{PREFIX}/([^/]+)/results/?", ResultsHandler, services),
+        (
+            rf"{PREFIX}/(?P<celery_id>[^/]+)/results/site/(?P<site_id>[^/]+)/screenshot\.png",
+            ScreenshotHandler,
+            services,
+        ),
         (rf"{PREFIX}/([^/]+)/?", ItemHandler, services),
         (r"/api/workers/?", WorkersHandler, services),
         (rf"{WORKER}/pool/?", PoolHandler, services),

@@ -347,6 +347,30 @@ def operations(task_types: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "/api/celery_task/{celery_id}/results/site/{site_id}/screenshot.png": {
+            "parameters": [
+                _CELERY_ID_PATH,
+                {
+                    "name": "site_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "the _id of one of the task's site results (kind=site)",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "get": {
+                "operationId": "siteScreenshot",
+                "summary": "The PNG screenshot of one site result (options.site_capture)",
+                "responses": {
+                    "200": {
+                        "description": "the PNG; Cache-Control: private, max-age=86400, immutable; an ETag",
+                        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "304": {"description": "If-None-Match matched the ETag"},
+                    **_errors(400, 404, 503),
+                },
+            },
+        },
         "/api/celery_task/ws/": {
             "get": {
                 "operationId": "taskFeed",

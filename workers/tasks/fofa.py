@@ -18,6 +18,7 @@ from workers.context import TaskContext
 from workers.recon.assets import sync_results
 from workers.recon.fofa import FofaClient, store_hits, unique_addresses
 from workers.recon.scan import run_ip_task
+from workers.recon.screenshot import CaptureSettings
 from workers.tasks.shared import recon_context
 
 DEFAULT_SIZE = 100
@@ -74,7 +75,7 @@ def fofa_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     }
     if targets:
         recon.max_cidr_addresses = max(recon.max_cidr_addresses, len(targets))
-        stats.update(run_ip_task(targets, options, recon))
+        stats.update(run_ip_task(targets, options, recon, CaptureSettings.from_config(ctx.config.recon)))
     else:
         stats.update({**dict.fromkeys(RECON_KINDS, 0), "partial": False})
     return ctx.finish(stats)

@@ -6,10 +6,14 @@ from typing import Any
 
 from workers.context import TaskContext
 from workers.recon.scan import run_ip_task
+from workers.recon.screenshot import CaptureSettings
 from workers.tasks.shared import recon_context
 
 
 def ip_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Port scan, sites, certificates, file leaks for IPs, CIDRs and ranges."""
-    stats = run_ip_task(list(data.get("targets") or []), dict(data.get("options") or {}), recon_context(ctx))
+    capture = CaptureSettings.from_config(ctx.config.recon)
+    stats = run_ip_task(
+        list(data.get("targets") or []), dict(data.get("options") or {}), recon_context(ctx), capture
+    )
     return ctx.finish(stats)

@@ -23,6 +23,7 @@ import gridfs
 import pytest
 import trustme
 
+from controlplane.config import ReconConfig
 from controlplane.store.results import ResultWriter
 from controlplane.store.screenshots import BUCKET
 from tests.lab.scenarios import new_task_id
@@ -166,6 +167,12 @@ def stored(db: Any, task_id: str) -> dict[str, tuple[dict[str, Any], bytes]]:
 
 
 # -- without a browser ------------------------------------------------------------------
+
+
+def test_the_capture_defaults_are_the_configuration_defaults() -> None:
+    assert CaptureSettings.from_config(ReconConfig()) == CaptureSettings()
+    recon = ReconConfig(screenshot_chromium="/opt/chromium", screenshot_width=640, screenshot_max_sites=3)
+    assert CaptureSettings.from_config(recon) == CaptureSettings("/opt/chromium", 640, max_sites=3)
 
 
 def test_png_size_reads_the_header_and_refuses_other_data() -> None:
