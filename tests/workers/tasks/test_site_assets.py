@@ -63,7 +63,8 @@ def test_site_update_records_changes(
     changes = {c["site"]: c for c in worker.store.db["asset_site_change"].find({"task_id": ctx.task_id})}
     assert changes[sites[0].url]["fields"]["title"] == {"old": "Site 0", "new": "Renamed"}
     assert changes[sites[1].url]["change"] == "removed"
-    assert changes[sites[2].url]["fields"]["fingerprints"]["added"] == ["Jenkins"]
+    # Jenkins, and what the technology database says it implies (Java).
+    assert changes[sites[2].url]["fields"]["fingerprints"]["added"] == ["Jenkins", "Java"]
     assets = _assets(worker, scope_id)
     assert assets[sites[0].url]["title"] == "Renamed" and not assets[sites[1].url]["alive"]
     assert worker.progress(ctx, "site_update")[-1] == (3, 3)
