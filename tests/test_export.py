@@ -19,6 +19,7 @@ import pytest
 from openpyxl import load_workbook
 
 from controlplane.runtime import cli
+from controlplane.service import export
 from controlplane.service.export import COLUMNS, row
 from controlplane.store.tasks import new_task_document
 from tests.conftest import make_stack
@@ -195,3 +196,11 @@ def test_cli_results_writes_the_same_file(
         sheet = load_workbook(out).active
         assert sheet.max_row == 1 + len(SITES)
     assert f"{len(SITES)} result(s)" in capsys.readouterr().err
+
+
+def test_fingerprints_export_as_name_and_version() -> None:
+    finger = [
+        {"name": "nginx", "version": "1.25.3", "categories": ["Web servers"], "confidence": 100},
+        {"name": "PHP", "version": "", "categories": ["Programming languages"]},
+    ]
+    assert export.cell("finger", finger) == "nginx 1.25.3, PHP"

@@ -108,8 +108,9 @@ def _item(value: Any) -> str:
         if "port" in value:
             service = value.get("service")
             return f"{value['port']}/{service}" if service else str(value["port"])
-        if set(value) == {"name"}:
-            return str(value["name"])
+        if "name" in value:  # a fingerprint: its name, and its version when the rule found one
+            version = value.get("version")
+            return f"{value['name']} {version}" if version else str(value["name"])
         return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     return "" if value is None else str(value)
 

@@ -641,7 +641,7 @@
       text = value.map((v) => {
         if (v && typeof v === "object") {
           if ("port" in v) return v.service ? `${v.port}/${v.service}` : String(v.port);
-          if (Object.keys(v).length === 1 && "name" in v) return String(v.name);
+          if ("name" in v) return v.version ? `${v.name} ${v.version}` : String(v.name);
           return JSON.stringify(v);
         }
         return String(v);
