@@ -209,20 +209,21 @@ async def _read_body(
     length_text = response.header("Content-Length")
     if length_text is not None and length_text.strip().isdigit():
         length = int(length_text)
-        data = await reader.read(min(length, limit)) if length else b""
-        while len(data) < min(length, limit):
-            more = await reader.read(min(length, limit) - len(data))
-            if not more:
-                break
-            data += more
+        data = await _read_up_to(reader, min(length, limit))
         return data, length > limit
-    data = await reader.read(limit + 1)
-    while len(data) <= limit:
-        more = await reader.read(limit + 1 - len(data))
+    data = await _read_up_to(reader, limit + 1)
+    return data[:limit], len(data) > limit
+
+
+async def _read_up_to(reader: asyncio.StreamReader, count: int) -> bytes:
+    """Read ``count`` bytes, fewer when the peer closes first; never more (the rest stays unread)."""
+    data = bytearray()
+    while len(data) < count:
+        more = await reader.read(count - len(data))
         if not more:
             break
         data += more
-    return data[:limit], len(data) > limit
+    return bytes(data)
 
 
 async def read_response(reader: asyncio.StreamReader, method: str, max_body: int) -> HttpResponse:
@@ -234,6 +235,19 @@ async def read_response(reader: asyncio.StreamReader, method: str, max_body: int
     response = HttpResponse(status=status, reason=reason, headers=headers)
     response.body, response.truncated = await _read_body(reader, response, method, max_body)
     return response
+
+
+def _hang_up(writer: asyncio.StreamWriter, complete: bool) -> None:
+    """Close after an answer read to its end; abort (no TLS close_notify) in every other case.
+
+    A graceful TLS close waits for the peer's close_notify and decrypts, then discards, whatever
+    arrives meanwhile: behind a capped 1 GB body that is the whole gigabyte. Aborting closes the
+    socket with its unread bytes (the peer gets a reset) and costs nothing.
+    """
+    if complete:
+        writer.close()
+    else:
+        writer.transport.abort()
 
 
 async def exchange(
@@ -252,7 +266,8 @@ async def exchange(
 
     TLS (when ``tls``) uses ``ssl_context``, by default the scanning context (any certificate), and
     ``sni`` as the server name. The whole exchange must finish within ``timeout`` seconds; the body
-    is cut at ``max_body`` bytes.
+    is cut at ``max_body`` bytes, and a connection whose answer was not read to its end (cut,
+    timed out, failed) is dropped at once, its unread bytes never read (see :func:`_hang_up`).
     """
     try:
         async with asyncio.timeout(timeout):
@@ -263,12 +278,15 @@ async def exchange(
                 server_hostname=sni if tls else None,
                 limit=MAX_HEADER_BYTES,
             )
+            complete = False
             try:
                 writer.write(request)
                 await writer.drain()
-                return await read_response(reader, method, max_body)
+                response = await read_response(reader, method, max_body)
+                complete = not response.truncated
+                return response
             finally:
-                writer.close()
+                _hang_up(writer, complete)
     except TimeoutError as exc:
         raise HttpError(f"timeout after {timeout}s") from exc
     except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
