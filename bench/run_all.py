@@ -26,6 +26,7 @@ from bench import (
     bench_recon_memory,
     bench_recon_portscan,
     bench_revoke,
+    bench_sites,
     bench_submit,
 )
 from bench.common import fmt_ratio, machine, table, write_result
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="listing/memory sizes, e.g. 10000,100000,1000000")
     parser.add_argument(
         "--only",
-        default="ingest,list,submit,dbops,revoke,memory,recon_portscan,recon_dns,recon_memory",
+        default="ingest,list,submit,dbops,revoke,memory,recon_portscan,recon_dns,recon_memory,sites",
         help="comma-separated subset",
     )
     args = parser.parse_args()
@@ -96,6 +97,7 @@ def main() -> None:
         "recon_portscan": lambda: bench_recon_portscan.main(quick),
         "recon_dns": lambda: bench_recon_dns.main(quick),
         "recon_memory": lambda: bench_recon_memory.main(quick),
+        "sites": lambda: bench_sites.main(quick),
     }
     for name in wanted:
         print(f"\n=== {name} ===", flush=True)

@@ -26,9 +26,10 @@ from workers.recon.fingerprints import load_rules
 from workers.recon.http import MAX_BODY, HttpError, HttpResponse, fetch, shared_ssl_context
 from workers.recon.sites import MAX_REDIRECTS, Endpoint, SiteResult, identify_site
 
-IN_FLIGHT = 2 * 1024 * 1024
-"""What may be in flight past the cap when the client hangs up: the socket buffers of both ends
-(the farm's send buffer is 64 KiB), the stream's read buffer and, over TLS, the TLS layer's."""
+IN_FLIGHT = 4 * 1024 * 1024
+"""What may be in flight past the cap when the client hangs up: one socket buffer's worth (the
+farm's send buffer is 64 KiB; the kernel sizes the client's receive buffer itself, up to a few MiB
+on loopback), the stream's read buffer and, over TLS, the TLS layer's."""
 HELD = 4 * MAX_BODY + 1024 * 1024
 """Python memory a capped fetch may hold at its peak: the body, a copy of it, and the buffers."""
 WAIT = 30.0
