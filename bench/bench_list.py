@@ -294,6 +294,8 @@ def find_cases(n: int, t0: float) -> list[tuple[str, dict[str, Any], int]]:
     """(label, query, matching tasks) of the list's search, filters and orders, for ``--find``."""
     hour = {"created_after": t0 + n * 0.005, "created_before": t0 + n * 0.005 + 3600}
     return [
+        ("the spec's default (no filter, newest first)", {}, 0),
+        ("the spec's status=FAILURE", {"status": "FAILURE"}, 0),
         ("q=acme weekly 12 (a few tasks)", {"q": "acme weekly 12"}, 0),
         ("q=ACME w (a name prefix, 1/400)", {"q": "ACME w"}, 0),
         ("q=acme (name or target, 1/10)", {"q": "acme"}, 0),
@@ -347,7 +349,7 @@ def run_find(n: int, requests: int) -> dict[str, Any]:
                 }
                 rows.append(row)
                 print(
-                    f"  {n:>8} {label:40} page {page:>2} total {total!s:>8} "
+                    f"  {n:>8} {label:44} page {page:>2} total {total!s:>8} "
                     f"p50 {row['p50_ms']:8.2f} p99 {row['p99_ms']:8.2f} ms",
                     flush=True,
                 )
