@@ -15,6 +15,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -26,10 +27,19 @@ from workers.recon.fingerprints import load_rules
 from workers.recon.http import MAX_BODY, HttpError, HttpResponse, fetch, shared_ssl_context
 from workers.recon.sites import MAX_REDIRECTS, Endpoint, SiteResult, identify_site
 
-IN_FLIGHT = 4 * 1024 * 1024
-"""What may be in flight past the cap when the client hangs up: one socket buffer's worth (the
-farm's send buffer is 64 KiB; the kernel sizes the client's receive buffer itself, up to a few MiB
-on loopback), the stream's read buffer and, over TLS, the TLS layer's."""
+
+def _receive_buffer_ceiling() -> int:
+    """The most the kernel lets a TCP receive buffer grow to by itself (``tcp_rmem``'s maximum)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 6 * 1024 * 1024
+
+
+IN_FLIGHT = _receive_buffer_ceiling() + 1024 * 1024
+"""What may be in flight past the cap when the client hangs up: one receive buffer, which the kernel
+sizes itself (on an idle loopback about 1 MiB is seen, several MiB under load), plus the farm's
+64 KiB send buffer, the stream's read buffer and, over TLS, the TLS layer's (1 MiB for those)."""
 HELD = 4 * MAX_BODY + 1024 * 1024
 """Python memory a capped fetch may hold at its peak: the body, a copy of it, and the buffers."""
 WAIT = 30.0
