@@ -15,8 +15,9 @@ per-host limits of a client never serialise them, and behaves as its :class:`Far
 
 The server runs in a process of its own (a client measured in this process is measured alone) and
 counts, for every site, requests by path, and for every connection to a huge page the bytes it
-handed to the socket before the connection ended and who ended it (:meth:`SiteFarm.stats`). The
-TLS certificate is self-signed, made with ``trustme`` when the farm starts.
+handed to its transport (at most one block is still there) before the connection ended, and who
+ended it (:meth:`SiteFarm.stats`). The TLS certificate is self-signed, made with ``trustme`` when
+the farm starts.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class FarmSite:
 
     @property
     def title(self) -> str:
-        """The title of the front page (of the landing page for a redirect; none for the others)."""
+        """The title of the front page of a page or slow site."""
         return f"Farm site {self.index} ({PROFILES[self.index % len(PROFILES)][2]})"
 
 
@@ -303,6 +304,8 @@ class _Server:
 
 
 class _SiteProtocol(asyncio.Protocol):
+    """One connection to one site: read the request line, answer (maybe late, maybe forever), count."""
+
     def __init__(self, server: _Server, site: FarmSite) -> None:
         self.server = server
         self.site = site
