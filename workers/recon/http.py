@@ -240,9 +240,10 @@ async def read_response(reader: asyncio.StreamReader, method: str, max_body: int
 def _hang_up(writer: asyncio.StreamWriter, complete: bool) -> None:
     """Close after an answer read to its end; abort (no TLS close_notify) in every other case.
 
-    A graceful TLS close waits for the peer's close_notify and decrypts, then discards, whatever
-    arrives meanwhile: behind a capped 1 GB body that is the whole gigabyte. Aborting closes the
-    socket with its unread bytes (the peer gets a reset) and costs nothing.
+    A graceful TLS close sends close_notify, then keeps the socket until the peer's arrives (up to
+    asyncio's 30 s TLS shutdown timeout), reading what comes meanwhile: a server that stalled or
+    stopped reading never sends one. Aborting closes the socket at once with its unread bytes (the
+    peer gets a reset), whatever was left of the page unread.
     """
     if complete:
         writer.close()
