@@ -57,7 +57,18 @@ from controlplane.store.tasks import INDEXES, _foreign_document
 
 OURS_DB, FLOWER_DB = 12, 13
 # Names and targets of the tasks created through the API (three in four; the rest are foreign).
-WORDS = ("acme", "Weekly", "scan", "Example", "corp", "internal", "Prod", "staging", "audit", "daily")
+WORDS: tuple[str, ...] = (
+    "acme",
+    "Weekly",
+    "scan",
+    "Example",
+    "corp",
+    "internal",
+    "Prod",
+    "staging",
+    "audit",
+    "daily",
+)
 WORDS += ("ASSET", "monitor", "github", "leak", "vpn", "mail", "portal", "shop", "api", "dev")
 
 
@@ -332,7 +343,9 @@ def run_find(n: int, requests: int) -> dict[str, Any]:
         indexed = time.monotonic() - t_index
         start_ours(stack, ingest=False)
         beat.stop()
-        t0 = stack.db.tasks.find_one({}, {"created_time": 1}, sort=[("created_time", 1)])["created_time"]
+        oldest = stack.db.tasks.find_one({}, {"created_time": 1}, sort=[("created_time", 1)])
+        assert oldest is not None, "the store was loaded"
+        t0 = oldest["created_time"]
         http_ = Http(stack.port)
         for label, params, _ in find_cases(n, t0):
             for page in (1, 50):
