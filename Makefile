@@ -31,8 +31,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy controlplane workers bench
 
+# The long fault loops (marked slow) run in `make chaos`, not here.
 pytest: $(VENV)/.installed
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs -m "not slow"
 
 test: lint typecheck pytest
 
@@ -42,10 +43,12 @@ fuzz: $(VENV)/.installed
 	CP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -rs --timeout=3600 tests/test_fuzz.py tests/test_fuzz_scope.py
 
 # The crash loops at length: `up`'s whole process group killed at random moments, 25 rounds
-# (`make test` runs 2).  CP_CHAOS_SEED=<n> repeats a run's kill moments.
+# (`make test` runs 2), then the tests marked slow (each part of `up` killed in turn, a full
+# data dir, up's restart policy).  CP_CHAOS_SEED=<n> repeats a run's kill moments.
 CHAOS_ITERATIONS ?= 25
 chaos: $(VENV)/.installed
 	CP_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(BIN)/pytest -q -rs --timeout=3600 tests/reliability/test_up_crash.py
+	$(BIN)/pytest -q -rs --timeout=3600 -m slow
 
 # `up` under a steady mixed load with random SIGKILLs of its parts (SOAK_MINUTES, default 30);
 # writes bench/results/soak.json: tasks accepted, lost, stuck, time to final state, memory.

@@ -21,7 +21,7 @@ from tests.reliability.test_up_crash import Load, final_states, untrue
 from tests.stack import wait_for
 from tests.upstack import UpStack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SIZE_MB = 256
 BOUND = 150.0

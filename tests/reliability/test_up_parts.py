@@ -21,7 +21,7 @@ from tests.reliability.test_up_crash import Load, final_states, untrue
 from tests.stack import wait_for
 from tests.upstack import UpStack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTS = ("ingest", "worker", "pool", "redis", "mongo")
 # Seconds after the last kill within which every accepted task must be final (a task running
