@@ -168,11 +168,20 @@ def template_files(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's C safe loader when it is there (templates load ~5x faster)."""
+    loader = _LOADER(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_template(path: str) -> Template:
     """Read and fully parse one template file (raises :class:`TemplateError`)."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
-        document = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (C or Python)
+        document = _safe_load(text)
     except OSError as exc:
         raise TemplateError(f"unreadable: {exc.strerror}") from None
     except yaml.YAMLError as exc:
