@@ -29,6 +29,7 @@ from controlplane.runtime.client import (
     Client,
     ClientError,
     common_options,
+    positive,
     resolve_settings,
     table,
 )
@@ -181,16 +182,6 @@ HANDLERS = {
 }
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def add_subcommand(sub: Any) -> None:
     """Add ``schedules`` and its subcommands to the ``controlplane`` parser's subparsers."""
     common = common_options()
@@ -199,8 +190,8 @@ def add_subcommand(sub: Any) -> None:
     lst = actions.add_parser("list", parents=[common], help="schedules, newest first")
     lst.add_argument("--task-type", help="only this task type")
     lst.add_argument("--state", choices=STATES, help="only active or only paused schedules")
-    lst.add_argument("--page", type=_positive, default=1)
-    lst.add_argument("--size", type=_positive, default=10, help="1..100 (default 10)")
+    lst.add_argument("--page", type=positive, default=1)
+    lst.add_argument("--size", type=positive, default=10, help="1..100 (default 10)")
     lst.add_argument("--all", action="store_true", help="every page")
     lst.add_argument("-q", "--quiet", action="store_true", help="print only schedule ids (one a line)")
     for name, text in (
