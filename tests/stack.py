@@ -319,3 +319,23 @@ class Stack:
 
         wait_for(check, timeout=timeout, what=f"{celery_id} in {statuses}")
         return found
+
+
+def pids_mentioning(needle: str) -> list[int]:
+    """Live, non-zombie processes whose command line or environment mentions ``needle``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read()
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+            with open(f"/proc/{entry}/stat") as fh:
+                zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if not zombie and (needle.encode() in cmd or needle.encode() in env):
+            found.append(int(entry))
+    return found

@@ -31,32 +31,12 @@ import yaml
 
 from controlplane.config import EmbeddedConfig, load_config
 from controlplane.runtime import embedded, up
-from tests.stack import wait_for
+from tests.stack import pids_mentioning, wait_for
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_TYPES = {"sleep_task": {"task": "workers.tasks.testing:sleep", "label": "Sleep (test)"}}
-
-
-def pids_mentioning(needle: str) -> list[int]:
-    """Live, non-zombie processes whose command line or environment mentions ``needle``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                env = fh.read()
-            with open(f"/proc/{entry}/stat") as fh:
-                zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            continue
-        if not zombie and (needle.encode() in cmd or needle.encode() in env):
-            found.append(int(entry))
-    return found
 
 
 class Up:

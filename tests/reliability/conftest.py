@@ -10,7 +10,6 @@ table (between ``<!-- reliability:start -->`` and ``<!-- reliability:end -->``).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -319,23 +318,3 @@ def wait_consuming(stack: Stack, name: str = "ingest", count: int = 1, timeout: 
         timeout=timeout,
         what=f"{name} consuming events",
     )
-
-
-def pids_mentioning(needle: str) -> list[int]:
-    """Live processes whose command line or environment mentions ``needle``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                env = fh.read()
-            with open(f"/proc/{entry}/stat") as fh:
-                zombie = fh.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            continue
-        if not zombie and (needle.encode() in cmd or needle.encode() in env):
-            found.append(int(entry))
-    return found

@@ -17,8 +17,8 @@ import redis
 import yaml
 
 from controlplane.runtime import embedded
-from tests.reliability.conftest import Server, fast_stack, pids_mentioning, statuses, wait_consuming
-from tests.stack import wait_for
+from tests.reliability.conftest import Server, fast_stack, statuses, wait_consuming
+from tests.stack import pids_mentioning, wait_for
 
 pytestmark = pytest.mark.integration
 
