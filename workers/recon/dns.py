@@ -4,7 +4,8 @@ The client builds queries and parses replies itself (A, AAAA and CNAME only) on 
 non-blocking UDP socket per name server, drained on each readiness event; a query costs a few
 microseconds of Python, so a brute force is limited by the server, not by the client. Replies are
 matched by ID *and* question; timed-out queries are retried on the next server; a truncated reply
-is asked again over TCP (dnspython).
+is asked again over TCP (dnspython). Every packet is counted per server (:mod:`workers.recon.dnshealth`),
+so :meth:`DnsClient.health` can tell a task whose resolvers did not answer from one with no names.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 import dns.asyncquery
 import dns.exception
 import dns.message
+
+from workers.recon.dnshealth import MAX_FAILED_SHARE, DnsHealth, ServerStats, verdict
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +186,22 @@ class _Query:
 
 
 class UdpEngine:
-    """Outstanding queries of one event loop over one connected UDP socket per name server."""
+    """Outstanding queries of one event loop over one connected UDP socket per name server.
 
-    def __init__(self, servers: list[tuple[str, int]], timeout: float, retries: int) -> None:
+    Its traffic is counted into ``stats`` (a fresh :class:`ServerStats` unless one is given).
+    """
+
+    def __init__(
+        self,
+        servers: list[tuple[str, int]],
+        timeout: float,
+        retries: int,
+        stats: ServerStats | None = None,
+    ) -> None:
         self.servers = servers
         self.timeout = timeout
         self.retries = retries
+        self.stats = stats if stats is not None else ServerStats(len(servers))
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, _Query] = {}
         self.sent = 0
@@ -214,6 +227,7 @@ class UdpEngine:
         """Ask (``qname``, ``qtype``); ``callback`` gets the reply (FAILED after the last retry)."""
         query = _Query(qname, qwire or encode_name(qname), qtype, callback)
         query.server = random.randrange(len(self._sockets)) if len(self._sockets) > 1 else 0
+        self.stats.questions += 1
         self._transmit(query)
 
     def _transmit(self, query: _Query) -> None:
@@ -228,9 +242,10 @@ class UdpEngine:
         query.deadline = math.inf
         self.pending[ident] = query
         self.sent += 1
+        self.stats.sent[query.server] += 1
         if not self._reading:
-            for sock in self._sockets:
-                self.loop.add_reader(sock.fileno(), self._drain, sock)
+            for index, sock in enumerate(self._sockets):
+                self.loop.add_reader(sock.fileno(), self._drain, sock, index)
             self._reading = True
             self._sweeper = self.loop.call_later(min(0.1, self.timeout / 4), self._sweep)
         self._outbox.append(query)
@@ -251,15 +266,17 @@ class UdpEngine:
             try:
                 sockets[query.server].send(query.packet)
             except OSError as exc:
+                self.stats.unreachable[query.server] += 1
                 log.debug("DNS send failed (%s); the query will time out and be retried", exc)
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, index: int) -> None:
         while True:
             try:
                 data = sock.recv(4096)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
+                self.stats.unreachable[index] += 1
                 log.debug("DNS receive failed: %s", exc)
                 break
             self.receive(data)
@@ -280,14 +297,20 @@ class UdpEngine:
         if reply is None:
             return
         del self.pending[ident]
+        self.stats.answered[query.server] += 1
         if data[2] & 0x02:
             self._over_tcp(query)
-        elif reply[0] == FAILED and query.attempts <= self.retries:
-            self._retry(query)
-        else:
-            self._answer(query, reply)
+            return
+        if reply[0] == FAILED:
+            self.stats.error_reply(query.server, data[3] & 0x0F)
+            if query.attempts <= self.retries:
+                self._retry(query)
+                return
+        self._answer(query, reply)
 
     def _answer(self, query: _Query, reply: Reply) -> None:
+        if reply[0] == FAILED:
+            self.stats.failed += 1
         try:
             query.callback(reply)
         except Exception:
@@ -309,6 +332,7 @@ class UdpEngine:
         for ident in expired:
             query = self.pending.pop(ident)
             self.timeouts += 1
+            self.stats.timeouts[query.server] += 1
             if query.attempts <= self.retries:
                 self._retry(query)
             else:
@@ -371,6 +395,7 @@ class DnsClient:
         self.timeout = timeout
         self.retries = retries
         self.concurrency = max(1, concurrency)
+        self.stats = ServerStats(len(self.servers))
         self._engine: UdpEngine | None = None
         self._sem: asyncio.Semaphore | None = None
 
@@ -383,7 +408,7 @@ class DnsClient:
         """The running loop's engine (made on first use, again if the loop changed)."""
         loop = asyncio.get_running_loop()
         if self._engine is None or self._engine.loop is not loop:
-            self._engine = UdpEngine(self.servers, self.timeout, self.retries)
+            self._engine = UdpEngine(self.servers, self.timeout, self.retries, self.stats)
             self._sem = asyncio.Semaphore(self.concurrency)
         return self._engine
 
@@ -417,6 +442,14 @@ class DnsClient:
         if not record.ips and not record.cnames:
             return None
         return record
+
+    def health(self, max_failed: float = MAX_FAILED_SHARE) -> DnsHealth:
+        """The verdict on the name servers over everything this client asked so far.
+
+        Not ok when more than ``max_failed`` of the lookups got no usable answer after retries;
+        see :class:`~workers.recon.dnshealth.DnsHealth`.
+        """
+        return verdict(self.stats, self.servers, max_failed)
 
     def close(self) -> None:
         """Close the sockets (the client makes new ones if used again)."""
