@@ -67,14 +67,18 @@ RESULT_COLLECTIONS: dict[str, ResultCollection] = {
         ResultCollection("ip", ("task_id", "ip")),
         ResultCollection("site", ("task_id", "site")),
         ResultCollection("cert", ("task_id", "host", "port")),
-        ResultCollection("fileleak", ("task_id", "url")),
+        # One record per leak of a service (ip:port), whatever host names it was reached under.
+        ResultCollection("fileleak", ("task_id", "service", "path", "evidence")),
         ResultCollection("fofa", ("task_id", "host", "ip", "port"), partial=False),
-        ResultCollection("vuln", ("task_id", "target", "poc_id"), stamped=True, filters=("severity",)),
+        # One record per template match on a service, whatever host names it was reached under.
+        ResultCollection(
+            "vuln", ("task_id", "service", "poc_id", "evidence"), stamped=True, filters=("severity",)
+        ),
         ResultCollection("github", ("task_id", "hash"), stamped=True),
         # One record per scope: a record another task of the scope found is not written again.
         ResultCollection("wih", ("scope_id", "hash"), stamped=True),
         ResultCollection("monitor_new", ("task_id", "kind", "value"), stamped=True),
-        ResultCollection("asset_site_change", ("task_id", "site"), stamped=True, listed=False),
+        ResultCollection("asset_site_change", ("task_id", "site"), stamped=True),
         # What a GitHub monitor has reported already (its partial flag is never cleared).
         ResultCollection(
             "github_seen", ("monitor_id", "hash"), index="uniq_monitor_hash", stamped=True, listed=False

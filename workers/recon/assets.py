@@ -129,3 +129,22 @@ def scope_assets(db: Database[Any], scope_id: str, kind: str, limit: int = 0) ->
 def scope_counts(db: Database[Any], scope_id: str) -> dict[str, int]:
     """How many assets of each kind scope ``scope_id`` holds."""
     return {kind: db[asset_collection(kind)].count_documents({"scope_id": scope_id}) for kind in ASSET_KEYS}
+
+
+def task_scope_id(data: Mapping[str, Any]) -> str:
+    """The scope a task's results go to: ``options.scope_id``, else ``scope_id`` ("" for none)."""
+    options = data.get("options") or {}
+    found = options.get("scope_id") if isinstance(options, Mapping) else None
+    return str(found or data.get("scope_id") or "").strip()
+
+
+def sync_into_scope(db: Database[Any], task_id: str, scope_id: str) -> dict[str, int]:
+    """At the end of a task given a ``scope_id``: merge its domain, IP and site results into the scope.
+
+    This is what ARL does for a task created for an asset group.  It runs for a stopped task too
+    (its results are partial but real).  Returns ``asset_<kind>`` (assets added) and
+    ``asset_<kind>_updated`` (known assets seen again) per kind; nothing without a scope.
+    """
+    if not scope_id:
+        return {}
+    return {f"asset_{name}": count for name, count in sync_results(db, task_id, scope_id).items()}

@@ -4,15 +4,19 @@ Probes come from ``workers/data/fileleak.yaml`` (grouped by risk, each with a co
 ``.git/config`` must hold ``[core]``, a zip must start with ``PK``...). A site that answers 200
 for everything is caught twice: its pages fail the content checks, and answers that look like its
 reply to random paths are dropped.
+
+A leak is reported once per service: the same file with the same content on one ``ip:port``
+reached under several host names is one :class:`LeakFinding` listing the ``hostnames``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workers.recon.datafiles import LeakPath, looks_like_html
@@ -95,9 +99,31 @@ def random_paths() -> list[str]:
     return [f"/{token}-notfound.txt", f"/.{token}/config"]
 
 
+def service_of(ip: str, port: int) -> str:
+    """The ``ip:port`` a finding is keyed by (an IPv6 address in brackets)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def evidence_of(body: bytes, host: str) -> str:
+    """A digest of what a response proved: its body with the requested host name masked.
+
+    Pages that echo the Host header (a phpinfo page, an error page) give the same digest under
+    every name of one service; different content under different names gives different ones.
+    """
+    masked = body
+    for spelling in dict.fromkeys((host, host.lower())):
+        if spelling:
+            masked = masked.replace(spelling.encode("utf-8", "replace"), b"{host}")
+    return hashlib.sha256(masked).hexdigest()
+
+
 @dataclass
 class LeakFinding:
-    """A leaked file found on a site."""
+    """A leaked file found on a service, with every host name it was reached under.
+
+    ``site`` and ``url`` are those of the first host name (in sorted order); ``service``,
+    ``path`` and ``evidence`` (see :func:`evidence_of`) identify the finding.
+    """
 
     site: str
     url: str
@@ -108,10 +134,37 @@ class LeakFinding:
     title: str
     risk: str = "medium"
     group: str = ""
+    scheme: str = ""
+    ip: str = ""
+    port: int = 0
+    service: str = ""
+    evidence: str = ""
+    hostnames: list[str] = field(default_factory=list)
+
+    def key(self) -> tuple[str, str, str]:
+        """What makes two findings the same leak: service, path and evidence."""
+        return (self.service, self.path, self.evidence)
+
+    def merge(self, other: LeakFinding) -> None:
+        """Add the host names of ``other`` (the same leak under other names)."""
+        if other.hostnames and (not self.hostnames or min(other.hostnames) < min(self.hostnames)):
+            self.site, self.url = other.site, other.url
+        self.hostnames = sorted(set(self.hostnames) | set(other.hostnames))
 
     def to_doc(self) -> dict[str, Any]:
         """The finding as stored in the ``fileleak`` collection."""
-        return dict(self.__dict__)
+        doc = dict(self.__dict__)
+        doc["hostnames"] = list(self.hostnames)
+        return doc
+
+
+def add_finding(found: list[LeakFinding], finding: LeakFinding) -> None:
+    """Append ``finding`` to ``found``, or merge its host names into the same leak already there."""
+    same = next((f for f in found if f.key() == finding.key()), None)
+    if same is None:
+        found.append(finding)
+    else:
+        same.merge(finding)
 
 
 async def check_site(
@@ -123,7 +176,10 @@ async def check_site(
     concurrency: int = 8,
     on_probe: Callable[[], None] | None = None,
 ) -> None:
-    """Request every probe path on ``endpoint`` and append real leaks to ``found``.
+    """Request every probe path on ``endpoint`` and add real leaks to ``found`` (see :func:`add_finding`).
+
+    Call it for every site of a run with the same ``found``: a leak already found on the same
+    service under another host name gets this host name added instead of a second finding.
 
     The site's answers to random nonexistent paths are fetched first and used as soft-404 baselines
     (only 200 answers matter: other statuses already fail the status check).
@@ -145,7 +201,8 @@ async def check_site(
             except HttpError:
                 response = None
             if response is not None and is_leak(probe, response, baselines):
-                found.append(
+                add_finding(
+                    found,
                     LeakFinding(
                         site=endpoint.origin,
                         url=endpoint.origin + probe.path,
@@ -156,7 +213,13 @@ async def check_site(
                         title=response.title,
                         risk=probe.risk,
                         group=probe.group,
-                    )
+                        scheme=endpoint.scheme,
+                        ip=endpoint.ip,
+                        port=endpoint.port,
+                        service=service_of(endpoint.ip, endpoint.port),
+                        evidence=evidence_of(response.body, endpoint.host),
+                        hostnames=[endpoint.host],
+                    ),
                 )
             if on_probe is not None:
                 on_probe()

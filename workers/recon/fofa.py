@@ -368,3 +368,28 @@ def store_hits(db: Database[Any], task_id: str, hits: Iterable[FofaHit]) -> int:
 def unique_addresses(hits: Iterable[FofaHit]) -> list[str]:
     """The distinct IP addresses of ``hits``, in first-seen order."""
     return list(dict.fromkeys(a for a in (hit.address for hit in hits) if a))
+
+
+WEB_PROTOCOLS: dict[str, list[str]] = {"http": ["http"], "https": ["https"], "": ["https", "http"]}
+"""FOFA's ``protocol`` of a hit -> the schemes to try on its port (other protocols are not web)."""
+
+
+def hit_schemes(hit: FofaHit) -> list[str]:
+    """The schemes to try on a hit's port: its ``protocol``, an ``https://`` host, else both."""
+    if hit.host.lower().startswith("https://"):
+        return ["https"]
+    if hit.host.lower().startswith("http://"):
+        return ["http"]
+    return list(WEB_PROTOCOLS.get(hit.protocol.lower(), []))
+
+
+def web_ports(hits: Iterable[FofaHit]) -> dict[str, list[tuple[int, list[str]]]]:
+    """IP -> (port, schemes to try) of every web service FOFA reported on it, ports in order."""
+    found: dict[str, dict[int, list[str]]] = {}
+    for hit in hits:
+        address, schemes = hit.address, hit_schemes(hit)
+        if not address or hit.port is None or not schemes:
+            continue
+        known = found.setdefault(address, {}).setdefault(hit.port, [])
+        known.extend(s for s in schemes if s not in known)
+    return {ip: sorted(ports.items()) for ip, ports in found.items()}

@@ -1,9 +1,10 @@
 """``github_task_task`` and ``github_task_monitor``: code search runs, their storage, and monitor state.
 
 ``github`` holds one document per (task_id, hash): repository, path, URLs, sha, matched lines,
-hash, the keyword, and for monitors the ``monitor_id``. ``github_seen`` holds, per
-(monitor_id, hash), the results a monitor has already reported, so later runs report only
-what is new.
+hash, the keyword, and for monitors the ``monitor_id`` (and the ``scope_id`` of a monitor run
+for an asset scope). ``github_seen`` holds, per (monitor_id, hash), the results a monitor has
+already reported, so later runs report only what is new; a monitor's identity includes its
+scope, so two scopes watching one keyword each get every result once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
+from workers.recon.assets import task_scope_id
 from workers.recon.context import ReconContext
 from workers.recon.control import run_pool
 from workers.recon.github import CodeResult, GithubClient, GithubError, result_of
@@ -70,9 +72,17 @@ def search(
 
 
 def run_search(
-    keyword: str, options: dict[str, Any], ctx: ReconContext, client: GithubClient, monitor_id: str = ""
+    keyword: str,
+    options: dict[str, Any],
+    ctx: ReconContext,
+    client: GithubClient,
+    monitor_id: str = "",
+    scope_id: str = "",
 ) -> dict[str, Any]:
-    """One search (a monitor when ``monitor_id`` is set); stores results and raises on a GitHub error."""
+    """One search (a monitor when ``monitor_id`` is set); stores results and raises on a GitHub error.
+
+    With ``scope_id`` the stored results (and a monitor's seen records) are tagged with it.
+    """
     max_results = int(options.get("max_results") or DEFAULT_MAX_RESULTS)
     results, complete, error = search(keyword, max_results, client, ctx)
     unique = {r.hash: r for r in results}
@@ -89,14 +99,15 @@ def run_search(
             )
         }
         new_hashes = [h for h in new_hashes if h not in known]
-    extra = {"keyword": keyword, **({"monitor_id": monitor_id} if monitor_id else {})}
+    tags = {"scope_id": scope_id} if scope_id else {}
+    extra = {"keyword": keyword, **({"monitor_id": monitor_id} if monitor_id else {}), **tags}
     store.insert(GITHUB_COLLECTION, ({**unique[h].to_doc(), **extra} for h in new_hashes))
     if monitor_id:
         # Never finished: what a monitor has seen stays marked partial, as it always was.
         seen.insert(
             SEEN_COLLECTION,
             (
-                {"monitor_id": monitor_id, "hash": h, "repo": unique[h].repo, "path": unique[h].path}
+                {"monitor_id": monitor_id, "hash": h, "repo": unique[h].repo, "path": unique[h].path, **tags}
                 for h in new_hashes
             ),
         )
@@ -126,12 +137,18 @@ def github_task_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
 
 
 def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """The same search, storing and reporting only results earlier runs of this monitor did not see."""
+    """The same search, storing and reporting only results earlier runs of this monitor did not see.
+
+    ``scope_id`` (top level or in ``options``) names the asset scope the monitor watches for: it is
+    part of the monitor's identity and tags every result (and the webhook's payload).
+    """
 
     keyword = str(data["keyword"])
-    monitor_id = monitor_identity(keyword, str(data.get("scope_id") or ""), str(data.get("monitor_id") or ""))
+    scope_id = task_scope_id(data)
+    monitor_id = monitor_identity(keyword, scope_id, str(data.get("monitor_id") or ""))
     recon = recon_context(ctx)
-    stats = run_search(keyword, dict(data.get("options") or {}), recon, _github_client(ctx), monitor_id)
+    options = dict(data.get("options") or {})
+    stats = run_search(keyword, options, recon, _github_client(ctx), monitor_id, scope_id)
     webhook = webhook_url(data, ctx)
     if webhook and stats["github"]:
         new = list(ctx.store.db["github"].find({"task_id": ctx.task_id}, {"_id": 0}))
@@ -139,6 +156,7 @@ def github_task_monitor(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any
             "task_id": ctx.task_id,
             "task_type": "github_task_monitor",
             "keyword": keyword,
+            **({"scope_id": scope_id} if scope_id else {}),
             "new": capped(new),
         }
         stats["webhook"] = post_webhook(webhook, payload, recon)

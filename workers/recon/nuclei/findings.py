@@ -4,11 +4,19 @@ The document keeps the field names of the earlier PoC engine (``poc_id``, ``name
 ``severity``, ``url``, ``request``, ``response``, ``matched``, ``verify_data`` and ARL's
 ``plg_name`` / ``vul_name``) and adds nuclei's: ``template_id``, ``matcher_name``,
 ``extracted``, ``matched_at``, ``description``, ``classification``, ``template_path``.
+
+A vuln is reported once per service: the findings of one template on one ``ip:port`` with the
+same evidence, reached under several host names, become one document (:func:`vuln_docs`) that
+lists the ``hostnames`` and ``targets``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +25,7 @@ from workers.recon.nuclei.template import Template
 
 EVIDENCE_BODY = 2048
 MAX_EVIDENCE_HEADERS = 40
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def response_evidence(response: HttpResponse, redirects: list[str]) -> dict[str, Any]:
@@ -87,3 +96,53 @@ class Finding:
             "verify_data": self.verify_data(),
             "time": time.time(),
         }
+
+
+def url_host_port(url: str) -> tuple[str, int | None]:
+    """The host name and port of a finding's URL (``tcp://host:port`` too; the scheme's default port)."""
+    parts = urllib.parse.urlsplit(url if "://" in url else "//" + url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return (parts.hostname or "", port or DEFAULT_PORTS.get(parts.scheme))
+
+
+def service_key(finding: Finding) -> str:
+    """The ``ip:port`` the finding was made on (the host name when no address is known)."""
+    host, port = url_host_port(finding.url)
+    address = finding.ip or host
+    shown = f"[{address}]" if ":" in address else address
+    return f"{shown}:{port}" if port else shown
+
+
+def evidence_key(finding: Finding) -> str:
+    """A digest of what proved the finding: the matcher hits and extracted values, host name masked."""
+    host, _ = url_host_port(finding.url)
+    proof = json.dumps(
+        {"matched": finding.matched, "extracted": finding.extracted}, sort_keys=True, default=str
+    )
+    if host:
+        proof = proof.replace(host, "{host}")
+    return hashlib.sha256(proof.encode("utf-8", "replace")).hexdigest()
+
+
+def vuln_docs(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    """One ``vuln`` document per (service, template, evidence), listing every host name and target.
+
+    The document's other fields are those of the finding whose host name sorts first.
+    """
+    groups: dict[tuple[str, str, str], list[Finding]] = {}
+    for finding in findings:
+        key = (service_key(finding), finding.template.id, evidence_key(finding))
+        groups.setdefault(key, []).append(finding)
+    docs = []
+    for (service, _, evidence), same in groups.items():
+        same.sort(key=lambda f: (url_host_port(f.url)[0], f.target))
+        doc = same[0].to_doc()
+        doc["service"] = service
+        doc["evidence"] = evidence
+        doc["hostnames"] = sorted({url_host_port(f.url)[0] for f in same} - {""})
+        doc["targets"] = sorted({f.target for f in same})
+        docs.append(doc)
+    return docs

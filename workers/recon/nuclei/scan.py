@@ -22,7 +22,7 @@ from typing import Any
 
 from workers.recon.context import ReconContext
 from workers.recon.nuclei.catalog import DEFAULT_EXCLUDE_TAGS, Catalog, Selection, Skipped
-from workers.recon.nuclei.findings import Finding
+from workers.recon.nuclei.findings import Finding, vuln_docs
 from workers.recon.nuclei.runner import Locator, RunnerOptions, TemplateRunner
 from workers.recon.run import HostLocator
 
@@ -106,16 +106,16 @@ class TemplateScan:
         return self.runner.findings
 
     def docs(self) -> list[dict[str, Any]]:
-        """The ``vuln`` documents of the findings."""
-        return [f.to_doc() for f in self.runner.findings]
+        """The ``vuln`` documents of the findings: one per service, template and evidence."""
+        return vuln_docs(self.runner.findings)
 
     def stats(self) -> dict[str, Any]:
         """The run's statistic: counts, skipped templates and targets, budgets, errors."""
         runner = self.runner
         gate = runner.gate
         by_severity: dict[str, int] = {}
-        for finding in runner.findings:
-            by_severity[finding.template.severity] = by_severity.get(finding.template.severity, 0) + 1
+        for doc in self.docs():
+            by_severity[doc["severity"]] = by_severity.get(doc["severity"], 0) + 1
         return {
             "pocs": len(self.refs),
             "templates_selected": len(self.refs),
