@@ -58,16 +58,19 @@ class Fofa(Source):
     needs_key = True
 
     def classify(self, response: SourceResponse) -> SourceError | None:
-        """FOFA's ``error``/``errmsg`` answers (auth, quota, other), then the HTTP status."""
+        """HTTP 429 is a rate limit; then FOFA's ``error``/``errmsg`` answers, then the status."""
         payload = response.payload
+        if response.status == 429:
+            text = message_of(payload, "errmsg") or "too many requests"
+            return SourceRateLimited(f"fofa rate limited (HTTP 429): {text}", response.retry_after())
         if isinstance(payload, dict) and payload.get("error"):
-            status = response.status if response.status >= 400 else None
-            error = fofa_error(str(payload.get("errmsg") or ""), status)
+            errmsg = message_of(payload, "errmsg") or "no error message"
+            error = fofa_error(errmsg, response.status if response.status >= 400 else None)
             if isinstance(error, FofaAuthError):
-                return SourceAuthError(str(error))
+                return SourceAuthError(f"fofa rejected the key: {errmsg}")
             if isinstance(error, FofaQuotaError):
-                return SourceQuotaError(str(error))
-            return SourceError(str(error))
+                return SourceQuotaError(f"fofa quota exhausted: {errmsg}")
+            return SourceError(f"fofa error: {errmsg} (HTTP {response.status})")
         return http_status_error(self.name, response)
 
     async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
