@@ -16,12 +16,15 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 WORDLISTS = {"small": DATA_DIR / "wordlists" / "small.txt", "big": DATA_DIR / "wordlists" / "big.txt"}
 
-TEST_PORTS: tuple[int, ...] = (80, 443, 8080, 8443, 22, 21, 3306, 6379, 8000, 8888, 9200, 27017)
-
 PORT_PRESET_FILES = {
+    "test": DATA_DIR / "ports_test.txt",
     "top100": DATA_DIR / "ports_top100.txt",
     "top1000": DATA_DIR / "ports_top1000.txt",
 }
+"""ARL's port lists by ``port_scan_type`` (``TOP_10``, ``TOP_100``, ``TOP_1000`` of its config), copied as
+they are: ARL's "top100" holds about 250 ports and its "top1000" 1,201."""
+ALL_PORTS = range(0, 65536)
+"""ARL's ``all``: nmap's ``-p 0-65535``. Port 0 is in it (a host never listens there; it is probed anyway)."""
 
 
 def _content_lines(path: Path) -> list[str]:
@@ -67,13 +70,15 @@ def dedupe_labels(lines: Iterable[str]) -> list[str]:
     return out
 
 
-def parse_port_list(lines: Iterable[str | int]) -> list[int]:
-    """Parse ports and ranges ("80", "8000-8010", 443) into a sorted, deduplicated list.
+def parse_port_list(lines: Iterable[str | int] | str) -> list[int]:
+    """Parse ports and ranges ("80", "8000-8010", 443, or one string "80,443,8000-8010") into a sorted,
+    deduplicated list.
 
     Raises ``ValueError`` on anything outside 1..65535 or malformed.
     """
+    items = lines.split(",") if isinstance(lines, str) else lines
     ports: set[int] = set()
-    for item in lines:
+    for item in items:
         if isinstance(item, int):
             lo = hi = item
         else:
@@ -91,19 +96,27 @@ def parse_port_list(lines: Iterable[str | int]) -> list[int]:
     return sorted(ports)
 
 
-def ports_for_preset(preset: str, custom: Iterable[int | str] | None = None) -> list[int]:
-    """Return the ports of a scan preset: "test", "top100", "top1000", "all" or "custom"."""
-    if preset == "test":
-        return sorted(TEST_PORTS)
+@functools.lru_cache(maxsize=4)
+def _preset_file(preset: str) -> tuple[int, ...]:
+    return tuple(parse_port_list(_content_lines(PORT_PRESET_FILES[preset])))
+
+
+TEST_PORTS: tuple[int, ...] = _preset_file("test")
+"""The ``test`` preset (ARL's ``TOP_10``), sorted."""
+
+
+def ports_for_preset(preset: str, custom: Iterable[int | str] | str | None = None) -> list[int]:
+    """The sorted ports of ARL's ``port_scan_type``: "test", "top100", "top1000", "all" or "custom"
+    (then ``custom`` is ``port_custom``: a list of ports and ranges or a string like "80,443,8000-8100")."""
     if preset == "all":
-        return list(range(1, 65536))
+        return list(ALL_PORTS)
     if preset == "custom":
         ports = parse_port_list(custom or [])
         if not ports:
             raise ValueError("port_scan_type 'custom' needs a non-empty port_custom list")
         return ports
     if preset in PORT_PRESET_FILES:
-        return parse_port_list(_content_lines(PORT_PRESET_FILES[preset]))
+        return list(_preset_file(preset))
     raise ValueError(f"unknown port preset {preset!r}")
 
 

@@ -1,7 +1,13 @@
-"""Optional nmap back end for port scanning: command building, XML parsing, a killable child process.
+"""The nmap back end of the port scan: command building, XML parsing, a killable child process.
+
+The command follows ARL's (``app/services/portScan.py``): a TCP connect scan of the open ports,
+``-sV`` for service and version detection, ``-O`` for OS detection, ``--min-parallelism``,
+``--min-rate``, ``--host-timeout``, ``--max-retries`` 3 (2 above 60 ports) and
+``--max-hostgroup`` 32 (2 for every port). Unlike ARL it never pings first (``-Pn``): every
+target is scanned, as the connect scanner does.
 
 nmap writes its XML as it goes: each ``<host>`` element once the host is done, and with
-``--stats-every`` a ``<taskprogress>`` element now and then. :func:`run_nmap` reads the output
+``--stats-every`` a ``<taskprogress>`` element now and then. :func:`run_nmap_scan` reads the output
 line by line, so open ports reach the caller per host and progress every second.
 """
 
@@ -9,22 +15,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
 import signal
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from workers.recon.portscan import PortInfo
+from workers.recon.portsettings import FIREWALL_KEEP, HostReport, ScanSettings
 
 STATS_EVERY = "1s"
+OS_ACCURACY = 90
+"""ARL keeps the first OS match whose accuracy is above this."""
 _PERCENT = re.compile(rb'<taskprogress [^>]*percent="([0-9.]+)"')
+
+
+class NmapError(RuntimeError):
+    """nmap ended with an error (its last lines of standard error are in the message)."""
 
 
 def nmap_path() -> str | None:
     """The nmap executable on PATH, or None when it is not installed."""
     return shutil.which("nmap")
+
+
+def os_detection_blocker(nmap: str | None = None, euid: int | None = None) -> str | None:
+    """Why nmap's OS detection (``-O``) cannot run here, or None when it can.
+
+    ``-O`` sends raw packets: nmap needs root, or file capabilities (``cap_net_raw``,
+    ``cap_net_admin``) together with ``NMAP_PRIVILEGED`` set; without them it refuses to scan at all.
+    """
+    nmap = nmap or nmap_path()
+    if nmap is None:
+        return "nmap is not installed (OS detection needs nmap: apt-get install nmap)"
+    uid = os.geteuid() if euid is None else euid
+    if uid == 0:
+        return None
+    if os.environ.get("NMAP_PRIVILEGED") is not None:
+        with contextlib.suppress(OSError):
+            if os.getxattr(os.path.realpath(nmap), "security.capability"):
+                return None
+    return (
+        f"nmap -O needs raw sockets and the worker runs as uid {uid}: run it as root, or give nmap "
+        "cap_net_raw,cap_net_admin+eip and set NMAP_PRIVILEGED=1"
+    )
 
 
 def compress_ports(ports: Iterable[int]) -> str:
@@ -42,22 +79,57 @@ def compress_ports(ports: Iterable[int]) -> str:
     return ",".join(parts)
 
 
+def nmap_command(nmap: str, ips: list[str], settings: ScanSettings) -> list[str]:
+    """The nmap argument list for ``settings``: connect scan, no ping, no DNS, XML to stdout."""
+    command = [nmap, "-sT", "-Pn", "-n", "--open", "-oX", "-", "-p", compress_ports(settings.ports)]
+    command += ["--max-rtt-timeout", f"{max(1, round(settings.connect_timeout * 1000))}ms"]
+    command += ["--stats-every", STATS_EVERY]
+    command += ["--min-parallelism", str(settings.parallelism), "--min-rate", str(settings.min_rate)]
+    retries = 3 if len(settings.ports) <= 60 else 2
+    command += ["--max-retries", str(retries), "--max-hostgroup", "2" if settings.all_ports else "32"]
+    if settings.host_timeout is not None:
+        command += ["--host-timeout", f"{max(1, round(settings.host_timeout * 1000))}ms"]
+    if settings.service_detection:
+        command.append("-sV")
+    if settings.os_detection:
+        command.append("-O")
+    if any(":" in ip for ip in ips):
+        command.append("-6")
+    return command + list(settings.nmap_args) + ips
+
+
 def build_command(
     nmap: str, ips: list[str], ports: Iterable[int], service_detection: bool, connect_timeout: float
 ) -> list[str]:
-    """The nmap argument list: TCP connect scan, no ping, no DNS, XML to stdout."""
-    command = [nmap, "-sT", "-Pn", "-n", "--open", "-oX", "-", "-p", compress_ports(ports)]
-    command += ["--max-rtt-timeout", f"{int(connect_timeout * 1000)}ms", "--stats-every", STATS_EVERY]
-    if service_detection:
-        command += ["-sV", "--version-light"]
-    if any(":" in ip for ip in ips):
-        command.append("-6")
-    return command + ips
+    """:func:`nmap_command` for the given ports and otherwise default settings."""
+    settings = ScanSettings(
+        ports=tuple(ports), service_detection=service_detection, connect_timeout=connect_timeout
+    )
+    return nmap_command(nmap, ips, settings)
 
 
-def parse_nmap_xml(text: str) -> dict[str, dict[int, PortInfo]]:
-    """Extract the open TCP ports (with service names, products, versions) from nmap's XML output."""
-    found: dict[str, dict[int, PortInfo]] = {}
+def _os_info(host: ET.Element) -> dict[str, Any]:
+    """The first ``osmatch`` above :data:`OS_ACCURACY` (name, accuracy, its OS classes), or {}."""
+    for match in host.iter("osmatch"):
+        accuracy = int(match.get("accuracy", "0") or 0)
+        if accuracy <= OS_ACCURACY:
+            continue
+        classes = [
+            {
+                **{k: c.get(k, "") for k in ("type", "vendor", "osfamily", "osgen")},
+                "accuracy": int(c.get("accuracy", "0") or 0),
+                "cpe": [cpe.text or "" for cpe in c.iter("cpe")],
+            }
+            for c in match.iter("osclass")
+        ]
+        return {"name": match.get("name", ""), "accuracy": accuracy, "osclass": classes}
+    return {}
+
+
+def parse_nmap_hosts(text: str) -> dict[str, tuple[dict[int, PortInfo], HostReport]]:
+    """Each host of nmap's XML: its open TCP ports (service, product, version) and a :class:`HostReport`
+    (``timed_out``, ``os_info``)."""
+    out: dict[str, tuple[dict[int, PortInfo], HostReport]] = {}
     root = ET.fromstring(text)  # noqa: S314 - the XML comes from our own nmap child, not from targets
     for host in root.iter("host"):
         address = next(
@@ -65,6 +137,7 @@ def parse_nmap_xml(text: str) -> dict[str, dict[int, PortInfo]]:
         )
         if not address:
             continue
+        ports: dict[int, PortInfo] = {}
         for port in host.iter("port"):
             state = port.find("state")
             if port.get("protocol") != "tcp" or state is None or state.get("state") != "open":
@@ -77,8 +150,23 @@ def parse_nmap_xml(text: str) -> dict[str, dict[int, PortInfo]]:
                 info.service = "https" if name == "http" and info.tls else name
                 info.product = service.get("product", "")
                 info.version = service.get("version", "")
-            found.setdefault(address, {})[info.port] = info
-    return found
+            ports[info.port] = info
+        report = HostReport(timed_out=host.get("timedout") == "true", os_info=_os_info(host))
+        out[address] = (ports, report)
+    return out
+
+
+def parse_nmap_xml(text: str) -> dict[str, dict[int, PortInfo]]:
+    """The open TCP ports of each host of nmap's XML (with service names, products, versions)."""
+    return {ip: ports for ip, (ports, _) in parse_nmap_hosts(text).items() if ports}
+
+
+def firewall_guard(ports: dict[int, PortInfo], report: HostReport, threshold: int) -> dict[int, PortInfo]:
+    """ARL's guard: more than ``threshold`` open ports is a firewall; keep 80 and 443 and say so."""
+    if len(ports) <= threshold:
+        return ports
+    report.firewall, report.open_seen = True, len(ports)
+    return {port: info for port, info in ports.items() if port in FIREWALL_KEEP}
 
 
 class _Stream:
@@ -87,14 +175,17 @@ class _Stream:
     def __init__(
         self,
         found: dict[str, dict[int, PortInfo]],
-        on_open: Callable[[str, PortInfo], None] | None,
-        on_progress: Callable[[float], None] | None,
-        hosts: int,
+        hosts: dict[str, HostReport],
+        settings: ScanSettings,
+        hosts_total: int,
     ) -> None:
         self.found = found
-        self.on_open = on_open
-        self.on_progress = on_progress
-        self.hosts = max(1, hosts)
+        self.hosts = hosts
+        self.threshold = settings.firewall_threshold
+        self.on_open: Callable[[str, PortInfo], None] | None = None
+        self.on_progress: Callable[[float], None] | None = None
+        self.on_host: Callable[[str, HostReport], None] | None = None
+        self.hosts_total = max(1, hosts_total)
         self.done_hosts = 0
         self.task_fraction = 0.0
         self.reported = 0.0
@@ -115,51 +206,63 @@ class _Stream:
     def _finish_host(self, chunk: bytes) -> None:
         self.done_hosts += 1
         text = b"<nmaprun>" + chunk + b"</nmaprun>"
-        for ip, ports in parse_nmap_xml(text.decode("utf-8", "replace")).items():
-            for port, info in ports.items():
+        for ip, (ports, report) in parse_nmap_hosts(text.decode("utf-8", "replace")).items():
+            kept = firewall_guard(ports, report, self.threshold)
+            for port, info in kept.items():
                 self.found.setdefault(ip, {})[port] = info
                 if self.on_open is not None:
                     self.on_open(ip, info)
+            if report.firewall or report.timed_out or report.os_info:
+                self.hosts[ip] = report
+                if self.on_host is not None:
+                    self.on_host(ip, report)
         self._progress()
 
     def _progress(self) -> None:
         """Report the larger of the finished hosts' share and nmap's estimate, never less than before
         (nmap's percentage restarts with each group of hosts)."""
-        self.reported = max(self.reported, self.done_hosts / self.hosts, min(self.task_fraction, 0.999))
+        share = self.done_hosts / self.hosts_total
+        self.reported = max(self.reported, share, min(self.task_fraction, 0.999))
         if self.on_progress is not None:
             self.on_progress(self.reported)
 
 
-async def run_nmap(
+async def run_nmap_scan(
     ips: list[str],
-    ports: Iterable[int],
+    settings: ScanSettings,
     found: dict[str, dict[int, PortInfo]],
     *,
-    service_detection: bool,
-    connect_timeout: float,
+    hosts: dict[str, HostReport] | None = None,
     on_open: Callable[[str, PortInfo], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    on_host: Callable[[str, HostReport], None] | None = None,
 ) -> None:
-    """Run nmap over ``ips`` and merge its results into ``found`` as each host completes.
+    """Run nmap over ``ips`` with ``settings``, merging its results into ``found`` as each host completes.
 
-    ``on_open`` gets every open port of a finished host; ``on_progress`` the fraction done (nmap's
-    own estimate each second, or the share of finished hosts). nmap runs in its own process group;
-    if this coroutine is cancelled (stop request or deadline) the whole group is killed before the
-    cancellation propagates.
+    ``on_open`` gets every open port of a finished host (after ARL's firewall guard); ``on_host`` and
+    ``hosts`` the host's :class:`HostReport` when it has something to say (firewall, host timeout, OS);
+    ``on_progress`` the fraction done (nmap's estimate each second, or the share of finished hosts).
+    OS detection is left out when it cannot run (see :func:`os_detection_blocker`), since nmap would
+    refuse the whole scan. nmap runs in its own process group; if this coroutine is cancelled (stop
+    request or deadline) the whole group is killed before the cancellation propagates. Raises
+    :class:`NmapError` when nmap fails.
     """
     nmap = nmap_path()
     if nmap is None:
-        raise RuntimeError("nmap is not installed")
-    command = build_command(nmap, ips, ports, service_detection, connect_timeout)
-    stream = _Stream(found, on_open, on_progress, len(ips))
+        raise NmapError("nmap is not installed")
+    if settings.os_detection and os_detection_blocker(nmap) is not None:
+        settings = dataclasses.replace(settings, os_detection=False)
+    stream = _Stream(found, hosts if hosts is not None else {}, settings, len(ips))
+    stream.on_open, stream.on_progress, stream.on_host = on_open, on_progress, on_host
     process = await asyncio.create_subprocess_exec(
-        *command,
+        *nmap_command(nmap, ips, settings),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
         limit=1 << 22,
     )
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read(1 << 16))
     try:
         while True:
             line = await process.stdout.readline()
@@ -172,3 +275,24 @@ async def run_nmap(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+        stderr = await errors
+    if process.returncode != 0:
+        tail = " | ".join(stderr.decode("utf-8", "replace").strip().splitlines()[-3:])
+        raise NmapError(f"nmap exited with status {process.returncode}: {tail or 'no message'}")
+
+
+async def run_nmap(
+    ips: list[str],
+    ports: Iterable[int],
+    found: dict[str, dict[int, PortInfo]],
+    *,
+    service_detection: bool,
+    connect_timeout: float,
+    on_open: Callable[[str, PortInfo], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
+    """:func:`run_nmap_scan` over ``ports`` with ARL's default settings otherwise."""
+    settings = ScanSettings(
+        ports=tuple(ports), service_detection=service_detection, connect_timeout=connect_timeout
+    )
+    await run_nmap_scan(ips, settings, found, on_open=on_open, on_progress=on_progress)

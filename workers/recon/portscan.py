@@ -7,7 +7,8 @@ retried (with a doubled timeout) before the port counts as filtered, and each ti
 window (it grows back as answers arrive), so an overloaded target or path costs time, not misses.
 Local resource errors (file descriptors, ephemeral ports, buffers) put the probe back and cap the
 window at what is in flight. A connect that reaches the scanning socket itself (a loopback port in
-the ephemeral range) is not an open port.
+the ephemeral range) is not an open port. A host showing more open ports than the firewall
+threshold (ARL's 600) gets no further probes except 80 and 443, and only those are kept.
 
 :func:`scan_ports` runs a scanner from asyncio and hands its findings over as they come.
 """
@@ -26,6 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+
+from workers.recon.portsettings import FIREWALL_KEEP, HostReport
 
 LINGER_RESET = struct.pack("ii", 1, 0)
 EINPROGRESS, ECONNREFUSED, ECONNABORTED = errno.EINPROGRESS, errno.ECONNREFUSED, errno.ECONNABORTED
@@ -101,6 +104,11 @@ class ConnectScanner:
     hosts, so no single host sees the whole window. Open ports are queued for :meth:`take_open`
     (safe from another thread); :attr:`counters` may be read at any time; :meth:`stop` makes
     :meth:`run` close its sockets and return within a poll interval.
+
+    The window never shrinks below ``min_window`` on timeouts (only a local resource shortage takes
+    it lower). ``host_timeout`` is a per-host deadline from the host's first probe. A host with more
+    than ``firewall_threshold`` open ports is a firewall artefact: only its ports 80 and 443 are
+    probed and reported from then on. Both kinds of host are queued for :meth:`take_hosts`.
     """
 
     def __init__(
@@ -113,6 +121,8 @@ class ConnectScanner:
         retries: int = 2,
         host_timeout: float | None = None,
         group_size: int = HOST_GROUP,
+        min_window: int = MIN_WINDOW,
+        firewall_threshold: int | None = None,
     ) -> None:
         self.ips = ips
         self.ports = ports
@@ -122,10 +132,16 @@ class ConnectScanner:
         self.host_timeout = host_timeout
         self.group_size = max(1, group_size)
         self.counters = ScanCounters(total=len(ips) * len(ports))
-        self.window = float(min(self.limit, 256))
+        self.min_window = max(1, min(min_window, self.limit))
+        self.firewall_threshold = firewall_threshold
+        self.window = float(min(self.limit, max(256, self.min_window)))
         self.counters.window = self.counters.smallest_window = int(self.window)
         self._threshold = float(self.limit)
         self._found: collections.deque[tuple[str, int]] = collections.deque()
+        self.open_count: collections.Counter[str] = collections.Counter()
+        self.firewalled: set[str] = set()
+        self.timed_out: set[str] = set()
+        self._hosts: collections.deque[tuple[str, str]] = collections.deque()
         self._retry_queue: collections.deque[tuple[float, Probe]] = collections.deque()
         self._stopped = threading.Event()
         self._last_cut = 0.0
@@ -141,6 +157,13 @@ class ConnectScanner:
         out = []
         while self._found:
             out.append(self._found.popleft())
+        return out
+
+    def take_hosts(self) -> list[tuple[str, str]]:
+        """(ip, "firewall" | "timed_out") for the hosts that became so since the last call."""
+        out = []
+        while self._hosts:
+            out.append(self._hosts.popleft())
         return out
 
     def _probes(self) -> Iterator[Probe]:
@@ -165,7 +188,7 @@ class ConnectScanner:
         """A connect got no answer: retry it (shrinking the window) or call the port filtered."""
         if now - self._last_cut > self.connect_timeout:
             self._last_cut = now
-            self._threshold = max(float(MIN_WINDOW), self.window / 2)
+            self._threshold = max(float(self.min_window), self.window / 2)
             self.window = self._threshold
             self.counters.smallest_window = min(self.counters.smallest_window, int(self.window))
         ip, port, attempt, started = probe
@@ -189,9 +212,15 @@ class ConnectScanner:
             own = True
         if own:
             self._final("closed")
-        else:
+            return
+        self._final("open")
+        self.open_count[ip] += 1
+        if self.firewall_threshold is not None and ip not in self.firewalled:
+            if self.open_count[ip] > self.firewall_threshold:
+                self.firewalled.add(ip)
+                self._hosts.append((ip, "firewall"))
+        if ip not in self.firewalled or port in FIREWALL_KEEP:
             self._found.append((ip, port))
-            self._final("open")
 
     def _settle(self, sock: _socket.socket, probe: Probe, error: int, now: float) -> bool:
         """Record the outcome of a finished connect; False when the probe must be made again."""
@@ -283,6 +312,12 @@ class ConnectScanner:
         """
         ip, port, attempt, started = probe
         if self.host_timeout is not None and now - started.setdefault(ip, now) > self.host_timeout:
+            if ip not in self.timed_out:
+                self.timed_out.add(ip)
+                self._hosts.append((ip, "timed_out"))
+            self._final("skipped")
+            return True
+        if ip in self.firewalled and port not in FIREWALL_KEEP:
             self._final("skipped")
             return True
         family = _socket.AF_INET6 if ":" in ip else _socket.AF_INET
@@ -348,6 +383,10 @@ async def scan_ports(
     on_open: Callable[[str, PortInfo], None] | None = None,
     counters: list[ScanCounters] | None = None,
     poll_interval: float = 0.1,
+    min_window: int = MIN_WINDOW,
+    firewall_threshold: int | None = None,
+    hosts: dict[str, HostReport] | None = None,
+    on_host: Callable[[str, HostReport], None] | None = None,
 ) -> None:
     """Connect-scan every (ip, port) pair, recording open ports into ``found[ip][port]`` as they appear.
 
@@ -357,6 +396,11 @@ async def scan_ports(
     ``host_timeout`` seconds gets no further probes. The caller enforces the global deadline (and
     stop requests) by cancelling this coroutine: the thread is stopped and what it found stays in
     ``found``. ``counters``, when given, receives the scan's :class:`ScanCounters`.
+
+    ``min_window`` and ``firewall_threshold`` are :class:`ConnectScanner`'s. A host found to be a
+    firewall artefact loses its ports in ``found`` except 80 and 443 (some may have gone to
+    ``on_open`` already: ``on_host`` tells the caller to drop them too); it and a host cut by
+    ``host_timeout`` get a :class:`HostReport` in ``hosts`` and are passed to ``on_host``.
     """
     scanner = ConnectScanner(
         list(dict.fromkeys(ips)),
@@ -365,7 +409,10 @@ async def scan_ports(
         concurrency=concurrency,
         retries=retries,
         host_timeout=host_timeout,
+        min_window=min_window,
+        firewall_threshold=firewall_threshold,
     )
+    reports: dict[str, HostReport] = hosts if hosts is not None else {}
     if counters is not None:
         counters.append(scanner.counters)
     loop = asyncio.get_running_loop()
@@ -386,6 +433,18 @@ async def scan_ports(
             info = found.setdefault(ip, {}).setdefault(port, PortInfo(port))
             if on_open is not None:
                 on_open(ip, info)
+        for ip, kind in scanner.take_hosts():
+            report = reports.setdefault(ip, HostReport())
+            if kind == "firewall":
+                report.firewall = True
+                by_port = found.get(ip, {})
+                for port in [p for p in by_port if p not in FIREWALL_KEEP]:
+                    del by_port[port]
+            else:
+                report.timed_out = True
+            report.open_seen = scanner.open_count[ip]
+            if on_host is not None:
+                on_host(ip, report)
         if on_progress is not None:
             on_progress(scanner.counters.done, scanner.counters.total)
 
