@@ -370,26 +370,20 @@ def unique_addresses(hits: Iterable[FofaHit]) -> list[str]:
     return list(dict.fromkeys(a for a in (hit.address for hit in hits) if a))
 
 
-WEB_PROTOCOLS: dict[str, list[str]] = {"http": ["http"], "https": ["https"], "": ["https", "http"]}
-"""FOFA's ``protocol`` of a hit -> the schemes to try on its port (other protocols are not web)."""
+WEB_PROTOCOLS = ("http", "https", "")
+"""FOFA ``protocol`` values of a web service ("": FOFA named none); others (ssh, mysql...) are not web."""
 
 
-def hit_schemes(hit: FofaHit) -> list[str]:
-    """The schemes to try on a hit's port: its ``protocol``, an ``https://`` host, else both."""
-    if hit.host.lower().startswith("https://"):
-        return ["https"]
-    if hit.host.lower().startswith("http://"):
-        return ["http"]
-    return list(WEB_PROTOCOLS.get(hit.protocol.lower(), []))
+def is_web_hit(hit: FofaHit) -> bool:
+    """Whether a hit is a web service: an ``http(s)://`` host, or a web (or missing) ``protocol``."""
+    return hit.host.lower().startswith(("http://", "https://")) or hit.protocol.lower() in WEB_PROTOCOLS
 
 
-def web_ports(hits: Iterable[FofaHit]) -> dict[str, list[tuple[int, list[str]]]]:
-    """IP -> (port, schemes to try) of every web service FOFA reported on it, ports in order."""
-    found: dict[str, dict[int, list[str]]] = {}
+def web_ports(hits: Iterable[FofaHit]) -> dict[str, list[int]]:
+    """IP -> the sorted ports of every web service FOFA reported on it."""
+    found: dict[str, set[int]] = {}
     for hit in hits:
-        address, schemes = hit.address, hit_schemes(hit)
-        if not address or hit.port is None or not schemes:
-            continue
-        known = found.setdefault(address, {}).setdefault(hit.port, [])
-        known.extend(s for s in schemes if s not in known)
-    return {ip: sorted(ports.items()) for ip, ports in found.items()}
+        address = hit.address
+        if address and hit.port is not None and is_web_hit(hit):
+            found.setdefault(address, set()).add(hit.port)
+    return {ip: sorted(ports) for ip, ports in found.items()}

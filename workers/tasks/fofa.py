@@ -2,8 +2,8 @@
 
 ``fofa_task`` searches FOFA (:mod:`workers.recon.fofa`), stores the hits in the
 ``fofa`` collection, then runs the ip_task pipeline over the in-scope IPs FOFA
-returned; without ``port_scan`` its sites are fetched on the ports FOFA reported
-(:class:`FofaPortsRun`).  ``domain_task_sync_task`` merges a finished task's domain, IP and site
+returned; without ``port_scan`` its sites are fetched on the web ports FOFA reported
+(the pipeline's ``known_ports``).  ``domain_task_sync_task`` merges a finished task's domain, IP and site
 results into an asset scope (:mod:`workers.recon.assets`).
 """
 
@@ -17,52 +17,14 @@ from bson import ObjectId
 from controlplane.store.results import RECON_KINDS
 from workers.context import TaskContext
 from workers.recon.assets import sync_into_scope, sync_results, task_scope_id
-from workers.recon.context import ReconContext
-from workers.recon.fofa import FofaClient, FofaHit, store_hits, unique_addresses, web_ports
-from workers.recon.scan import ReconRun
+from workers.recon.fofa import FofaClient, store_hits, unique_addresses, web_ports
+from workers.recon.scan import run_ip_task
 from workers.recon.screenshot import CaptureSettings
 from workers.tasks.shared import recon_context
 
 DEFAULT_SIZE = 100
 SUCCESS = "SUCCESS"
 _OBJECT_ID = re.compile(r"^[0-9a-fA-F]{24}$")
-
-
-class FofaPortsRun(ReconRun):
-    """The ip_task pipeline over FOFA's hits: without ``port_scan``, sites are fetched on the
-    ports FOFA reported for each IP (with the scheme it reported), not just 80 and 443.
-
-    With ``port_scan`` on, the scan decides, as in ip_task; an IP FOFA reported no web port for
-    falls back to ip_task's 80/443.
-    """
-
-    def __init__(
-        self,
-        ctx: ReconContext,
-        options: dict[str, Any],
-        hits: list[FofaHit],
-        capture: CaptureSettings | None = None,
-    ) -> None:
-        super().__init__(ctx, options, capture)
-        self.fofa_ports = web_ports(hits)
-
-    def _web_ports(self, ip: str) -> list[tuple[int, list[str]]]:
-        """(port, schemes) of ``ip``: FOFA's web ports when there is no port scan (see the class)."""
-        if not self.options.get("port_scan") and self.fofa_ports.get(ip):
-            return self.fofa_ports[ip]
-        return super()._web_ports(ip)
-
-
-def run_fofa_ips(
-    targets: list[str],
-    options: dict[str, Any],
-    hits: list[FofaHit],
-    ctx: ReconContext,
-    capture: CaptureSettings | None = None,
-) -> dict[str, Any]:
-    """The ip pipeline over ``targets`` with FOFA's ``hits`` known: per-collection counts, ``partial``."""
-    run = FofaPortsRun(ctx, options, hits, capture)
-    return run.results(lambda: run.run_ips(targets))
 
 
 def fofa_client(data: dict[str, Any], ctx: TaskContext) -> FofaClient:
@@ -117,7 +79,8 @@ def fofa_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     if targets:
         recon.max_cidr_addresses = max(recon.max_cidr_addresses, len(targets))
         capture = CaptureSettings.from_config(ctx.config.recon)
-        stats.update(run_fofa_ips(targets, options, found.hits, recon, capture))
+        ports = web_ports(found.hits)
+        stats.update(run_ip_task(targets, options, recon, capture, known_ports=ports))
     else:
         stats.update({**dict.fromkeys(RECON_KINDS, 0), "partial": False})
     stats.update(sync_into_scope(ctx.store.db, ctx.task_id, task_scope_id(data)))

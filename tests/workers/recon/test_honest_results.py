@@ -1,0 +1,147 @@
+"""Honest results (issue #19): one leak or vuln per service with its host names, FOFA's ports
+fetched, and ``scope_id`` merging a task's results into the scope, also when it was stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controlplane.core.validate import validate_task_data
+from controlplane.store.results import ResultWriter
+from controlplane.store.tasks import TaskStore
+from tests.lab import EXPECTED_LEAKS, H1, H2, H3, LAB_NAMES, Lab, MongoServer
+from tests.lab.fofa import FofaServer
+from tests.lab.scenarios import all_options
+from tests.lab.support import Worker, lab_config
+from workers.context import TaskContext, TaskRevoked
+from workers.recon.assets import scope_assets
+from workers.tasks.domain import domain_task
+from workers.tasks.fofa import fofa_task
+from workers.tasks.ip import ip_task
+from workers.tasks.risk_cruising import run_risk_cruising
+
+KEY = "lab-fofa-key"
+QUERY = 'org="Honest Lab"'
+H1_NAMES = sorted(name for name, records in LAB_NAMES.items() if H1 in records.get("a", []))
+
+
+@pytest.fixture
+def worker(mongo_server: MongoServer, lab: Lab) -> Iterator[Worker]:
+    """Starts tasks like a worker does, on the lab config and the session's nx-27017 server."""
+    config = lab_config(mongo_server, lab)
+    store = TaskStore(config.mongo)
+    yield Worker(config, store)
+    store.close()
+
+
+def stored(worker: Worker, kind: str, ctx: TaskContext) -> list[dict[str, Any]]:
+    """The task's documents of ``kind``."""
+    return list(worker.store.db[kind].find({"task_id": ctx.task_id}, {"_id": 0}))
+
+
+def test_a_leak_reached_under_several_names_is_one_record_listing_them(worker: Worker, lab: Lab) -> None:
+    data = {"targets": ["lab.test"], "options": all_options(lab, ssl_cert=False)}
+    ctx = worker.start("domain_task", data)
+    stats = domain_task(data, ctx)
+    leaks = stored(worker, "fileleak", ctx)
+    main = lab.sites["main"]
+    assert len(H1_NAMES) >= 5
+    assert sorted(d["path"] for d in leaks) == sorted(EXPECTED_LEAKS["main"]), leaks
+    for leak in leaks:
+        assert leak["service"] == f"{H1}:{main.port}" and (leak["ip"], leak["port"]) == (H1, main.port)
+        assert leak["hostnames"] == H1_NAMES
+        assert leak["site"] == f"http://{H1_NAMES[0]}:{main.port}" and len(leak["evidence"]) == 64
+    assert stats["fileleak"] == len(leaks)
+    again = ResultWriter(worker.store.db, ctx.task_id, ["fileleak"])
+    assert again.insert("fileleak", ({**d, "hostnames": ["other.lab.test"]} for d in leaks)) == 0
+
+
+def test_a_vuln_on_one_service_under_several_names_is_one_record(worker: Worker, lab: Lab) -> None:
+    port = lab.sites["main"].port
+    targets = [f"http://{name}:{port}/" for name in (*H1_NAMES[:3], H1)]
+    data = {"targets": targets, "options": {"ids": ["git-config-exposure"], "timeout": 2}}
+    ctx = worker.start("run_risk_cruising", data)
+    stats = run_risk_cruising(data, ctx)
+    vulns = stored(worker, "vuln", ctx)
+    assert len(vulns) == stats["vuln"] == 1, vulns
+    assert vulns[0]["poc_id"] == "git-config-exposure" and vulns[0]["service"] == f"{H1}:{port}"
+    assert vulns[0]["hostnames"] == sorted([*H1_NAMES[:3], H1])
+    assert vulns[0]["targets"] == sorted(targets)
+    assert stats["findings_by_severity"] == {vulns[0]["severity"]: 1}
+
+
+@pytest.fixture
+def fofa(lab: Lab) -> Iterator[FofaServer]:
+    """The lab FOFA API answering QUERY with every lab site and the SSH listener, ports as FOFA gives them."""
+    server = FofaServer().start()
+    records = []
+    for site in lab.sites.values():
+        host = f"https://{site.ip}:{site.port}" if site.scheme == "https" else f"{site.ip}:{site.port}"
+        records.append({"host": host, "ip": site.ip, "port": str(site.port), "protocol": site.scheme})
+    ssh = lab.listeners["ssh"]
+    records.append({"host": f"{ssh.ip}:{ssh.port}", "ip": ssh.ip, "port": str(ssh.port), "protocol": "ssh"})
+    server.state.records[QUERY] = records
+    yield server
+    server.stop()
+
+
+def test_fofa_task_without_port_scan_fetches_the_ports_fofa_reported(
+    worker: Worker, lab: Lab, fofa: FofaServer
+) -> None:
+    worker.config.recon.fofa_url = fofa.url
+    options = {"key": KEY, "port_scan": False, "site_identify": True}
+    data = validate_task_data("fofa_task", {"name": "fofa ports", "query": QUERY, "options": options})
+    ctx = worker.start("fofa_task", data)
+    stats = fofa_task(data, ctx)
+    sites = {d["site"] for d in stored(worker, "site", ctx)}
+    assert sites == {f"{s.scheme}://{s.ip}:{s.port}" for s in lab.sites.values()}
+    assert all(s.port not in (80, 443) for s in lab.sites.values()), "the lab's ports are FOFA's only"
+    assert stats["site"] == len(sites) and stats["partial"] is False
+    assert not stored(worker, "ip", ctx), "no port scan: no port lists claimed"
+
+
+def test_scope_id_merges_the_results_into_the_scope(worker: Worker, lab: Lab) -> None:
+    scope = "scope-honest-ip"
+    data = {"targets": [H1, H2, H3], "options": {**all_options(lab), "scope_id": scope}}
+    ctx = worker.start("ip_task", data)
+    stats = ip_task(data, ctx)
+    for kind in ("ip", "site"):
+        found = {d[kind] for d in stored(worker, kind, ctx)}
+        assert {d[kind] for d in scope_assets(worker.store.db, scope, kind)} == found and found
+        assert stats[f"asset_{kind}"] == len(found)
+    doc = worker.store.tasks.find_one({"celery_id": ctx.celery_id})
+    assert doc is not None and doc["statistic"]["asset_site"] == stats["asset_site"]
+    again = worker.start("ip_task", {**data})
+    assert {k: v for k, v in ip_task({**data}, again).items() if k.startswith("asset_")} == {
+        "asset_domain": 0,
+        "asset_domain_updated": 0,
+        "asset_ip": 0,
+        "asset_ip_updated": stats["asset_ip"],
+        "asset_site": 0,
+        "asset_site_updated": stats["asset_site"],
+    }
+
+
+def test_a_stopped_task_merges_what_it_found_into_the_scope(worker: Worker, lab: Lab) -> None:
+    scope = "scope-honest-stopped"
+    data = {"targets": ["lab.test"], "options": {**all_options(lab), "scope_id": scope}}
+    ctx = worker.start("domain_task", data)
+    send = ctx.send_event
+
+    def revoke_at_site_identify(kind: str, **fields: Any) -> None:
+        if kind == "task-progress" and fields.get("stage") == "site_identify":
+            worker.revoke(ctx)
+        send(kind, **fields)
+
+    ctx.send_event = revoke_at_site_identify
+    with pytest.raises(TaskRevoked):
+        domain_task(data, ctx)
+    doc = worker.store.tasks.find_one({"celery_id": ctx.celery_id})
+    assert doc is not None and doc["partial"]
+    domains = {d["domain"] for d in stored(worker, "domain", ctx)}
+    assert domains and {d["domain"] for d in scope_assets(worker.store.db, scope, "domain")} == domains
+    ips = {d["ip"] for d in stored(worker, "ip", ctx)}
+    assert ips and {d["ip"] for d in scope_assets(worker.store.db, scope, "ip")} == ips
+    assert doc["statistic"]["asset_domain"] == len(domains)
