@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -12,31 +14,62 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 @dataclass
 class Zone:
-    """Records of one zone: name -> list of (type, value); names may start with ``*.`` for wildcards."""
+    """Records of one zone: name -> list of (type, value); names may start with ``*.`` for wildcards.
+
+    ``rotate`` makes a name (a key of ``records``, such as ``*.example.test``) answer only some of
+    its A records, a different random choice each time (a load-balanced or CDN wildcard); only
+    :class:`LabDNSServer` honours it (the fast server's answers are precomputed).
+    """
 
     origin: str
     records: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    rotate: dict[str, int] = field(default_factory=dict)
+    seed: int = 0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng.seed(self.seed)
 
     def add(self, name: str, rtype: str, value: str) -> None:
         """Add a record; ``name`` is relative to the origin ("@" is the apex)."""
         fqdn = self.origin if name == "@" else f"{name}.{self.origin}"
         self.records.setdefault(fqdn.lower(), []).append((rtype, value))
 
-    def lookup(self, name: str) -> list[tuple[str, str]] | None:
-        """Records for ``name`` (exact, else the closest wildcard); None when the name does not exist."""
+    def match(self, name: str) -> str | None:
+        """The key of ``records`` that answers ``name`` (itself, else the closest wildcard), or None."""
         name = name.lower().rstrip(".")
         if name in self.records:
-            return self.records[name]
+            return name
         if name.endswith("." + self.origin) and name != self.origin:
             parent = name.split(".", 1)[1]
             while True:
                 wildcard = f"*.{parent}"
                 if wildcard in self.records:
-                    return self.records[wildcard]
+                    return wildcard
                 if parent == self.origin or "." not in parent:
                     return None
                 parent = parent.split(".", 1)[1]
         return None
+
+    def lookup(self, name: str) -> list[tuple[str, str]] | None:
+        """Records for ``name`` (exact, else the closest wildcard); None when the name does not exist."""
+        key = self.match(name)
+        return None if key is None else self.records[key]
+
+    def answer(self, name: str) -> list[tuple[str, str]] | None:
+        """Like :meth:`lookup`, with a random choice of the A records of the names in ``rotate``."""
+        key = self.match(name)
+        if key is None:
+            return None
+        records = self.records[key]
+        count = self.rotate.get(key)
+        if not count:
+            return records
+        addresses = [r for r in records if r[0] == "A"]
+        with self._lock:
+            chosen = self._rng.sample(addresses, min(count, len(addresses)))
+        return [r for r in records if r[0] != "A"] + chosen
 
 
 class ZoneResolver(BaseResolver):
@@ -60,7 +93,7 @@ class ZoneResolver(BaseResolver):
         name = qname
         for _ in range(8):
             zone = self._zone_for(name)
-            records = zone.lookup(name) if zone else None
+            records = zone.answer(name) if zone else None
             if records is None:
                 if name == qname:
                     reply.header.rcode = RCODE.NXDOMAIN if zone else RCODE.REFUSED

@@ -135,15 +135,22 @@ class _Serve:
 
     With ``drop_first`` the first copy of every question is ignored (a lossy path: only a client
     that retries gets answers); with ``delay`` every answer leaves that many seconds late (a slow
-    server, for runs that must last).
+    server, for runs that must last); a non-zero ``rcode`` answers every question with that error
+    and no records (2: a resolver whose upstream fails, SERVFAIL; 5: REFUSED).
     """
 
     def __init__(
-        self, zones: FastZones, sock: socket.socket, drop_first: bool = False, delay: float = 0.0
+        self,
+        zones: FastZones,
+        sock: socket.socket,
+        drop_first: bool = False,
+        delay: float = 0.0,
+        rcode: int = 0,
     ) -> None:
         self.zones = zones
         self.sock = sock
         self.delay = delay
+        self.rcode = rcode
         self.queries = 0
         self.dropped = 0
         self.seen: set[bytes] | None = set() if drop_first else None
@@ -165,6 +172,8 @@ class _Serve:
             answer = reply(packet)
             if answer is None:
                 continue
+            if self.rcode:
+                answer = error_reply(answer, self.rcode)
             if self.delay:
                 asyncio.get_running_loop().call_later(self.delay, self._send, answer, peer)
                 continue
@@ -184,6 +193,13 @@ class _Serve:
             loop.remove_reader(self.sock.fileno())
 
 
+def error_reply(answer: bytes, rcode: int) -> bytes:
+    """``answer`` turned into an error reply: the same ID and question, ``rcode``, no records."""
+    end = answer.find(b"\x00", 12) + 5
+    flags = (answer[2] << 8 | answer[3]) & 0xFFF0 | rcode
+    return answer[:2] + struct.pack(">HHHHH", flags, 1, 0, 0, 0) + answer[12:end]
+
+
 def bind_udp(host: str, port: int = 0) -> socket.socket:
     """A non-blocking UDP socket on ``host:port`` with a large receive buffer."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
@@ -199,11 +215,17 @@ class FastDNSServer:
     """The fast server in a daemon thread with its own event loop, on a free port of ``host``."""
 
     def __init__(
-        self, zones: Iterable[Zone], host: str = "127.0.0.1", drop_first: bool = False, delay: float = 0.0
+        self,
+        zones: Iterable[Zone],
+        host: str = "127.0.0.1",
+        drop_first: bool = False,
+        delay: float = 0.0,
+        rcode: int = 0,
     ) -> None:
         self.zones = FastZones(zones)
         self.drop_first = drop_first
         self.delay = delay
+        self.rcode = rcode
         self.host = host
         self.port = 0
         self._serve: _Serve | None = None
@@ -230,7 +252,7 @@ class FastDNSServer:
         """Bind and serve in a thread; returns once the socket is bound."""
         sock = bind_udp(self.host)
         self.port = int(sock.getsockname()[1])
-        self._serve = _Serve(self.zones, sock, self.drop_first, self.delay)
+        self._serve = _Serve(self.zones, sock, self.drop_first, self.delay, self.rcode)
         ready = threading.Event()
 
         def main() -> None:
