@@ -45,7 +45,7 @@ KEYS = {
 
 @dataclass
 class Behaviour:
-    """How one imitated service misbehaves: ``mode`` "ok", "bad_key", "quota" or "hang";
+    """How one imitated service misbehaves: ``mode`` "ok", "bad_key", "quota", "hang" or "down" (502);
     ``rate_limited`` answers of 429 first (with ``retry_after`` seconds, None for none)."""
 
     mode: str = "ok"
@@ -111,6 +111,15 @@ class _Handler(BaseHTTPRequestHandler):
         except ConnectionError:
             return
 
+    def _send_html(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(body)
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -128,6 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
                 behaviour.rate_limited -= 1
         if behaviour.mode == "hang":
             state.release.wait(60)
+            return
+        if behaviour.mode == "down":
+            self._send_html(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>")
             return
         getattr(self, "_" + source)(params, root, behaviour, limited)
 

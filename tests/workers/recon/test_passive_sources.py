@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,8 @@ import trustme
 
 from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
 from workers.recon.sources import REGISTRY, SourceConfig, SourceReport, SourcesSettings, query_sources
+from workers.recon.sources.base import Requester
+from workers.recon.sources.certlogs import CrtSh
 from workers.recon.sources.engines import fofa_query
 from workers.recon.sources.names import clean_name, names_under
 
@@ -118,6 +120,32 @@ def test_spent_quota_fails_at_once_with_its_reason(server: PassiveServer, name: 
     report = run(server, only=(name,))
     assert "quota exhausted" in report.failed[name]
     assert server.state.count(name) == 1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_service_answering_an_error_page_fails_only_that_source(server: PassiveServer, name: str) -> None:
+    server.state.behaviour[name] = Behaviour(mode="down")
+    report = run(server)
+    assert "HTTP 502" in report.failed[name]
+    assert set(report.failed) == {name}
+    assert report.names() == sorted(EXPECTED)
+
+
+def test_source_that_crashes_is_isolated(server: PassiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one source (here: it raises KeyError) is reported as its failure; the others run."""
+
+    class Broken(CrtSh):
+        name = "broken"
+
+        async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
+            await client.get("/", {"q": f"%.{root}", "output": "json"})
+            raise KeyError("name_value")
+            yield []
+
+    monkeypatch.setitem(REGISTRY, "broken", Broken)
+    report = run(server, only=("broken", "alienvault"))
+    assert report.failed == {"broken": "broken failed unexpectedly: KeyError: 'name_value'"}
+    assert set(report.found["alienvault"]) == EXPECTED
 
 
 def test_429_with_retry_after_is_waited_out(server: PassiveServer) -> None:

@@ -12,13 +12,12 @@ exceptions below.
 
 from __future__ import annotations
 
+import email.utils
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from workers.recon.sources.client import SourceClient, SourceResponse
+from typing import Any, ClassVar, Protocol
 
 DEFAULT_BUDGET = 60.0
 DEFAULT_MAX_REQUESTS = 20
@@ -87,6 +86,41 @@ class SourcesSettings:
         return self.sources.get(name) or SourceConfig()
 
 
+@dataclass
+class SourceResponse:
+    """One answer: status, lower-cased headers, the parsed JSON (None when not JSON), a text excerpt."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    payload: Any = None
+    excerpt: str = ""
+
+    def retry_after(self) -> float | None:
+        """The Retry-After header in seconds (delta or HTTP date), None when absent or unreadable."""
+        value = self.headers.get("retry-after", "").strip()
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+class Requester(Protocol):
+    """What a source may ask of its HTTP side (:class:`~workers.recon.sources.client.SourceClient`)."""
+
+    async def get(
+        self, path: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> SourceResponse:
+        """GET ``path`` (relative to the source's base URL) and return the answer that carries results."""
+        ...
+
+
 class Source(ABC):
     """One passive subdomain source.
 
@@ -124,7 +158,7 @@ class Source(ABC):
         return http_status_error(self.name, response)
 
     @abstractmethod
-    def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """Query the service about ``root``; yield the names of each answer as it comes."""
 
 

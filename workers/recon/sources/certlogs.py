@@ -6,15 +6,16 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from workers.recon.sources.base import (
+    Requester,
     Source,
     SourceAuthError,
     SourceError,
     SourceQuotaError,
     SourceRateLimited,
+    SourceResponse,
     http_status_error,
     message_of,
 )
-from workers.recon.sources.client import SourceClient, SourceResponse
 
 
 class CrtSh(Source):
@@ -28,7 +29,7 @@ class CrtSh(Source):
     name = "crtsh"
     default_url = "https://crt.sh"
 
-    async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """One request: every unexpired certificate naming ``root`` or a name below it."""
         response = await client.get("/", {"q": f"%.{root}", "output": "json", "exclude": "expired"})
         entries = response.payload
@@ -76,7 +77,7 @@ class CertSpotter(Source):
             return SourceError(f"certspotter error: {text} (HTTP {response.status})")
         return http_status_error(self.name, response, response.excerpt[:80])
 
-    async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """Page through the issuances with ``after`` until an empty page."""
         after = ""
         while True:

@@ -15,11 +15,8 @@ the system's trust store, unlike the scanning context the rest of recon uses.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import ssl
-import time
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -29,6 +26,7 @@ from workers.recon.sources.base import (
     SourceError,
     SourceLimitReached,
     SourceRateLimited,
+    SourceResponse,
     SourcesSettings,
 )
 
@@ -46,29 +44,6 @@ def verifying_ssl_context() -> ssl.SSLContext:
     if _VERIFYING_CONTEXT is None:
         _VERIFYING_CONTEXT = ssl.create_default_context()
     return _VERIFYING_CONTEXT
-
-
-@dataclass
-class SourceResponse:
-    """One answer: status, lower-cased headers, the parsed JSON (None when not JSON), a text excerpt."""
-
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    payload: Any = None
-    excerpt: str = ""
-
-    def retry_after(self) -> float | None:
-        """The Retry-After header in seconds (delta or HTTP date), None when absent or unreadable."""
-        value = self.headers.get("retry-after", "").strip()
-        if not value:
-            return None
-        if value.isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
 
 
 def _clean_header(name: str, value: str) -> str:

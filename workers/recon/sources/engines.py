@@ -10,15 +10,16 @@ import tldextract
 
 from workers.recon.fofa import FofaAuthError, FofaHit, FofaQuotaError, fofa_error
 from workers.recon.sources.base import (
+    Requester,
     Source,
     SourceAuthError,
     SourceError,
     SourceQuotaError,
     SourceRateLimited,
+    SourceResponse,
     http_status_error,
     message_of,
 )
-from workers.recon.sources.client import SourceClient, SourceResponse
 
 FOFA_PAGE_SIZE = 1000
 HUNTER_PAGE_SIZE = 100
@@ -73,7 +74,7 @@ class Fofa(Source):
             return SourceError(f"fofa error: {errmsg} (HTTP {response.status})")
         return http_status_error(self.name, response)
 
-    async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """Page through the hosts matching :func:`fofa_query` until an empty page or the total."""
         qbase64 = base64.b64encode(fofa_query(root).encode("utf-8")).decode("ascii")
         auth = {"key": self.config.key}
@@ -130,7 +131,7 @@ class Hunter(Source):
             return SourceError(f"hunter_qax error {code}: {text}")
         return http_status_error(self.name, response, response.excerpt[:80])
 
-    async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """Page through ``domain.suffix="root"`` until an empty page or the total."""
         search = base64.urlsafe_b64encode(f'domain.suffix="{root}"'.encode()).decode("ascii")
         page, seen = 1, 0

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator, Iterable
 from urllib.parse import quote
 
 from workers.recon.sources.base import (
+    Requester,
     Source,
     SourceError,
     SourceQuotaError,
+    SourceResponse,
     http_status_error,
     message_of,
 )
-from workers.recon.sources.client import SourceClient, SourceResponse
 
 _QUOTA_WORDS = ("exceeded the usage limits", "quota", "monthly")
 
@@ -43,7 +44,7 @@ class SecurityTrails(Source):
             return SourceQuotaError(f"securitytrails quota exhausted: {text}")
         return http_status_error(self.name, response, text)
 
-    async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """One request; each reported label becomes ``<label>.<root>``."""
         response = await client.get(
             f"/v1/domain/{quote(root)}/subdomains", {"children_only": "false", "include_inactive": "true"}
@@ -77,7 +78,7 @@ class AlienVault(Source):
         text = message_of(response.payload, "detail", "error") or response.excerpt[:80]
         return http_status_error(self.name, response, text)
 
-    async def pages(self, root: str, client: SourceClient) -> AsyncIterator[Iterable[str]]:
+    async def pages(self, root: str, client: Requester) -> AsyncIterator[Iterable[str]]:
         """One request; the ``hostname`` of every passive-DNS record."""
         response = await client.get(f"/api/v1/indicators/domain/{quote(root)}/passive_dns")
         payload = response.payload
