@@ -13,12 +13,14 @@ from controlplane.store.results import ResultWriter
 from controlplane.store.tasks import TaskStore
 from tests.lab import EXPECTED_LEAKS, H1, H2, H3, LAB_NAMES, Lab, MongoServer
 from tests.lab.fofa import FofaServer
+from tests.lab.github import TOKEN, FakeGithub
 from tests.lab.scenarios import all_options
 from tests.lab.support import Worker, lab_config
 from workers.context import TaskContext, TaskRevoked
 from workers.recon.assets import scope_assets
 from workers.tasks.domain import domain_task
 from workers.tasks.fofa import fofa_task
+from workers.tasks.github import github_task_monitor
 from workers.tasks.ip import ip_task
 from workers.tasks.risk_cruising import run_risk_cruising
 
@@ -145,3 +147,29 @@ def test_a_stopped_task_merges_what_it_found_into_the_scope(worker: Worker, lab:
     ips = {d["ip"] for d in stored(worker, "ip", ctx)}
     assert ips and {d["ip"] for d in scope_assets(worker.store.db, scope, "ip")} == ips
     assert doc["statistic"]["asset_domain"] == len(domains)
+
+
+def test_github_monitor_results_are_tagged_with_its_scope(worker: Worker) -> None:
+    fake = FakeGithub().start()
+    worker.config.recon.github_url = fake.api_url
+    worker.config.recon.github_token = TOKEN
+    try:
+        for i in range(3):
+            fake.state.add(f"org/repo{i}", f"settings_{i}.py", f"HONESTKEY_{i} = 'x'\n")
+        runs: dict[str, list[tuple[dict[str, Any], TaskContext]]] = {}
+        for scope in ("scope-gh-a", "scope-gh-b", "scope-gh-a"):
+            data: dict[str, Any] = {"keyword": "honestkey", "scope_id": scope, "options": {}}
+            ctx = worker.start("github_task_monitor", data)
+            runs.setdefault(scope, []).append((github_task_monitor(data, ctx), ctx))
+    finally:
+        fake.stop()
+    (first, first_ctx), (again, _) = runs["scope-gh-a"]
+    ((other, other_ctx),) = runs["scope-gh-b"]
+    assert first["github"] == other["github"] == 3, "each scope's monitor reports every result once"
+    assert again["github"] == 0 and again["already_seen"] == 3
+    for scope, ctx in (("scope-gh-a", first_ctx), ("scope-gh-b", other_ctx)):
+        docs = stored(worker, "github", ctx)
+        assert len(docs) == 3 and {d["scope_id"] for d in docs} == {scope}
+        seen = worker.store.db["github_seen"].find({"monitor_id": docs[0]["monitor_id"]})
+        assert {d["scope_id"] for d in seen} == {scope}
+    assert first["monitor_id"] != other["monitor_id"]
