@@ -17,15 +17,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Page:
-    """A canned answer."""
+    """A canned answer; with ``echo`` every ``{host}`` in the body becomes the request's Host."""
 
     body: str | bytes = ""
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    echo: bool = False
 
-    def raw(self) -> bytes:
-        """The body as bytes."""
-        return self.body.encode() if isinstance(self.body, str) else self.body
+    def raw(self, host: str = "") -> bytes:
+        """The body as bytes (``host`` echoed when the page echoes)."""
+        body = self.body.encode() if isinstance(self.body, str) else self.body
+        return body.replace(b"{host}", host.encode()) if self.echo else body
 
 
 NOT_FOUND = Page("<html><head><title>404 Not Found</title></head><body>Not Found</body></html>", 404)
@@ -57,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         if web.delay:
             time.sleep(web.delay)
         page = web.pick(host, self.path)
-        data = page.raw()
+        data = page.raw(host)
         self.send_response(page.status)
         for key, value in {"Content-Type": "text/html; charset=utf-8", **page.headers}.items():
             self.send_header(key, value)
