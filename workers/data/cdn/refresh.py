@@ -171,23 +171,41 @@ def _fetch(url: str) -> bytes:
 def _google_edge(goog: dict[str, Any], cloud: dict[str, Any]) -> list[str]:
     """Google's ranges that are not Google Cloud customer ranges (goog.json minus cloud.json)."""
 
-    def nets(doc: dict[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [
+    def spans(doc: dict[str, Any], version: int) -> list[tuple[int, int]]:
+        nets = (
             ipaddress.ip_network(p.get("ipv4Prefix") or p.get("ipv6Prefix")) for p in doc.get("prefixes", [])
-        ]
+        )
+        return sorted(
+            (int(n.network_address), int(n.broadcast_address)) for n in nets if n.version == version
+        )
 
-    remaining = nets(goog)
-    for hole in nets(cloud):
-        kept: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for net in remaining:
-            if net.version == hole.version and hole.subnet_of(net):  # type: ignore[arg-type]
-                kept.extend(net.address_exclude(hole))  # type: ignore[arg-type]
-            elif not (net.version == hole.version and net.subnet_of(hole)):  # type: ignore[arg-type]
-                kept.append(net)
-        remaining = kept
-    return [str(n) for n in ipaddress.collapse_addresses(n for n in remaining if n.version == 4)] + [
-        str(n) for n in ipaddress.collapse_addresses(n for n in remaining if n.version == 6)
-    ]
+    out: list[str] = []
+    for version in (4, 6):
+
+        def emit(first: int, last: int, version: int = version) -> None:
+            if version == 4:
+                nets = ipaddress.summarize_address_range(
+                    ipaddress.IPv4Address(first), ipaddress.IPv4Address(last)
+                )
+                out.extend(str(n) for n in nets)
+            else:
+                wide = ipaddress.summarize_address_range(
+                    ipaddress.IPv6Address(first), ipaddress.IPv6Address(last)
+                )
+                out.extend(str(n) for n in wide)
+
+        holes = spans(cloud, version)
+        for first, last in spans(goog, version):
+            cursor = first
+            for low, high in holes:
+                if high < cursor or low > last:
+                    continue
+                if low > cursor:
+                    emit(cursor, low - 1)
+                cursor = max(cursor, high + 1)
+            if cursor <= last:
+                emit(cursor, last)
+    return out
 
 
 def fetch_official(urls: dict[str, str]) -> dict[str, list[str]]:
