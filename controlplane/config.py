@@ -123,6 +123,7 @@ class ReconConfig:
     github_url: str = "https://api.github.com"
     github_token: str = ""
     poc_dirs: list[str] = field(default_factory=list)
+    file_leak_list: str = ""
     poc_host_concurrency: int = 8
     poc_max_requests_per_host: int = 5000
     poc_max_host_errors: int = 30

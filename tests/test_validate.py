@@ -335,13 +335,30 @@ DOMAIN_DEFAULTS = {
     "site_identify": True,
     "ssl_cert": False,
     "file_leak": False,
+    "os_detection": False,
+    "use_nmap": False,
+    "skip_scan_cdn_ip": False,
+    "npoc_service_detection": False,
+    "service_brute": False,
+    "site_spider": False,
+    "nuclei_scan": False,
+    "web_info_hunter": False,
     "dns_query_plugin": False,
+    "alt_dns": False,
+    "arl_search": False,
+    "search_engines": False,
+    "findvhost": False,
 }
-IP_DEFAULTS = {
-    k: v
-    for k, v in DOMAIN_DEFAULTS.items()
-    if k not in {"domain_brute", "domain_brute_type", "dns_query_plugin"}
+DOMAIN_ONLY = {
+    "domain_brute",
+    "domain_brute_type",
+    "dns_query_plugin",
+    "alt_dns",
+    "arl_search",
+    "search_engines",
+    "findvhost",
 }
+IP_DEFAULTS = {k: v for k, v in DOMAIN_DEFAULTS.items() if k not in DOMAIN_ONLY}
 OID = "60f8c2b2e13e4b1e8c8b4567"
 UUID = "c6a1e0b3-5263-4d8c-ae38-f5c4f9ad7c32"
 
@@ -658,13 +675,16 @@ def test_add_asset_site_task() -> None:
             {"bogus": 1},
             "data.options.bogus",
             "unknown option; expected one of: domain_brute, domain_brute_type, port_scan, "
-            "port_scan_type, port_custom, service_detection, site_identify, ssl_cert, file_leak, "
-            "site_capture, scope_id, dns_query_plugin, alt_dns",
+            "port_scan_type, port_custom, exclude_ports, service_detection, os_detection, use_nmap, "
+            "host_timeout_type, host_timeout, port_parallelism, port_min_rate, skip_scan_cdn_ip, "
+            "npoc_service_detection, service_brute, brute_config, site_identify, ssl_cert, file_leak, "
+            "site_capture, site_spider, nuclei_scan, web_info_hunter, poc_config, scope_id, "
+            "dns_query_plugin, alt_dns, arl_search, search_engines, findvhost",
         ),
         ({"port_scan": 1}, "data.options.port_scan", "must be a boolean (true or false)"),
         ({"port_scan": "true"}, "data.options.port_scan", "must be a boolean (true or false)"),
         ({"site_identify": None}, "data.options.site_identify", "must be a boolean (true or false)"),
-        ({"domain_brute_type": "huge"}, "data.options.domain_brute_type", "must be one of 'small', 'big'"),
+        ({"domain_brute_type": "huge"}, "data.options.domain_brute_type", "must be one of 'test', 'small', 'big'"),
         (
             {"port_scan_type": "top10"},
             "data.options.port_scan_type",

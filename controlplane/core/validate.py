@@ -368,23 +368,71 @@ def _webhook(value: object, field: str) -> str:
 
 Options = Mapping[str, tuple[Parser, object]]
 
+_PLUGIN_KEYS = ("plugin_name", "enable", "vul_name")
+
+
+def _plugin_config(value: object, field: str) -> list[dict[str, Any]]:
+    """ARL's ``poc_config`` / ``brute_config``: ``[{"plugin_name": str, "enable": bool}, ...]``.
+
+    Entries are kept once per plugin name, in order; ``vul_name`` (ARL fills it in) is accepted
+    and dropped.
+    """
+    if not isinstance(value, list):
+        raise InvalidParam(field, "must be a list of {plugin_name, enable} objects")
+    plugins: dict[str, bool] = {}
+    for index, item in enumerate(value):
+        path = f"{field}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidParam(path, "must be an object with plugin_name and enable")
+        for key in item:
+            if key not in _PLUGIN_KEYS:
+                raise InvalidParam(f"{path}.{key}", "unknown field; expected plugin_name, enable")
+        if "plugin_name" not in item:
+            raise InvalidParam(f"{path}.plugin_name", "is required")
+        name = _text(256)(item["plugin_name"], f"{path}.plugin_name")
+        enable = _bool(item["enable"], f"{path}.enable") if "enable" in item else True
+        plugins.setdefault(name, enable)
+    return [{"plugin_name": name, "enable": enable} for name, enable in plugins.items()]
+
+
+#: The options of ``ip_task`` and the types that take its options: ARL's ``ip_config``,
+#: ``site_config`` and the policy's top-level switches, with ARL's names and defaults.
 _IP_OPTIONS: Options = {
     "port_scan": (_bool, True),
     "port_scan_type": (_enum("test", "top100", "top1000", "all", "custom"), "test"),
     "port_custom": (parse_ports, None),
+    "exclude_ports": (parse_ports, None),
     "service_detection": (_bool, False),
+    "os_detection": (_bool, False),
+    "use_nmap": (_bool, False),
+    "host_timeout_type": (_enum("default", "custom"), None),
+    "host_timeout": (_int_range(1, 86400), None),
+    "port_parallelism": (_int_range(1, 10_000), None),
+    "port_min_rate": (_int_range(1, 1_000_000), None),
+    "skip_scan_cdn_ip": (_bool, False),
+    "npoc_service_detection": (_bool, False),
+    "service_brute": (_bool, False),
+    "brute_config": (_plugin_config, None),
     "site_identify": (_bool, True),
     "ssl_cert": (_bool, False),
     "file_leak": (_bool, False),
     "site_capture": (_bool, None),
+    "site_spider": (_bool, False),
+    "nuclei_scan": (_bool, False),
+    "web_info_hunter": (_bool, False),
+    "poc_config": (_plugin_config, None),
     "scope_id": (_scope, None),
 }
+#: ``domain_task`` adds ARL's ``domain_config`` and the site stages that need names.
 _DOMAIN_OPTIONS: Options = {
     "domain_brute": (_bool, True),
-    "domain_brute_type": (_enum("small", "big"), "small"),
+    "domain_brute_type": (_enum("test", "small", "big"), "small"),
     **_IP_OPTIONS,
     "dns_query_plugin": (_bool, False),
-    "alt_dns": (_bool, None),
+    "alt_dns": (_bool, False),
+    "arl_search": (_bool, False),
+    "search_engines": (_bool, False),
+    "findvhost": (_bool, False),
 }
 _RISK_OPTIONS: Options = {
     "poc": (_poc_list, None),
@@ -440,7 +488,9 @@ _SCHEMAS: dict[str, _Schema] = {
         _IP_OPTIONS, frozenset({"ip", "cidr"}), False, {**_REQUIRED_SCOPE, **_SCHEDULED}, "scope_id"
     ),
     "github_task_task": _Schema(_GITHUB_OPTIONS, fields=_KEYWORD, display="keyword"),
-    "github_task_monitor": _Schema(_GITHUB_OPTIONS, fields={**_KEYWORD, **_SCHEDULED}, display="keyword"),
+    "github_task_monitor": _Schema(
+        {**_GITHUB_OPTIONS, "scope_id": (_scope, None)}, fields={**_KEYWORD, **_SCHEDULED}, display="keyword"
+    ),
     "asset_site_update": _Schema({}, fields={**_REQUIRED_SCOPE, **_SCHEDULED}, display="scope_id"),
     "asset_wih_update": _Schema({}, fields={**_REQUIRED_SCOPE, **_SCHEDULED}, display="scope_id"),
     "add_asset_site_task": _Schema({}, frozenset({"url", "domain", "hostport"}), True, _REQUIRED_SCOPE),
@@ -515,6 +565,8 @@ def _parse_options(raw: object, table: Options) -> dict[str, Any]:
             options[key] = parse(raw[key], f"data.options.{key}")
         elif default is not None:
             options[key] = default
+    if options.get("host_timeout_type") == "custom" and "host_timeout" not in options:
+        raise InvalidParam("data.options.host_timeout", "is required when host_timeout_type is 'custom'")
     if "port_scan_type" in table:
         custom_scan = options.get("port_scan_type") == "custom"
         if custom_scan and "port_custom" not in options:

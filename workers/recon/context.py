@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.database import Database
@@ -27,7 +27,9 @@ class ReconContext:
     """Everything the pipeline needs from its caller (the Celery task wrapper).
 
     ``progress(stage, done, total)`` is called at most five times a second, and at least once a
-    second while a stage runs (repeating the last values when nothing moved).
+    second while a stage runs (repeating the last values when nothing moved). ``config`` is the
+    whole ``recon`` section, for the stages with settings of their own (passive sources, GeoIP,
+    templates, leak list).
     """
 
     task_id: str
@@ -43,6 +45,7 @@ class ReconContext:
     http_timeout: float = DEFAULT_RECON.http_timeout
     scan_concurrency: int = SCAN_CONCURRENCY
     scan_retries: int = SCAN_RETRIES
+    config: ReconConfig = field(default_factory=ReconConfig)
 
 
 class ScopeCheck:

@@ -13,6 +13,9 @@ from workers.recon.control import ProgressReporter, StopSignal
 from workers.recon.dns import DnsClient
 from workers.recon.targets import is_ip
 
+Locator = Callable[[str], Awaitable[str | None]]
+"""Maps a host to the in-scope IP to connect to, or None (a :class:`HostLocator` or a run's own)."""
+
 
 class HostLocator:
     """Maps a host (name or IP literal) to an in-scope IP to connect to, or None.

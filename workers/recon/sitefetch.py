@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from workers.recon.control import run_pool
 from workers.recon.fingerprints import Rule
 from workers.recon.http import origin_url
-from workers.recon.run import HostLocator
+from workers.recon.run import HostLocator, Locator
 from workers.recon.sites import Endpoint, SiteResult, identify_site
 
 TLS_FIRST_PORTS = frozenset({443, 8443, 9443, 4443, 10443})
@@ -101,7 +101,7 @@ async def fetch_sites(
     return results
 
 
-async def asset_endpoint(doc: Mapping[str, Any], locate: HostLocator) -> Endpoint | None:
+async def asset_endpoint(doc: Mapping[str, Any], locate: Locator) -> Endpoint | None:
     """The endpoint of a stored site asset (``hostname``, ``port``, ``scheme``), None when out of reach."""
     host, port, scheme = str(doc.get("hostname") or ""), int(doc.get("port") or 0), str(doc.get("scheme"))
     ip = await locate(host) if host else None

@@ -43,6 +43,7 @@ def recon_context(ctx: TaskContext) -> ReconContext:
         connect_timeout=recon.connect_timeout,
         concurrency=recon.concurrency,
         http_timeout=recon.http_timeout,
+        config=recon,
     )
 
 
