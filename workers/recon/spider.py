@@ -15,6 +15,7 @@ Every recorded URL was fetched: a :class:`UrlRecord` has its status, title and l
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class _Crawl:
         response = await _get(url, self.ip, self.timeout, self.deadline)
         if response is None or response.status != 200 or _is_html(response):
             return []
-        return js_links(response.text(), url)
+        return await asyncio.to_thread(js_links, response.text(), url)
 
     async def visit(self, url: str, from_script: bool, follow: bool) -> list[tuple[str, bool]]:
         """Fetch one page, record it, and return the new pages it leads to (``follow`` pages only)."""
@@ -176,9 +177,9 @@ class _Crawl:
         if target:
             links = [Link(target)]
         elif _is_html(response):
-            links = html_links(response.text(), url)
+            links = await asyncio.to_thread(html_links, response.text(), url)
         elif "javascript" in response.content_type or "json" in response.content_type:
-            links = [Link(u) for u in js_links(response.text(), url)]
+            links = [Link(u) for u in await asyncio.to_thread(js_links, response.text(), url)]
         out: list[tuple[str, bool]] = [(link.url, False) for link in links if link.kind == "page"]
         for link in links:
             if link.kind == "script":

@@ -223,22 +223,32 @@ async def find_vhosts(
     max_names: int = DEFAULT_MAX_NAMES,
     max_errors: int = MAX_ERRORS,
     found: list[VhostRecord] | None = None,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> list[VhostRecord]:
     """Try every candidate name on every endpoint and return the virtual hosts found.
 
     ``in_scope`` is asked about each name and each endpoint IP (refused ones are skipped);
     ``max_names`` bounds the names tried per endpoint, ``concurrency`` the requests in flight per
     endpoint and ``endpoint_concurrency`` the endpoints worked on at once. No request starts after
-    ``deadline`` (a :func:`time.monotonic` value). Records are appended to ``found`` as they come.
+    ``deadline`` (a :func:`time.monotonic` value). Records are appended to ``found`` as they come;
+    ``on_progress(done, total)`` counts (endpoint, name) pairs settled.
     """
     records: list[VhostRecord] = [] if found is None else found
     candidates = candidate_names(names, in_scope, max_names)
     if not candidates:
         return records
     reported: set[tuple[str, str, int]] = set()
+    total = len(targets) * len(candidates)
+    done = 0
+
+    def settled(count: int) -> None:
+        nonlocal done
+        done += count
+        on_progress(done, total)
 
     async def work(target: VhostTarget) -> None:
         if target.scheme not in ("http", "https") or not in_scope(target.ip):
+            settled(len(candidates))
             return
         endpoint = _Endpoint(target, timeout, deadline, max_errors)
         for name in baseline_names(target.ip, candidates[0]):
@@ -246,10 +256,12 @@ async def find_vhosts(
             if answer is not None:
                 endpoint.baseline.append(answer)
         if not endpoint.baseline:
+            settled(len(candidates))
             return
 
         async def check(name: str) -> None:
             answer = await endpoint.ask(name)
+            settled(1)
             if answer is None or not endpoint.is_new(answer):
                 return
             endpoint.reported.append(answer)

@@ -58,6 +58,15 @@ def test_every_planted_vhost_found_and_no_decoy(vlab: VhostLab) -> None:
     assert not {r.host for r in records} & set(DECOYS)
 
 
+def test_progress_counts_every_endpoint_name_pair(vlab: VhostLab) -> None:
+    seen: list[tuple[int, int]] = []
+    names = ["admin.corp.test", "ghost.corp.test", "www.corp.test"]
+    dead = VhostTarget("127.88.7.6", 9, "http")
+    run([target(vlab.http), dead], names=names, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (6, 6)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
 def test_record_fields(vlab: VhostLab) -> None:
     records = run([target(vlab.http)], names=["admin.corp.test"])
     assert len(records) == 1
