@@ -50,8 +50,8 @@ NEVER_REQUESTED = {
     DEEPER,
 }
 """Static assets and URLs of a shape already visited: a crawl never requests them."""
-NOT_RECORDED = {"/static/app.js", "/api/v1/missing"}
-"""Requested but not recorded: the script (mined for URLs) and a script path that answers 404."""
+NOT_RECORDED = {"/static/app.js", "/api/v1/missing", "/api/v1/gone"}
+"""Requested but not recorded: the script (mined for URLs) and script paths that answer 404."""
 
 
 def _html(title: str, body: str) -> Page:
@@ -64,7 +64,7 @@ def front_page(outside: str) -> Page:
         f"""<html><head><title>Spider Lab</title>
 <link rel="stylesheet" href="/static/site.css"><link rel="canonical" href="/index.html">
 <script src="/static/app.js"></script>
-<script>var api = "/api/v1/status"; var other = "https://elsewhere.test/api/x";</script>
+<script>var api = "/api/v1/status", gone = "/api/v1/gone", other = "https://elsewhere.test/api/x";</script>
 </head><body>
 <a href="/about.html">About</a>
 <a href="products/1.html">one</a> <a href="/products/2.html">two</a> <a href="/products/3.html">three</a>

@@ -49,7 +49,8 @@ _QUERY_SAFE = _PATH_SAFE + "?"
 
 @dataclass(frozen=True)
 class Link:
-    """A URL found in a page: ``kind`` is ``page`` (a, form, iframe, link, refresh) or ``script``."""
+    """A URL found in a page: ``kind`` is ``page`` (a, form, iframe, link, refresh), ``script`` (a
+    JavaScript file) or ``guess`` (a path string in an inline script: maybe not a page at all)."""
 
     url: str
     kind: str = "page"
@@ -160,7 +161,7 @@ def html_links(text: str, page_url: str) -> list[Link]:
 
     Takes ``a``/``area`` href, ``form`` action, ``iframe``/``frame`` src, ``link`` href, ``script``
     src (kind ``script``), ``<meta http-equiv=refresh>`` targets, and URL strings inside inline
-    scripts (see :func:`js_links`). Duplicates are dropped.
+    scripts (kind ``guess``, see :func:`js_links`). Duplicates are dropped.
     """
     parser = _LinkParser()
     try:
@@ -176,7 +177,7 @@ def html_links(text: str, page_url: str) -> list[Link]:
         if url and url not in out:
             out[url] = Link(url, "script" if kind == "script" or is_script(url) else "page")
     for url in js_links("\n".join(parser.scripts), base):
-        out.setdefault(url, Link(url, "script" if is_script(url) else "page"))
+        out.setdefault(url, Link(url, "script" if is_script(url) else "guess"))
     return list(out.values())[:MAX_LINKS]
 
 

@@ -158,7 +158,7 @@ class _Crawl:
             return []
         return await asyncio.to_thread(js_links, response.text(), url)
 
-    async def visit(self, url: str, from_script: bool, follow: bool) -> list[tuple[str, bool]]:
+    async def visit(self, url: str, guessed: bool, follow: bool) -> list[tuple[str, bool]]:
         """Fetch one page, record it, and return the new pages it leads to (``follow`` pages only)."""
         if self.pages_left <= 0:
             return []
@@ -166,7 +166,7 @@ class _Crawl:
         response = await _get(url, self.ip, self.timeout, self.deadline)
         if response is None:
             return []
-        guessed_wrong = from_script and response.status >= 400 and response.status not in (401, 403)
+        guessed_wrong = guessed and response.status >= 400 and response.status not in (401, 403)
         if not is_root(url) and not guessed_wrong:
             self.found.append(_record(url, self.site, response, SOURCE))
         if not follow:
@@ -179,8 +179,8 @@ class _Crawl:
         elif _is_html(response):
             links = await asyncio.to_thread(html_links, response.text(), url)
         elif "javascript" in response.content_type or "json" in response.content_type:
-            links = [Link(u) for u in await asyncio.to_thread(js_links, response.text(), url)]
-        out: list[tuple[str, bool]] = [(link.url, False) for link in links if link.kind == "page"]
+            links = [Link(u, "guess") for u in await asyncio.to_thread(js_links, response.text(), url)]
+        out = [(link.url, link.kind == "guess") for link in links if link.kind != "script"]
         for link in links:
             if link.kind == "script":
                 out.extend((u, True) for u in await self.mine_script(link.url))
