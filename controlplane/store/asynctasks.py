@@ -17,11 +17,12 @@ from pymongo import (
     AsyncMongoClient,
     ReturnDocument,
 )
+from pymongo.errors import OperationFailure
 
 from controlplane.config import MongoConfig
 from controlplane.core.cron import next_fire
 from controlplane.core.documents import TaskFilter
-from controlplane.store import listing
+from controlplane.store import listing, tally
 from controlplane.store.errors import TranslatesErrors
 from controlplane.store.schedules import ScheduleStore
 from controlplane.store.tasks import (
@@ -262,7 +263,36 @@ class AsyncTaskStore(TranslatesErrors):
         return int(doc["rev"]) if doc else 0
 
     async def delete(self, celery_id: str) -> None:
-        """Remove a task document (only for a submission that never reached the broker)."""
-        found = await self._find(celery_id, {"_id": 1})
-        if found is not None:
-            await self.tasks.delete_one({"_id": found["_id"]})
+        """Remove a task document (only for a submission that never reached the broker).
+
+        Conditioned on the revision read, and uncounted in the tally like
+        :meth:`controlplane.store.tasks.TaskStore.delete_new` (a StoreError while the
+        insert's tally entry is still open: the caller retries).
+        """
+        found = await self._find(celery_id, {"_id": 1, "rev": 1, "_c": 1, "_j": 1})
+        if found is None:
+            return
+        counters = self.db[COUNTERS]
+        open_now = set(((await counters.find_one(tally.TALLY, {"since": 1})) or {}).get("since") or {})
+        if set(found.get("_j") or ()) & open_now:
+            raise OperationFailure("the task's count entry is still open; delete it again later")
+        item: tally.Item = [found["_id"], found.get("rev"), found.get("_c"), None]
+        entry = tally.new_entry()
+        if item[2] is not None:
+            update = tally.open_update(entry, [item], tally.now())
+            await counters.update_one(tally.TALLY, update, upsert=True)
+        deleted = await self.tasks.delete_one({"_id": found["_id"], "rev": found.get("rev")})
+        if item[2] is not None:
+            landed = [item] if deleted.deleted_count else []
+            await counters.update_one(tally.close_filter(entry), tally.close_update(entry, landed))
+
+    async def tally_cells(self) -> dict[str, Any] | None:
+        """The tally's cells (:mod:`controlplane.store.tally`) when they can be read as totals: no
+        entry open too long and no task document it does not count; else None (count instead)."""
+        doc, uncounted = await asyncio.gather(
+            self.db[COUNTERS].find_one(tally.TALLY, {"cells": 1, "since": 1}),
+            self.tasks.find_one({"_c": {"$eq": None}}, {"_id": 1}),
+        )
+        if uncounted is not None or doc is None or not tally.trusted(doc, tally.now()):
+            return None
+        return dict(doc.get("cells") or {})

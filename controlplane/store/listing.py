@@ -6,6 +6,10 @@ picks the index of an equality over a range or an order.  So the list is answere
 equalities and ranges that an index of :data:`controlplane.store.tasks.INDEXES` serves, in
 one of three plans:
 
+Totals of filters made of status, task type and worker alone (the spec's default listing, a
+worker, any order) are read from the tally (:mod:`controlplane.store.tally`) when it is
+trusted; the others are counted.
+
 * **one query** — the spec's filters and the created-time range with the default order, or
   one status with ``worker`` or any order: a ``count`` and a ``find`` sorted on an index;
 * **one query per status** — several statuses, ``sort=status``, or ``worker`` or a
@@ -37,6 +41,7 @@ from typing import Any, Protocol
 from controlplane.core.documents import TaskFilter
 from controlplane.core.errors import InvalidParam
 from controlplane.core.merge import STATUSES
+from controlplane.store import tally
 
 MERGE_LIMIT = 200
 """``skip + size`` up to which the pages of several statuses are merged from their first tasks."""
@@ -80,6 +85,9 @@ class Reader(Protocol):
     async def total_tasks(self) -> int:
         """About how many tasks there are (for plans; may be a minute old)."""
 
+    async def tally_cells(self) -> dict[str, Any] | None:
+        """The tally's cells when they can be read as totals, else None (:mod:`controlplane.store.tally`)."""
+
 
 async def run(store: Reader, flt: TaskFilter, skip: int, size: int) -> tuple[int, list[dict[str, Any]]]:
     """``(total, page)`` for ``flt``, the page being ``size`` tasks after ``skip``."""
@@ -88,8 +96,37 @@ async def run(store: Reader, flt: TaskFilter, skip: int, size: int) -> tuple[int
     if _per_status(flt):
         return await _by_status(store, flt, skip, size)
     query = flt.query()
-    total, docs = await asyncio.gather(store.count(query), store.find_page(query, flt.order(), skip, size))
+    total, docs = await asyncio.gather(
+        _total(store, flt, query), store.find_page(query, flt.order(), skip, size)
+    )
     return total, docs
+
+
+# -- totals -----------------------------------------------------------------------------
+
+
+def _tallied(flt: TaskFilter) -> bool:
+    """Whether the tally holds ``flt``'s total: only status, task type and worker are asked."""
+    return (
+        flt.celery_id is None and flt.created_after is None and flt.created_before is None and flt.q is None
+    )
+
+
+async def _status_counts(store: Reader, flt: TaskFilter, statuses: Sequence[str]) -> list[int]:
+    """Tasks matching ``flt`` in each of ``statuses``: from the tally where it holds them, else counted."""
+    cells = await store.tally_cells() if _tallied(flt) else None
+    if cells is not None:
+        found = tally.by_status(cells, flt.task_type, flt.worker, statuses)
+        return [found[s] for s in statuses]
+    return list(await asyncio.gather(*(store.count(flt.query(status=s)) for s in statuses)))
+
+
+async def _total(store: Reader, flt: TaskFilter, query: Mapping[str, Any]) -> int:
+    """``flt``'s exact total: summed from the tally where it holds it, else counted."""
+    cells = await store.tally_cells() if _tallied(flt) else None
+    if cells is None:
+        return await store.count(query)
+    return tally.matching(cells, flt.task_type, flt.worker, flt.statuses or None)
 
 
 # -- several statuses -------------------------------------------------------------------
@@ -108,7 +145,7 @@ async def _by_status(
 ) -> tuple[int, list[dict[str, Any]]]:
     statuses = flt.statuses or tuple(sorted(STATUSES))
     queries = [flt.query(status=s) for s in statuses]
-    counts = await asyncio.gather(*(store.count(q) for q in queries))
+    counts = await _status_counts(store, flt, statuses)
     total = sum(counts)
     if flt.sort == "status":
         # Groups in the order's status order, each newest first: cut the page from them.
