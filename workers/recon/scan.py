@@ -41,8 +41,8 @@ STAGES = (
 """Progress stages of a domain task with brute force, ports, services, sites, certs and leaks on."""
 OPTION_STAGES = {
     "dns_query_plugin": "dns_query_plugin",
-    "arl_search": "arl",
-    "alt_dns": "altdns",
+    "arl_search": "arl_search",
+    "alt_dns": "alt_dns",
     "site_capture": "site_capture",
     "nuclei_scan": "poc",
     "poc_config": "poc",
@@ -104,6 +104,9 @@ class ReconRun(DomainDiscovery, PortStages, WebStages):
             for ip in addresses:
                 if host != ip and self.ip_docs.add_names(ip, [host]) and ip in self.ip_docs.stored:
                     self.ip_docs.changed(ip)
+        self.place(ips, hosts)
+        if self.wants("skip_scan_cdn_ip"):
+            ips = self.without_cdn(ips)
         if ips and self.wants("port_scan"):
             await self.scan_hosts(ips)
         self.scanned_ips.update(ips)
@@ -117,6 +120,23 @@ class ReconRun(DomainDiscovery, PortStages, WebStages):
         if self.stopped or not self.wants("ssl_cert"):
             return []
         return await self.collect_certs(hosts)
+
+    def place(self, ips: list[str], hosts: dict[str, list[str]]) -> None:
+        """CDN, address type and geolocation of new addresses, by their own range and their names' CNAMEs."""
+        cnames: dict[str, list[str]] = {}
+        for host, addresses in hosts.items():
+            record = self.domains.get(host)
+            for ip in addresses:
+                cnames.setdefault(ip, []).extend(record.cnames if record is not None else [])
+        for ip in ips:
+            self.ip_docs.annotate(ip, self.places.ip_fields(ip, cnames.get(ip, [])))
+
+    def without_cdn(self, ips: list[str]) -> list[str]:
+        """``skip_scan_cdn_ip``: CDN addresses stay out of the port scan (sites are tried on 80 and 443)."""
+        cdn = [ip for ip in ips if self.ip_docs.extra.get(ip, {}).get("cdn_name")]
+        self.cdn_ips.update(cdn)
+        self.counts["skipped_cdn_ip"] = len(self.cdn_ips)
+        return [ip for ip in ips if ip not in self.cdn_ips]
 
     async def site_followups(self) -> None:
         """What runs once over every site found: leaks, templates, Web Info Hunter."""

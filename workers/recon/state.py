@@ -17,6 +17,7 @@ from workers.recon.control import Batcher
 from workers.recon.dns import DnsClient, DomainRecord, Wildcard
 from workers.recon.fingerprints import load_rules
 from workers.recon.ipdocs import RESULT_BATCH, RESULT_INTERVAL, IpDocuments
+from workers.recon.placement import Placement
 from workers.recon.portscan import PortInfo
 from workers.recon.run import Run
 from workers.recon.screenshot import CaptureSettings, SiteCapture
@@ -62,7 +63,9 @@ class ReconState(Run):
         self.cert_keys: set[tuple[str, int]] = set()
         self.skipped: dict[str, str] = {}
         self.failures: dict[str, str] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, Any] = {}
+        self.places = Placement.from_config(ctx.config, self.fail)
+        self.cdn_ips: set[str] = set()
         self._dns: DnsClient | None = None
         self.capture: SiteCapture | None = None
         if options.get("site_capture"):
@@ -125,12 +128,13 @@ class ReconState(Run):
             stats["skipped_options"] = dict(self.skipped)
         if self.failures:
             stats["failures"] = dict(self.failures)
+        if self.places.unavailable():
+            stats["geo"] = self.places.unavailable()
         stats["partial"] = not complete
         return stats
 
-    @staticmethod
-    def domain_doc(record: DomainRecord) -> dict[str, Any]:
-        """The ``domain`` document of a resolved name."""
+    def domain_doc(self, record: DomainRecord) -> dict[str, Any]:
+        """The ``domain`` document of a resolved name (with ``cdn_name`` by its CNAME chain)."""
         return {
             "domain": record.domain,
             "type": record.record_type,
@@ -140,6 +144,7 @@ class ReconState(Run):
             "aaaa": record.aaaa,
             "cnames": record.cnames,
             "source": record.source,
+            "cdn_name": self.places.domain_cdn(record.cnames),
         }
 
     async def locate(self, host: str) -> str | None:

@@ -41,9 +41,10 @@ class WebStages(ReconState):
     def web_ports(self, ip: str) -> list[tuple[int, list[str]]]:
         """(port, schemes to try) for every port of ``ip`` that may serve HTTP.
 
-        Without a port scan: 80 and 443, plus the ports another source reported (``known_ports``).
+        Without a port scan (or for a CDN address left out of it): 80 and 443, plus the ports another
+        source reported (``known_ports``).
         """
-        if not self.wants("port_scan"):
+        if not self.wants("port_scan") or ip in self.cdn_ips:
             ports = [(80, ["http"]), (443, ["https"])]
             ports += [(p, ["https", "http"]) for p in self.known_ports.get(ip, ()) if p not in (80, 443)]
             return ports

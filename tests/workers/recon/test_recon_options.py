@@ -1,0 +1,185 @@
+"""ARL's options change what a domain or IP task does, on the loopback lab (one test per option).
+
+Each test runs a small task (no brute force unless it is the point) and checks what the option
+added, left out or reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.config import ReconConfig, SourceEntry, SourcesConfig
+from tests.lab import CERT_ONLY_NAME, H1, H2, LAB_NAMES, Lab
+from tests.lab.geodb import Place, write_asn_db, write_city_db
+from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
+from workers.recon import ReconContext
+from workers.recon.scan import run_domain_task, run_ip_task
+from workers.recon.sources import REGISTRY
+
+Ctx = Callable[..., ReconContext]
+
+
+def docs(db: Any, collection: str, task_id: str) -> dict[str, dict[str, Any]]:
+    """The task's documents of ``collection`` by their key field."""
+    key = {"domain": "domain", "ip": "ip", "site": "site", "vuln": "poc_id"}[collection]
+    return {str(d[key]): d for d in db[collection].find({"task_id": task_id}, {"_id": 0})}
+
+
+def quiet(lab: Lab, **options: Any) -> dict[str, Any]:
+    """Options with everything off but what the test turns on (ports: the lab's own)."""
+    base: dict[str, Any] = {
+        "domain_brute": False,
+        "port_scan": False,
+        "port_scan_type": "custom",
+        "port_custom": lab.scan_ports,
+        "site_identify": False,
+        "ssl_cert": False,
+        "file_leak": False,
+    }
+    base.update(options)
+    return base
+
+
+@pytest.fixture(scope="module")
+def passive() -> Iterator[PassiveServer]:
+    """Every passive source's imitation, reporting three real lab names, a dead one and a stranger."""
+    records = {"lab.test": ["api.lab.test", CERT_ONLY_NAME, "ghost.lab.test", "www.elsewhere.test"]}
+    state = PassiveState(records=records, behaviour={"securitytrails": Behaviour(mode="bad_key")})
+    server = PassiveServer(state).start()
+    yield server
+    server.stop()
+
+
+def test_dns_query_plugin_adds_the_names_passive_sources_know(
+    make_ctx: Ctx, recon_db: Any, passive: PassiveServer
+) -> None:
+    plugins = {name: SourceEntry(url=passive.url, key=KEYS.get(name, "")) for name in REGISTRY}
+    config = ReconConfig(sources=SourcesConfig(plugins=plugins, budget=10.0))
+    ctx = make_ctx(config=config)
+    stats = run_domain_task(["lab.test"], {"domain_brute": False, "dns_query_plugin": True}, ctx)
+    found = docs(recon_db, "domain", ctx.task_id)
+    assert set(found) == {"lab.test", "api.lab.test", CERT_ONLY_NAME}
+    assert found["api.lab.test"]["source"] in set(REGISTRY) - {"securitytrails"}
+    assert "ghost.lab.test" not in found and "www.elsewhere.test" not in found
+    assert stats["failures"]["source:securitytrails"]
+    assert stats["dns_query_plugin"]["failed"].keys() == {"securitytrails"}
+
+
+def test_without_dns_query_plugin_only_the_target_is_found(make_ctx: Ctx, recon_db: Any) -> None:
+    ctx = make_ctx()
+    run_domain_task(["lab.test"], {"domain_brute": False}, ctx)
+    assert set(docs(recon_db, "domain", ctx.task_id)) == {"lab.test"}
+
+
+def test_arl_search_re_resolves_names_other_tasks_found(make_ctx: Ctx, recon_db: Any) -> None:
+    recon_db["domain"].insert_many(
+        [
+            {"task_id": "earlier-task", "domain": "dev.lab.test"},
+            {"task_id": "earlier-task", "domain": "gone.lab.test"},
+            {"task_id": "earlier-task", "domain": "dev.other.test"},
+        ]
+    )
+    known = {d["domain"] for d in recon_db["domain"].find({"domain": {"$regex": r"\.lab\.test$"}})}
+    ctx = make_ctx()
+    stats = run_domain_task(["lab.test"], {"domain_brute": False, "arl_search": True}, ctx)
+    found = docs(recon_db, "domain", ctx.task_id)
+    assert "dev.lab.test" in found and "gone.lab.test" not in found and "dev.other.test" not in found
+    assert set(found) == {"lab.test"} | (known & set(LAB_NAMES))
+    assert {d["source"] for n, d in found.items() if n != "lab.test"} == {"arl"}
+    assert stats["arl_search_found"] == len(found) - 1
+
+
+def write_cdn_file(tmp_path: Path) -> str:
+    """An ARL-format CDN file naming the lab's origin.lab.test as a CDN's CNAME target."""
+    path = tmp_path / "cdn_info.json"
+    path.write_text(json.dumps([{"name": "LabCDN", "cname_domain": ["origin.lab.test"]}]))
+    return str(path)
+
+
+def test_skip_scan_cdn_ip_leaves_cdn_addresses_out_of_the_port_scan(
+    make_ctx: Ctx, recon_db: Any, lab: Lab, tmp_path: Path
+) -> None:
+    ctx = make_ctx(config=ReconConfig(cdn_extra_files=[write_cdn_file(tmp_path)]))
+    options = quiet(lab, domain_brute=True, port_scan=True, skip_scan_cdn_ip=True)
+    stats = run_domain_task(["lab.test"], options, ctx)
+    ips = docs(recon_db, "ip", ctx.task_id)
+    assert ips[H1]["cdn_name"] == "LabCDN" and ips[H1]["ports"] == []
+    assert ips[H2]["cdn_name"] == "" and {p["port"] for p in ips[H2]["ports"]} == lab.open_ports[H2]
+    assert stats["skipped_cdn_ip"] == 1
+    assert docs(recon_db, "domain", ctx.task_id)["blog.lab.test"]["cdn_name"] == "LabCDN"
+
+
+def test_cdn_addresses_are_scanned_without_skip_scan_cdn_ip(
+    make_ctx: Ctx, recon_db: Any, lab: Lab, tmp_path: Path
+) -> None:
+    ctx = make_ctx(config=ReconConfig(cdn_extra_files=[write_cdn_file(tmp_path)]))
+    run_domain_task(["lab.test"], quiet(lab, domain_brute=True, port_scan=True), ctx)
+    ips = docs(recon_db, "ip", ctx.task_id)
+    assert ips[H1]["cdn_name"] == "LabCDN"
+    assert {p["port"] for p in ips[H1]["ports"]} == lab.open_ports[H1]
+
+
+def test_ip_results_carry_geolocation_from_maxmind_databases(
+    make_ctx: Ctx, recon_db: Any, lab: Lab, tmp_path: Path
+) -> None:
+    place = Place("CN", "China", "ZJ", "Zhejiang", "Hangzhou", 30.29, 120.16)
+    city = write_city_db(tmp_path / "city.mmdb", {"127.0.0.0/8": place})
+    asn = write_asn_db(tmp_path / "asn.mmdb", {"127.0.0.0/8": (64500, "Lab Networks")})
+    ctx = make_ctx(config=ReconConfig(geoip_city_db=str(city), geoip_asn_db=str(asn)))
+    stats = run_ip_task([H2], quiet(lab, port_scan=True), ctx)
+    doc = docs(recon_db, "ip", ctx.task_id)[H2]
+    assert doc["geo_city"]["city"] == "Hangzhou" and doc["geo_city"]["country_code"] == "CN"
+    assert doc["geo_asn"] == {"number": 64500, "organization": "Lab Networks"}
+    assert doc["ip_type"] == "PRIVATE"
+    assert "geo" not in stats
+
+
+def test_missing_geoip_databases_are_reported_by_name(make_ctx: Ctx, lab: Lab) -> None:
+    stats = run_ip_task([H2], quiet(lab, port_scan=True), make_ctx())
+    assert stats["geo"] == {"geo_city": "not configured", "geo_asn": "not configured"}
+
+
+def test_exclude_ports_are_not_scanned(make_ctx: Ctx, recon_db: Any, lab: Lab) -> None:
+    excluded = sorted(lab.open_ports[H2])[0]
+    ctx = make_ctx()
+    run_ip_task([H2], quiet(lab, port_scan=True, exclude_ports=[excluded]), ctx)
+    ports = {p["port"] for p in docs(recon_db, "ip", ctx.task_id)[H2]["ports"]}
+    assert ports == lab.open_ports[H2] - {excluded}
+
+
+def test_poc_config_runs_the_named_templates_over_the_sites(make_ctx: Ctx, recon_db: Any, lab: Lab) -> None:
+    main = lab.sites["main"]
+    ctx = make_ctx()
+    poc_config = [
+        {"plugin_name": "git-config-exposure", "enable": True},
+        {"plugin_name": "no-such-template", "enable": True},
+    ]
+    options = quiet(lab, port_scan=True, port_custom=[main.port], site_identify=True, poc_config=poc_config)
+    stats = run_ip_task([main.ip], options, ctx)
+    vulns = docs(recon_db, "vuln", ctx.task_id)
+    assert set(vulns) == {"git-config-exposure"}
+    assert stats["vuln"] == 1 and stats["templates_run"] == 1
+    assert "no-such-template" in stats["skipped_options"]["poc_config"]
+
+
+def test_disabled_poc_config_entries_do_not_run(make_ctx: Ctx, recon_db: Any, lab: Lab) -> None:
+    main = lab.sites["main"]
+    ctx = make_ctx()
+    poc_config = [{"plugin_name": "git-config-exposure", "enable": False}]
+    options = quiet(lab, port_scan=True, port_custom=[main.port], site_identify=True, poc_config=poc_config)
+    stats = run_ip_task([main.ip], options, ctx)
+    assert docs(recon_db, "vuln", ctx.task_id) == {} and "vuln" not in stats
+
+
+def test_options_without_what_they_need_are_reported(make_ctx: Ctx, lab: Lab) -> None:
+    options = quiet(lab, nuclei_scan=True, web_info_hunter=True, service_detection=True, host_timeout=30)
+    stats = run_ip_task([H2], options, make_ctx())
+    skipped = stats["skipped_options"]
+    assert skipped["nuclei_scan"].startswith("needs site_identify")
+    assert skipped["web_info_hunter"].startswith("needs site_identify")
+    assert skipped["service_detection"] == "needs port_scan"
