@@ -3,7 +3,10 @@ fetched, and ``scope_id`` merging a task's results into the scope, also when it 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,6 +21,9 @@ from tests.lab.scenarios import all_options
 from tests.lab.support import Worker, lab_config
 from workers.context import TaskContext, TaskRevoked
 from workers.recon.assets import scope_assets
+from workers.recon.datafiles import load_leak_paths
+from workers.recon.fileleak import LeakFinding, check_site
+from workers.recon.sites import Endpoint
 from workers.tasks.domain import domain_task
 from workers.tasks.fofa import fofa_task
 from workers.tasks.github import github_task_monitor
@@ -72,6 +78,50 @@ def test_a_vuln_on_one_service_under_several_names_is_one_record(worker: Worker,
     assert vulns[0]["hostnames"] == sorted([*H1_NAMES[:3], H1])
     assert vulns[0]["targets"] == sorted(targets)
     assert stats["findings_by_severity"] == {vulns[0]["severity"]: 1}
+
+
+class _EnvByHost(BaseHTTPRequestHandler):
+    """Serves ``/.env`` naming the requested host; ``c.vhost.test`` gets another file."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        host = (self.headers.get("Host") or "").split(":")[0]
+        if self.path != "/.env":
+            body, status = b"<html><title>404</title>not here</html>", 404
+        elif host == "c.vhost.test":
+            body, status = b"APP_ENV=staging\nDB_PASSWORD=other\n", 200
+        else:
+            body, status = f"APP_ENV=production\nAPP_URL=http://{host}/\nDB_PASSWORD=x\n".encode(), 200
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_leak_records_join_names_only_when_the_content_is_the_same() -> None:
+    server = ThreadingHTTPServer(("127.88.5.2", 0), _EnvByHost)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = int(server.server_address[1])
+    probes = [p for p in load_leak_paths() if p.path == "/.env"]
+    found: list[LeakFinding] = []
+
+    async def scan() -> None:
+        for host in ("b.vhost.test", "c.vhost.test", "a.vhost.test"):
+            await check_site(Endpoint("http", host, "127.88.5.2", port), probes, found, timeout=3.0)
+
+    try:
+        asyncio.run(scan())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(f.hostnames for f in found) == [["a.vhost.test", "b.vhost.test"], ["c.vhost.test"]]
+    same = next(f for f in found if len(f.hostnames) == 2)
+    assert same.url == f"http://a.vhost.test:{port}/.env" and same.service == f"127.88.5.2:{port}"
+    assert same.to_doc()["hostnames"] == ["a.vhost.test", "b.vhost.test"]
 
 
 @pytest.fixture
