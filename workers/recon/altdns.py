@@ -24,7 +24,7 @@ from pathlib import Path
 
 from workers.recon.datafiles import DATA_DIR, dedupe_labels, is_valid_label
 from workers.recon.dns import DnsClient, DomainRecord, Wildcard, resolve_names
-from workers.recon.wildcards import confirm, learn_wildcard, overlaps, parent_of
+from workers.recon.wildcards import confirm, learn_wildcard, overlaps, parent_of, wildcard_below
 
 SOURCE = "altdns"
 """The ``source`` of the domain records alt-DNS finds (ARL's name)."""
@@ -174,7 +174,7 @@ async def _learn_parents(
 
     async def one(parent: str) -> None:
         async with sem:
-            learnt[parent] = await learn_wildcard(client, parent, root_wildcard, inherit=True)
+            learnt[parent] = await wildcard_below(client, parent, root_wildcard)
 
     await asyncio.gather(*(one(p) for p in parents if p != root))
     return learnt

@@ -26,6 +26,8 @@ PLANTED = {
 HIDDEN = {"zq-secret": "127.77.0.30"}
 """A real name no permutation of KNOWN gives: it must not be found."""
 POOL = [f"127.77.1.{i}" for i in range(1, 13)]
+SUB_WILDCARD = "127.77.2.1"
+"""perm.test has no wildcard of its own, but every name below api.perm.test answers this."""
 """Addresses a rotating wildcard picks from, two per answer."""
 LIMIT = 800
 
@@ -38,7 +40,9 @@ def planted_zone(origin: str) -> Zone:
 
 
 def zones() -> list[Zone]:
-    """perm.test (no wildcard), rot.test (rotating wildcard), cw.test (wildcard CNAME to a rotating edge)."""
+    """perm.test (a wildcard below api only), rot.test (a rotating one), cw.test (a CNAME to a rotating pool)."""
+    perm = planted_zone("perm.test")
+    perm.add("*.api", "A", SUB_WILDCARD)
     rot = planted_zone("rot.test")
     for ip in POOL:
         rot.add("*", "A", ip)
@@ -51,7 +55,7 @@ def zones() -> list[Zone]:
         cdn.add("edge", "A", ip)
     cdn.rotate["edge.cdnlab.test"] = 2
     cdn.add("www2-origin", "A", PLANTED["www2"])
-    return [planted_zone("perm.test"), rot, cw, cdn]
+    return [perm, rot, cw, cdn]
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +132,16 @@ def test_permutations_follow_the_altdns_rules() -> None:
     assert "dev" in load_words() and len(load_words()) > 100
 
 
-def test_planted_permutations_are_found_in_a_plain_zone(lab_dns: LabDNSServer) -> None:
+def test_planted_permutations_are_found_and_a_wildcard_below_a_known_name_is_dropped(
+    lab_dns: LabDNSServer,
+) -> None:
     report, streamed, progress, detected = run_alt_dns(lab_dns.address, "perm.test")
     assert not detected
     assert set(report.found) == names("perm.test", PLANTED)
     assert sorted(r.domain for r in streamed) == sorted(report.found)
     assert all(r.source == SOURCE == "altdns" for r in streamed)
     assert report.found["dev-api.perm.test"].a == [PLANTED["dev-api"]]
-    assert report.wildcards == {}
+    assert report.wildcards == {"api.perm.test": Wildcard({SUB_WILDCARD})}
     assert progress[0] == (0, report.candidates) and progress[-1] == (report.candidates, report.candidates)
 
 
