@@ -40,7 +40,7 @@ def planted_zone(origin: str) -> Zone:
 
 
 def zones() -> list[Zone]:
-    """perm.test (a wildcard below api only), rot.test (a rotating one), cw.test (CNAME to a rotating pool)."""
+    """perm.test (a wildcard below api only), rot.test (a rotating one), cw.test (CNAME, rotating pool)."""
     perm = planted_zone("perm.test")
     perm.add("*.api", "A", SUB_WILDCARD)
     rot = planted_zone("rot.test")
