@@ -50,11 +50,12 @@ def stored(worker: Worker, kind: str, ctx: TaskContext) -> list[dict[str, Any]]:
 
 
 def test_a_leak_reached_under_several_names_is_one_record_listing_them(worker: Worker, lab: Lab) -> None:
-    data = {"targets": ["lab.test"], "options": all_options(lab, ssl_cert=False)}
+    main = lab.sites["main"]
+    options = all_options(lab, domain_brute=False, port_custom=[main.port], service_detection=False)
+    data = {"targets": H1_NAMES, "options": {**options, "ssl_cert": False}}
     ctx = worker.start("domain_task", data)
     stats = domain_task(data, ctx)
     leaks = stored(worker, "fileleak", ctx)
-    main = lab.sites["main"]
     assert len(H1_NAMES) >= 5
     assert sorted(d["path"] for d in leaks) == sorted(EXPECTED_LEAKS["main"]), leaks
     for leak in leaks:
@@ -156,7 +157,8 @@ def test_fofa_task_without_port_scan_fetches_the_ports_fofa_reported(
 
 def test_scope_id_merges_the_results_into_the_scope(worker: Worker, lab: Lab) -> None:
     scope = "scope-honest-ip"
-    data = {"targets": [H1, H2, H3], "options": {**all_options(lab), "scope_id": scope}}
+    options = all_options(lab, service_detection=False, ssl_cert=False, file_leak=False)
+    data = {"targets": [H1, H2, H3], "options": {**options, "scope_id": scope}}
     ctx = worker.start("ip_task", data)
     stats = ip_task(data, ctx)
     for kind in ("ip", "site"):
