@@ -1,0 +1,207 @@
+"""Loopback database servers that verify logins the way the real ones do, for the weak-password tests.
+
+:func:`start_mysql` sends a protocol-10 handshake and checks ``mysql_native_password`` scrambles
+from the stored double-SHA1 (as mysqld does), optionally switching from ``caching_sha2_password``
+first. :func:`start_postgres` answers SSLRequest with ``N`` and checks MD5, cleartext or
+SCRAM-SHA-256 (server side, from the stored key). Both count verified credentials (``attempts``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import socketserver
+import struct
+
+from tests.lab.authservers import CountingServer, Running
+
+SCRAM_ITERATIONS = 4096
+
+
+def _nonce() -> bytes:
+    """20 bytes in 1..127, as mysqld's scrambles (never NUL)."""
+    return bytes(1 + b % 127 for b in os.urandom(20))
+
+
+def _sha1(data: bytes) -> bytes:
+    return hashlib.sha1(data, usedforsecurity=False).digest()
+
+
+def _mysql_packet(seq: int, payload: bytes) -> bytes:
+    return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
+
+
+class _MySQLHandler(socketserver.BaseRequestHandler):
+    server: CountingServer
+
+    def _read(self) -> tuple[int, bytes]:
+        header = self.request.recv(4, socket.MSG_WAITALL)
+        if len(header) < 4:
+            raise EOFError
+        size = header[0] | header[1] << 8 | header[2] << 16
+        data = b""
+        while len(data) < size:
+            chunk = self.request.recv(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return header[3], data
+
+    def handle(self) -> None:
+        accounts: dict[str, str] = self.server.settings["accounts"]
+        switch: bool = self.server.settings["switch"]
+        nonce = _nonce()
+        method = b"caching_sha2_password" if switch else b"mysql_native_password"
+        greeting = (
+            b"\x0a8.0.36-lab\x00"
+            + struct.pack("<I", 11)
+            + nonce[:8]
+            + b"\x00"
+            + struct.pack("<HBHHB", 0xF7FF, 33, 2, 0x000F, 21)
+            + b"\x00" * 10
+            + nonce[8:]
+            + b"\x00"
+            + method
+            + b"\x00"
+        )
+        self.request.sendall(_mysql_packet(0, greeting))
+        try:
+            seq, payload = self._read()
+            pos = 32
+            end = payload.index(b"\x00", pos)
+            user = payload[pos:end].decode("utf-8")
+            size = payload[end + 1]
+            auth = payload[end + 2 : end + 2 + size]
+            if switch:
+                nonce = _nonce()
+                self.request.sendall(
+                    _mysql_packet(seq + 1, b"\xfemysql_native_password\x00" + nonce + b"\x00")
+                )
+                seq, auth = self._read()
+        except (EOFError, ValueError, IndexError, OSError):
+            return
+        self.server.count()
+        password = accounts.get(user)
+        if password is None:
+            ok = False
+        elif not password:
+            ok = auth == b""
+        else:
+            stored = _sha1(_sha1(password.encode()))
+            mask = _sha1(nonce + stored)
+            stage1 = bytes(a ^ b for a, b in zip(auth, mask, strict=False))
+            ok = len(auth) == 20 and _sha1(stage1) == stored
+        if ok:
+            reply = b"\x00\x00\x00\x02\x00\x00\x00"
+        else:
+            reply = b"\xff" + struct.pack("<H", 1045) + b"#28000Access denied for user"
+        self.request.sendall(_mysql_packet(seq + 1, reply))
+
+
+def start_mysql(accounts: dict[str, str], switch: bool = False) -> Running:
+    """A MySQL server with ``accounts``; ``switch``: offer caching_sha2_password, then switch to native."""
+    return Running(CountingServer(_MySQLHandler, accounts=accounts, switch=switch))
+
+
+def _pg_message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def _pg_auth(code: int, data: bytes = b"") -> bytes:
+    return _pg_message(b"R", struct.pack("!I", code) + data)
+
+
+PG_FAILED = _pg_message(b"E", b"SFATAL\x00C28P01\x00Mpassword authentication failed\x00\x00")
+
+
+class _PostgresHandler(socketserver.StreamRequestHandler):
+    server: CountingServer
+
+    def _startup(self) -> dict[str, str] | None:
+        while True:
+            head = self.rfile.read(4)
+            if len(head) < 4:
+                return None
+            body = self.rfile.read(struct.unpack("!I", head)[0] - 4)
+            if struct.unpack_from("!I", body)[0] == 80877103:
+                self.wfile.write(b"N")
+                continue
+            fields = body[4:].split(b"\x00")
+            return {
+                fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields) - 1, 2) if fields[i]
+            }
+
+    def _password_message(self) -> bytes:
+        kind = self.rfile.read(1)
+        if kind != b"p":
+            raise EOFError
+        return self.rfile.read(struct.unpack("!I", self.rfile.read(4))[0] - 4)
+
+    def handle(self) -> None:
+        params = self._startup()
+        if params is None:
+            return
+        user = params.get("user", "")
+        password = self.server.settings["accounts"].get(user)
+        method = self.server.settings["method"]
+        try:
+            if method == "scram":
+                ok, final = self._scram(password)
+            else:
+                ok, final = self._simple(method, user, password), b""
+        except (EOFError, ValueError, KeyError, struct.error):
+            return
+        if ok:
+            self.wfile.write(final + _pg_auth(0) + _pg_message(b"Z", b"I"))
+        else:
+            self.wfile.write(PG_FAILED)
+
+    def _simple(self, method: str, user: str, password: str | None) -> bool:
+        salt = os.urandom(4)
+        self.wfile.write(_pg_auth(5, salt) if method == "md5" else _pg_auth(3))
+        answer = self._password_message().rstrip(b"\x00").decode()
+        self.server.count()
+        if password is None:
+            return False
+        if method == "md5":
+            inner = hashlib.md5((password + user).encode(), usedforsecurity=False).hexdigest()
+            return answer == "md5" + hashlib.md5(inner.encode() + salt, usedforsecurity=False).hexdigest()
+        return answer == password
+
+    def _scram(self, password: str | None) -> tuple[bool, bytes]:
+        self.wfile.write(_pg_auth(10, b"SCRAM-SHA-256\x00\x00"))
+        body = self._password_message()
+        mechanism, _, rest = body.partition(b"\x00")
+        if mechanism != b"SCRAM-SHA-256":
+            return False, b""
+        first = rest[4:].decode()
+        first_bare = first.split(",", 2)[2]
+        client_nonce = dict(p.split("=", 1) for p in first_bare.split(","))["r"]
+        salt = os.urandom(16)
+        encoded_salt = base64.b64encode(salt).decode()
+        server_first = f"r={client_nonce}{secrets.token_urlsafe(12)},s={encoded_salt},i={SCRAM_ITERATIONS}"
+        self.wfile.write(_pg_auth(11, server_first.encode()))
+        final = self._password_message().decode()
+        self.server.count()
+        without_proof, _, proof = final.rpartition(",p=")
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", (password or secrets.token_hex(8)).encode(), salt, SCRAM_ITERATIONS
+        )
+        stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+        auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.new(stored_key, auth_message, "sha256").digest()
+        client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=False))
+        if password is None or hashlib.sha256(client_key).digest() != stored_key:
+            return False, b""
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        verifier = base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest())
+        return True, _pg_auth(12, b"v=" + verifier)
+
+
+def start_postgres(accounts: dict[str, str], method: str = "md5") -> Running:
+    """A PostgreSQL server with ``accounts``; ``method`` is ``md5``, ``password`` (cleartext) or ``scram``."""
+    return Running(CountingServer(_PostgresHandler, accounts=accounts, method=method))
