@@ -153,6 +153,14 @@ class ReconConfig:
     cdn_data: str = ""
     cdn_extra_files: list[str] = field(default_factory=list)
     cdn_cname_keywords: list[str] = field(default_factory=list)
+    search_engine_url: str = "https://www.bing.com/search"
+    search_engine_max_pages: int = 5
+    search_engine_time_budget: float = 60.0
+    spider_max_depth: int = 3
+    spider_max_pages: int = 60
+    spider_time_budget: float = 120.0
+    findvhost_max_names: int = 500
+    findvhost_time_budget: float = 600.0
     poc_host_concurrency: int = 8
     poc_max_requests_per_host: int = 5000
     poc_max_host_errors: int = 30

@@ -70,6 +70,8 @@ RESULT_COLLECTIONS: dict[str, ResultCollection] = {
         # One record per leak of a service (ip:port), whatever host names it was reached under.
         ResultCollection("fileleak", ("task_id", "service", "path", "evidence")),
         ResultCollection("fofa", ("task_id", "host", "ip", "port"), partial=False),
+        ResultCollection("url", ("task_id", "url"), filters=("source",)),
+        ResultCollection("vhost", ("task_id", "host", "ip", "port", "scheme")),
         # One record per template match on a service, whatever host names it was reached under.
         ResultCollection(
             "vuln", ("task_id", "service", "poc_id", "evidence"), stamped=True, filters=("severity",)

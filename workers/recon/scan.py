@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workers.recon.context import ReconContext
+from workers.recon.crawlstages import CrawlStages
 from workers.recon.discovery import DomainDiscovery
 from workers.recon.portstage import PortStages
 from workers.recon.screenshot import CaptureSettings
@@ -47,12 +48,15 @@ OPTION_STAGES = {
     "nuclei_scan": "poc",
     "poc_config": "poc",
     "web_info_hunter": "web_info_hunter",
+    "search_engines": "search_engines",
+    "site_spider": "site_spider",
+    "findvhost": "findvhost",
 }
 """Option -> the progress stage it adds."""
 MAX_DISCOVERY_ROUNDS = 3
 
 
-class ReconRun(DomainDiscovery, PortStages, WebStages):
+class ReconRun(DomainDiscovery, PortStages, WebStages, CrawlStages):
     """One execution of the pipeline over a task's targets (see the module docstring)."""
 
     async def run_domains(self, targets: list[str]) -> None:
@@ -67,6 +71,8 @@ class ReconRun(DomainDiscovery, PortStages, WebStages):
         ):
             if self.wants(option) and not self.stopped:
                 await stage()
+        if self.wants("search_engines") and not self.stopped:
+            await self.searched_names()
         if self.stopped:
             return
         await self.resolve(self.roots, source="target", keep_empty=True)
@@ -84,6 +90,14 @@ class ReconRun(DomainDiscovery, PortStages, WebStages):
             await self.resolve(new_names, source="cert", keep_empty=False)
             names = [n for n in self.domains if n not in before]
         await self.site_followups()
+
+    async def searched_names(self) -> None:
+        """Resolve the names the search engine returned, under their root (wildcards dropped)."""
+        names = await self.search_engines()
+        for root in self.roots:
+            mine = [n for n in names if n.endswith("." + root)]
+            if mine and not self.stopped:
+                await self.resolve_under(root, mine, "search_engine", "search_engines")
 
     async def run_ips(self, targets: list[str]) -> None:
         """The IP task: expand targets, then one discovery round with the IPs as hosts, then follow-ups."""
@@ -149,6 +163,12 @@ class ReconRun(DomainDiscovery, PortStages, WebStages):
             await self.run_templates()
         if not self.stopped and self.wants("web_info_hunter"):
             await self.web_info_hunter()
+        if not self.stopped and self.search_urls:
+            await self.store_search_urls()
+        if not self.stopped and self.wants("site_spider") and self.wants("site_identify"):
+            await self.site_spider()
+        if not self.stopped and self.wants("findvhost") and self.wants("site_identify"):
+            await self.findvhost()
 
     def note_needs(self) -> None:
         """Name the options that had nothing to work on because another option was off."""
@@ -157,12 +177,9 @@ class ReconRun(DomainDiscovery, PortStages, WebStages):
                 if self.wants(option):
                     self.skip(option, "needs port_scan")
         if not self.wants("site_identify"):
-            for option in ("file_leak", "web_info_hunter", "nuclei_scan", "site_spider"):
+            for option in ("file_leak", "web_info_hunter", "nuclei_scan", "site_spider", "findvhost"):
                 if self.wants(option):
                     self.skip(option, "needs site_identify (the sites it works on)")
-        for option in ("site_spider", "search_engines", "findvhost"):
-            if self.wants(option) and option not in self.skipped:
-                self.skip(option, "not available in this build")
 
 
 def run_domain_task(

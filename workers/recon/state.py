@@ -24,6 +24,9 @@ from workers.recon.screenshot import CaptureSettings, SiteCapture
 from workers.recon.sites import SiteResult
 from workers.recon.targets import is_ip
 
+OPTION_KINDS = ("vuln", "wih", "url", "vhost")
+"""Result collections only some options write to; the statistic counts them when they hold any."""
+
 
 class ReconState(Run):
     """A :class:`Run` with the accumulated assets of one recon task and its report.
@@ -44,6 +47,7 @@ class ReconState(Run):
         super().__init__(ctx)
         self.options = options
         self.store = ResultWriter(ctx.db, ctx.task_id, RECON_KINDS)
+        self.more = ResultWriter(ctx.db, ctx.task_id, OPTION_KINDS)
         self.in_scope = ScopeCheck(ctx)
         self.rules = load_rules(options.get("extra_fingerprint_files") or ())
         self.known_ports = dict(known_ports or {})
@@ -66,6 +70,7 @@ class ReconState(Run):
         self.counts: dict[str, Any] = {}
         self.places = Placement.from_config(ctx.config, self.fail)
         self.cdn_ips: set[str] = set()
+        self.search_urls: list[str] = []
         self._dns: DnsClient | None = None
         self.capture: SiteCapture | None = None
         if options.get("site_capture"):
@@ -105,6 +110,7 @@ class ReconState(Run):
         if self._dns is not None:
             self._dns.close()
         self.store.finish(partial)
+        self.more.finish(partial)
 
     def results(self, body: Callable[[], Awaitable[None]]) -> dict[str, Any]:
         """Run ``body`` (see :meth:`Run.execute`) over indexed result collections.
@@ -115,11 +121,15 @@ class ReconState(Run):
 
         async def indexed() -> None:
             self.store.ensure_indexes()
+            self.more.ensure_indexes()
             await body()
 
         complete = self.execute(indexed)
         stats: dict[str, Any] = dict(self.store.counts())
         stats.update(self.counts)
+        for kind in OPTION_KINDS:
+            if count := self.more.count(kind):
+                stats[kind] = count
         if self.capture is not None:
             capture = self.capture.stats()
             self.skipped.update(capture.pop("skipped_options", {}))

@@ -8,7 +8,6 @@ import functools
 import logging
 from typing import Any
 
-from controlplane.store.results import ResultWriter
 from workers.recon.certs import fetch_certificate_der, parse_certificate
 from workers.recon.control import Batcher, run_pool
 from workers.recon.datafiles import LeakPath, load_leak_paths, parse_leak_groups, read_yaml
@@ -199,14 +198,10 @@ class WebStages(ReconState):
         )
         if scan.unknown_ids:
             self.skip("poc_config", "no such template: " + ", ".join(scan.unknown_ids[:20]))
-        writer = ResultWriter(self.ctx.db, self.ctx.task_id, ["vuln"])
-        writer.ensure_indexes()
         try:
             await self.step(scan.run())
         finally:
-            writer.insert("vuln", scan.docs())
-            writer.finish(self.stopped)
-        self.counts["vuln"] = writer.count("vuln")
+            self.more.insert("vuln", scan.docs())
         self.counts["templates_run"] = len(scan.refs)
 
     async def web_info_hunter(self) -> None:
@@ -230,14 +225,10 @@ class WebStages(ReconState):
 
         await self.step(run_pool(sites, one, WIH_CONCURRENCY))
         scope = str(self.options.get("scope_id") or f"task:{self.ctx.task_id}")
-        writer = ResultWriter(self.ctx.db, self.ctx.task_id, ["wih"])
-        writer.ensure_indexes()
-        writer.insert(
+        self.more.insert(
             "wih",
             (
                 {**record.to_doc(), "scope_id": scope, "source": source, "site": site}
                 for record, source, site in hunt.records.values()
             ),
         )
-        writer.finish(self.stopped)
-        self.counts["wih"] = writer.count("wih")

@@ -10,13 +10,18 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from controlplane.config import ReconConfig, SourceEntry, SourcesConfig
 from tests.lab import CERT_ONLY_NAME, H1, H2, LAB_NAMES, Lab
+from tests.lab.fakebing import BingState, FakeBing
 from tests.lab.geodb import Place, write_asn_db, write_city_db
 from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
+from tests.lab.spidersite import ADMIN as SPIDER_ADMIN
+from tests.lab.spidersite import EXPECTED as SPIDER_EXPECTED
+from tests.lab.spidersite import SPIDER_IP, start_spider_lab
 from workers.recon import ReconContext
 from workers.recon.scan import run_domain_task, run_ip_task
 from workers.recon.sources import REGISTRY
@@ -26,7 +31,7 @@ Ctx = Callable[..., ReconContext]
 
 def docs(db: Any, collection: str, task_id: str) -> dict[str, dict[str, Any]]:
     """The task's documents of ``collection`` by their key field."""
-    key = {"domain": "domain", "ip": "ip", "site": "site", "vuln": "poc_id"}[collection]
+    key = {"domain": "domain", "ip": "ip", "site": "site", "vuln": "poc_id", "url": "url"}[collection]
     return {str(d[key]): d for d in db[collection].find({"task_id": task_id}, {"_id": 0})}
 
 
@@ -183,3 +188,39 @@ def test_options_without_what_they_need_are_reported(make_ctx: Ctx, lab: Lab) ->
     assert skipped["nuclei_scan"].startswith("needs site_identify")
     assert skipped["web_info_hunter"].startswith("needs site_identify")
     assert skipped["service_detection"] == "needs port_scan"
+
+
+def test_site_spider_stores_the_same_site_urls(make_ctx: Ctx, recon_db: Any) -> None:
+    spider = start_spider_lab()
+    try:
+        port = int(spider.site.origin.rsplit(":", 1)[1])
+        ctx = make_ctx()
+        options = {
+            "port_scan": True,
+            "port_scan_type": "custom",
+            "port_custom": [port],
+            "site_identify": True,
+            "site_spider": True,
+        }
+        stats = run_ip_task([SPIDER_IP], options, ctx)
+    finally:
+        spider.stop()
+    urls = {
+        urlsplit(u).path + ("?" + urlsplit(u).query if urlsplit(u).query else "")
+        for u in docs(recon_db, "url", ctx.task_id)
+    }
+    assert urls == SPIDER_EXPECTED | {SPIDER_ADMIN}
+    assert stats["url"] == len(urls)
+
+
+def test_search_engines_add_the_names_the_engine_returns(make_ctx: Ctx, recon_db: Any) -> None:
+    results = {"lab.test": ["http://api.lab.test/", "http://dev.lab.test/docs", "http://www.elsewhere.test/"]}
+    bing = FakeBing(BingState(results=results)).start()
+    try:
+        ctx = make_ctx(config=ReconConfig(search_engine_url=bing.base_url))
+        run_domain_task(["lab.test"], {"domain_brute": False, "search_engines": True}, ctx)
+    finally:
+        bing.stop()
+    found = docs(recon_db, "domain", ctx.task_id)
+    assert set(found) == {"lab.test", "api.lab.test", "dev.lab.test"}
+    assert found["api.lab.test"]["source"] == "search_engine"
