@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import socket
 import socketserver
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import trustme
 
 LOOPBACK = "127.0.0.1"
 
@@ -172,9 +175,19 @@ class _ManagerServer(ThreadingHTTPServer):
         super().__init__((LOOPBACK, 0), _ManagerHandler)
 
 
-def start_manager(accounts: dict[str, str], realm: str = "Tomcat Manager Application") -> Running:
-    """An HTTP server whose ``/manager/html`` asks for Basic credentials, as Tomcat's manager does."""
-    return Running(_ManagerServer(accounts, realm))
+def start_manager(
+    accounts: dict[str, str], realm: str = "Tomcat Manager Application", tls: bool = False
+) -> Running:
+    """An HTTP server whose ``/manager/html`` asks for Basic credentials, as Tomcat's manager does.
+
+    With ``tls`` it serves HTTPS only, with a certificate of a throwaway CA.
+    """
+    server = _ManagerServer(accounts, realm)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        trustme.CA().issue_cert(LOOPBACK).configure_cert(context)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return Running(server)
 
 
 def silent_port() -> Running:

@@ -147,6 +147,13 @@ def test_tomcat_manager_basic_password_found(up: Callable[[Running], Running]) -
     assert report.findings[0].service == "http"
 
 
+def test_tomcat_manager_over_https_found(up: Callable[[Running], Running]) -> None:
+    server = up(start_manager({"admin": "admin"}, tls=True))
+    report = brute([(server.ip, server.port, "https")], ["TomcatBrute"])
+    assert only_finding(report) == ("TomcatBrute", "admin", "admin", False)
+    assert report.findings[0].service == "https"
+
+
 def test_tomcat_strong_password_not_found(up: Callable[[Running], Running]) -> None:
     server = up(start_manager({"tomcat": STRONG}))
     report = brute([(server.ip, server.port, "http")], ["TomcatBrute"], max_attempts_per_service=3)

@@ -77,13 +77,17 @@ class TomcatBrute(ProbedPlugin):
         return "https" if self._tls.get((ip, port)) else "http"
 
     async def probe(self, ip: str, port: int, timeout: float) -> Probe:
-        """GET the manager without credentials, in plain HTTP first, then over TLS."""
+        """GET the manager without credentials, in plain HTTP then over TLS (the reverse on 443, 8443).
+
+        Each way gets half of ``timeout``, so a server that ignores the first still gets the second.
+        """
         status: int | None = None
         headers: dict[str, str] = {}
         for tls in (port in TLS_PORTS, port not in TLS_PORTS):
             try:
-                status, headers = await http_get(ip, port, MANAGER_PATH, tls)
-            except (OSError, ProtocolError, EOFError):
+                async with asyncio.timeout(timeout / 2):
+                    status, headers = await http_get(ip, port, MANAGER_PATH, tls)
+            except (OSError, ProtocolError, EOFError, TimeoutError):
                 continue
             self._tls[(ip, port)] = tls
             break
