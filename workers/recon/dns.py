@@ -202,6 +202,7 @@ class UdpEngine:
         self.timeout = timeout
         self.retries = retries
         self.stats = stats if stats is not None else ServerStats(len(servers))
+        self._sent_by = self.stats.sent
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, _Query] = {}
         self.sent = 0
@@ -227,7 +228,6 @@ class UdpEngine:
         """Ask (``qname``, ``qtype``); ``callback`` gets the reply (FAILED after the last retry)."""
         query = _Query(qname, qwire or encode_name(qname), qtype, callback)
         query.server = random.randrange(len(self._sockets)) if len(self._sockets) > 1 else 0
-        self.stats.questions += 1
         self._transmit(query)
 
     def _transmit(self, query: _Query) -> None:
@@ -242,7 +242,7 @@ class UdpEngine:
         query.deadline = math.inf
         self.pending[ident] = query
         self.sent += 1
-        self.stats.sent[query.server] += 1
+        self._sent_by[query.server] += 1
         if not self._reading:
             for index, sock in enumerate(self._sockets):
                 self.loop.add_reader(sock.fileno(), self._drain, sock, index)
@@ -297,26 +297,30 @@ class UdpEngine:
         if reply is None:
             return
         del self.pending[ident]
-        self.stats.answered[query.server] += 1
         if data[2] & 0x02:
             self._over_tcp(query)
-            return
-        if reply[0] == FAILED:
+        elif reply[0] == FAILED:
             self.stats.error_reply(query.server, data[3] & 0x0F)
             if query.attempts <= self.retries:
                 self._retry(query)
-                return
-        self._answer(query, reply)
+            else:
+                self._fail(query)
+        else:
+            self._answer(query, reply)
+
+    def _fail(self, query: _Query) -> None:
+        """Settle ``query`` without an answer (counted as a failed lookup)."""
+        self.stats.failed += 1
+        self._answer(query, (FAILED, [], []))
 
     def _answer(self, query: _Query, reply: Reply) -> None:
-        if reply[0] == FAILED:
-            self.stats.failed += 1
         try:
             query.callback(reply)
         except Exception:
             log.exception("DNS reply callback failed")
 
     def _retry(self, query: _Query) -> None:
+        self.stats.retries += 1
         query.server = (query.server + 1) % len(self._sockets)
         self._transmit(query)
 
@@ -336,7 +340,7 @@ class UdpEngine:
             if query.attempts <= self.retries:
                 self._retry(query)
             else:
-                self._answer(query, (FAILED, [], []))
+                self._fail(query)
         if self.pending:
             self._sweeper = self.loop.call_later(min(0.1, self.timeout / 4), self._sweep)
         else:
@@ -367,10 +371,15 @@ class UdpEngine:
         except (dns.exception.DNSException, OSError, ValueError, IndexError, struct.error) as exc:
             log.debug("DNS over TCP for %s failed: %s", query.qname, exc)
             reply = None
-        self._answer(query, reply or (FAILED, [], []))
+        if reply is None or reply[0] == FAILED:
+            self._fail(query)
+        else:
+            self._answer(query, reply)
 
     def close(self) -> None:
         """Forget every outstanding query and close the sockets."""
+        for query in self.pending.values():
+            self.stats.abandoned[query.server] += 1
         self.pending.clear()
         self._outbox.clear()
         self._idle()
@@ -449,7 +458,11 @@ class DnsClient:
         Not ok when more than ``max_failed`` of the lookups got no usable answer after retries;
         see :class:`~workers.recon.dnshealth.DnsHealth`.
         """
-        return verdict(self.stats, self.servers, max_failed)
+        inflight = [0] * len(self.servers)
+        if self._engine is not None:
+            for query in self._engine.pending.values():
+                inflight[query.server] += 1
+        return verdict(self.stats, self.servers, inflight, max_failed)
 
     def close(self) -> None:
         """Close the sockets (the client makes new ones if used again)."""

@@ -22,19 +22,21 @@ RCODE_SERVFAIL, RCODE_REFUSED = 2, 5
 class ServerStats:
     """Traffic counters of one DNS client, kept across its engines.
 
-    ``questions`` counts the questions asked and ``failed`` those that got no usable answer after
-    every retry; the lists count packets per server: ``sent`` (retries included), ``answered``
-    (replies matched to a query, whatever their rcode), ``timeouts``, ``servfail``, ``refused``,
-    ``other`` (any other error rcode) and ``unreachable`` (the socket reported the server's port
-    unreachable, or a send failed).
+    Only ``sent`` is counted on the hot path (once per packet); everything else is counted where
+    something went wrong, and the rest is derived. ``retries`` counts packets sent again and
+    ``failed`` the questions that got no usable answer after every retry. The lists count packets
+    per server: ``sent`` (retries included), ``timeouts``, ``servfail``, ``refused``, ``other``
+    (any other error rcode), ``abandoned`` (outstanding when the client closed) and
+    ``unreachable`` (the socket reported the server's port unreachable, or a send failed). A packet
+    neither timed out, abandoned nor still in flight was answered.
     """
 
     __slots__ = (
-        "answered",
+        "abandoned",
         "failed",
         "other",
-        "questions",
         "refused",
+        "retries",
         "sent",
         "servfail",
         "timeouts",
@@ -42,15 +44,20 @@ class ServerStats:
     )
 
     def __init__(self, servers: int) -> None:
-        self.questions = 0
+        self.retries = 0
         self.failed = 0
         self.sent = [0] * servers
-        self.answered = [0] * servers
         self.timeouts = [0] * servers
         self.servfail = [0] * servers
         self.refused = [0] * servers
         self.other = [0] * servers
+        self.abandoned = [0] * servers
         self.unreachable = [0] * servers
+
+    @property
+    def questions(self) -> int:
+        """Questions asked (packets sent less the retries)."""
+        return sum(self.sent) - self.retries
 
     def error_reply(self, server: int, rcode: int) -> None:
         """Count a reply from ``server`` whose rcode was an error (neither NOERROR nor NXDOMAIN)."""
@@ -130,14 +137,21 @@ class DnsHealth:
 
 
 def verdict(
-    stats: ServerStats, servers: list[tuple[str, int]], max_failed: float = MAX_FAILED_SHARE
+    stats: ServerStats,
+    servers: list[tuple[str, int]],
+    inflight: list[int] | None = None,
+    max_failed: float = MAX_FAILED_SHARE,
 ) -> DnsHealth:
-    """Judge ``stats`` of a client whose name servers are ``servers`` (same order)."""
+    """Judge ``stats`` of a client whose name servers are ``servers`` (same order).
+
+    ``inflight`` counts the packets per server still waiting for an answer (not counted as answered).
+    """
+    waiting = inflight or [0] * len(servers)
     resolvers = [
         ResolverHealth(
             resolver=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             sent=stats.sent[i],
-            answered=stats.answered[i],
+            answered=stats.sent[i] - stats.timeouts[i] - stats.abandoned[i] - waiting[i],
             timeouts=stats.timeouts[i],
             servfail=stats.servfail[i],
             refused=stats.refused[i],
@@ -160,6 +174,6 @@ def verdict(
     elif not ok:
         reason = f"{failed} of {questions} DNS lookups failed"
     else:
-        sent = sum(stats.sent)
-        reason = f"{sum(stats.answered)} of {sent} DNS queries answered"
+        answered = sum(r.answered for r in resolvers)
+        reason = f"{answered} of {sum(stats.sent)} DNS queries answered"
     return DnsHealth(ok, reason, questions, failed, resolvers, problems)
