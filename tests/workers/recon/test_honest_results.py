@@ -4,7 +4,9 @@ fetched, and ``scope_id`` merging a task's results into the scope, also when it 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -123,6 +125,38 @@ def test_leak_records_join_names_only_when_the_content_is_the_same() -> None:
     same = next(f for f in found if len(f.hostnames) == 2)
     assert same.url == f"http://a.vhost.test:{port}/.env" and same.service == f"127.88.5.2:{port}"
     assert same.to_doc()["hostnames"] == ["a.vhost.test", "b.vhost.test"]
+
+
+def test_vulns_are_stored_while_the_scan_runs_and_stay_when_it_is_stopped(worker: Worker, lab: Lab) -> None:
+    tarpit = socket.create_server(("127.88.5.3", 0), backlog=64)
+    port = lab.sites["main"].port
+    targets = [f"http://{H1}:{port}/", f"http://127.88.5.3:{tarpit.getsockname()[1]}/"]
+    data = {"targets": targets, "options": {"ids": ["git-config-exposure"], "timeout": 30}}
+    ctx = worker.start("run_risk_cruising", data)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_risk_cruising(data, ctx)
+        except BaseException as exc:  # the TaskRevoked the test expects, or a failure to report
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not stored(worker, "vuln", ctx) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stored(worker, "vuln", ctx) and thread.is_alive(), "the finding is stored while the scan runs"
+        worker.revoke(ctx)
+        thread.join(timeout=10)
+    finally:
+        tarpit.close()
+    assert not thread.is_alive() and len(outcome) == 1 and isinstance(outcome[0], TaskRevoked), outcome
+    vulns = stored(worker, "vuln", ctx)
+    assert len(vulns) == 1 and vulns[0]["partial"] and vulns[0]["service"] == f"{H1}:{port}"
+    doc = worker.store.tasks.find_one({"celery_id": ctx.celery_id})
+    assert doc is not None and doc["statistic"]["vuln"] == 1 and doc["partial"]
 
 
 @pytest.fixture

@@ -127,22 +127,42 @@ def evidence_key(finding: Finding) -> str:
     return hashlib.sha256(proof.encode("utf-8", "replace")).hexdigest()
 
 
-def vuln_docs(findings: Iterable[Finding]) -> list[dict[str, Any]]:
-    """One ``vuln`` document per (service, template, evidence), listing every host name and target.
+VulnKey = tuple[str, str, str]
+"""(service, template id, evidence): what makes two findings one vuln."""
 
-    The document's other fields are those of the finding whose host name sorts first.
+
+class VulnGroups:
+    """Findings grouped into ``vuln`` documents as they come, one per :data:`VulnKey`.
+
+    A document has the fields of the first finding of its key, plus ``service``, ``evidence``
+    and the sorted ``hostnames`` and ``targets`` of every finding of the key.
     """
-    groups: dict[tuple[str, str, str], list[Finding]] = {}
-    for finding in findings:
+
+    def __init__(self) -> None:
+        self.docs: dict[VulnKey, dict[str, Any]] = {}
+
+    def add(self, finding: Finding) -> tuple[VulnKey, bool]:
+        """Group ``finding``; returns its key and whether its document is new or its lists grew."""
         key = (service_key(finding), finding.template.id, evidence_key(finding))
-        groups.setdefault(key, []).append(finding)
-    docs = []
-    for (service, _, evidence), same in groups.items():
-        same.sort(key=lambda f: (url_host_port(f.url)[0], f.target))
-        doc = same[0].to_doc()
-        doc["service"] = service
-        doc["evidence"] = evidence
-        doc["hostnames"] = sorted({url_host_port(f.url)[0] for f in same} - {""})
-        doc["targets"] = sorted({f.target for f in same})
-        docs.append(doc)
-    return docs
+        host = url_host_port(finding.url)[0]
+        doc = self.docs.get(key)
+        if doc is None:
+            doc = finding.to_doc()
+            doc.update(service=key[0], evidence=key[2], hostnames=[host] if host else [])
+            doc["targets"] = [finding.target]
+            self.docs[key] = doc
+            return key, True
+        changed = False
+        for field_name, value in (("hostnames", host), ("targets", finding.target)):
+            if value and value not in doc[field_name]:
+                doc[field_name] = sorted([*doc[field_name], value])
+                changed = True
+        return key, changed
+
+
+def vuln_docs(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    """One ``vuln`` document per (service, template, evidence), listing every host name and target."""
+    groups = VulnGroups()
+    for finding in findings:
+        groups.add(finding)
+    return list(groups.docs.values())
