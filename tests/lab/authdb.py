@@ -178,28 +178,50 @@ class _PostgresHandler(socketserver.StreamRequestHandler):
         mechanism, _, rest = body.partition(b"\x00")
         if mechanism != b"SCRAM-SHA-256":
             return False, b""
-        first = rest[4:].decode()
-        first_bare = first.split(",", 2)[2]
-        client_nonce = dict(p.split("=", 1) for p in first_bare.split(","))["r"]
-        salt = os.urandom(16)
-        encoded_salt = base64.b64encode(salt).decode()
-        server_first = f"r={client_nonce}{secrets.token_urlsafe(12)},s={encoded_salt},i={SCRAM_ITERATIONS}"
-        self.wfile.write(_pg_auth(11, server_first.encode()))
+        server = ScramServer(password, "sha256")
+        self.wfile.write(_pg_auth(11, server.first(rest[4:].decode()).encode()))
         final = self._password_message().decode()
         self.server.count()
-        without_proof, _, proof = final.rpartition(",p=")
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", (password or secrets.token_hex(8)).encode(), salt, SCRAM_ITERATIONS
+        verifier = server.verify(final)
+        return (True, _pg_auth(12, verifier.encode())) if verifier else (False, b"")
+
+
+class ScramServer:
+    """The server side of one SCRAM conversation, checking the proof from the stored key as servers do."""
+
+    def __init__(self, password: str | None, hash_name: str) -> None:
+        self.password = password
+        self.hash_name = hash_name
+        self.salt = os.urandom(16)
+        self._first_bare = ""
+        self._server_first = ""
+
+    def _hmac(self, key: bytes, data: bytes) -> bytes:
+        return hmac.new(key, data, self.hash_name).digest()
+
+    def first(self, client_first: str) -> str:
+        """The server-first-message for the client's first message."""
+        self._first_bare = client_first.split(",", 2)[2]
+        client_nonce = dict(p.split("=", 1) for p in self._first_bare.split(","))["r"]
+        encoded_salt = base64.b64encode(self.salt).decode()
+        self._server_first = (
+            f"r={client_nonce}{secrets.token_urlsafe(12)},s={encoded_salt},i={SCRAM_ITERATIONS}"
         )
-        stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
-        auth_message = f"{first_bare},{server_first},{without_proof}".encode()
-        signature = hmac.new(stored_key, auth_message, "sha256").digest()
+        return self._server_first
+
+    def verify(self, client_final: str) -> str | None:
+        """The server-final-message (``v=...``) when the proof is right, else None."""
+        without_proof, _, proof = client_final.rpartition(",p=")
+        secret = (self.password or secrets.token_hex(8)).encode()
+        salted = hashlib.pbkdf2_hmac(self.hash_name, secret, self.salt, SCRAM_ITERATIONS)
+        stored_key = hashlib.new(self.hash_name, self._hmac(salted, b"Client Key")).digest()
+        auth_message = f"{self._first_bare},{self._server_first},{without_proof}".encode()
+        signature = self._hmac(stored_key, auth_message)
         client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=False))
-        if password is None or hashlib.sha256(client_key).digest() != stored_key:
-            return False, b""
-        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-        verifier = base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest())
-        return True, _pg_auth(12, b"v=" + verifier)
+        if self.password is None or hashlib.new(self.hash_name, client_key).digest() != stored_key:
+            return None
+        server_signature = self._hmac(self._hmac(salted, b"Server Key"), auth_message)
+        return "v=" + base64.b64encode(server_signature).decode()
 
 
 def start_postgres(accounts: dict[str, str], method: str = "md5") -> Running:

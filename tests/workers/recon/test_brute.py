@@ -12,6 +12,7 @@ import pytest
 from tests.lab import MongoServer
 from tests.lab.authdb import start_mysql, start_postgres
 from tests.lab.authservers import Running, silent_port, start_ftp, start_manager, start_redis
+from tests.lab.mongoauth import start_mongo_auth
 from tests.lab.sshlab import SSHLab
 from workers.recon.brute import (
     UNSUPPORTED,
@@ -182,6 +183,24 @@ def test_ssh_planted_password_found_and_strong_not(up: Callable[[SSHLab], SSHLab
 def test_mongodb_without_auth_is_an_open_access_finding(mongo_server: MongoServer) -> None:
     report = brute([("127.0.0.1", mongo_server.port, "mongodb")], ["MongoDBBrute"])
     assert only_finding(report) == ("MongoDBBrute", "", "", True)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
+def test_mongodb_scram_planted_password_found(up: Callable[[Running], Running], mechanism: str) -> None:
+    server = up(start_mongo_auth({"admin": "admin123", "root": STRONG}, (mechanism,)))
+    report = brute([(server.ip, server.port, "mongodb")], ["MongoDBBrute"], max_attempts_per_service=50)
+    assert only_finding(report) == ("MongoDBBrute", "admin", "admin123", False)
+    bundled = load_credentials("mongodb")
+    tried = bundled[: bundled.index(Credential("admin", "admin123")) + 1]
+    assert server.attempts == sum(1 for c in tried if c.username in ("admin", "root")), (
+        "no proof for unknown users"
+    )
+
+
+def test_mongodb_scram_strong_password_not_found(up: Callable[[Running], Running]) -> None:
+    server = up(start_mongo_auth({"admin": STRONG}))
+    report = brute([(server.ip, server.port, "mongodb")], ["MongoDBBrute"], max_attempts_per_service=3)
+    assert report.findings == [] and report.attempts == 3
 
 
 def test_wrong_protocol_on_the_port_gives_no_finding_and_no_attempt(up: Callable[[Running], Running]) -> None:
