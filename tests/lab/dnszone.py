@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSLabel, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+_ROTATE_LOCK = threading.Lock()
+"""Guards the zones' random generators (the dnslib server answers from many threads)."""
+
 
 @dataclass
 class Zone:
@@ -25,11 +28,9 @@ class Zone:
     records: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     rotate: dict[str, int] = field(default_factory=dict)
     seed: int = 0
-    _rng: random.Random = field(default_factory=random.Random, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        self._rng.seed(self.seed)
+        self.rng = random.Random(self.seed)
 
     def add(self, name: str, rtype: str, value: str) -> None:
         """Add a record; ``name`` is relative to the origin ("@" is the apex)."""
@@ -67,8 +68,8 @@ class Zone:
         if not count:
             return records
         addresses = [r for r in records if r[0] == "A"]
-        with self._lock:
-            chosen = self._rng.sample(addresses, min(count, len(addresses)))
+        with _ROTATE_LOCK:
+            chosen = self.rng.sample(addresses, min(count, len(addresses)))
         return [r for r in records if r[0] != "A"] + chosen
 
 
