@@ -1,9 +1,8 @@
-"""Loopback database servers that verify logins the way the real ones do, for the weak-password tests.
+"""A loopback PostgreSQL server that verifies logins the way the real one does, for the weak-password tests.
 
-:func:`start_mysql` sends a protocol-10 handshake and checks ``mysql_native_password`` scrambles
-from the stored double-SHA1 (as mysqld does), optionally switching from ``caching_sha2_password``
-first. :func:`start_postgres` answers SSLRequest with ``N`` and checks MD5, cleartext or
-SCRAM-SHA-256 (server side, from the stored key). Both count verified credentials (``attempts``).
+:func:`start_postgres` answers SSLRequest with ``N`` and checks MD5, cleartext or SCRAM-SHA-256
+(server side, from the stored key: :class:`ScramServer`, shared with the MongoDB fake). It counts
+verified credentials (``attempts``).
 """
 
 from __future__ import annotations
@@ -13,98 +12,12 @@ import hashlib
 import hmac
 import os
 import secrets
-import socket
 import socketserver
 import struct
 
 from tests.lab.authservers import CountingServer, Running
 
 SCRAM_ITERATIONS = 4096
-
-
-def _nonce() -> bytes:
-    """20 bytes in 1..127, as mysqld's scrambles (never NUL)."""
-    return bytes(1 + b % 127 for b in os.urandom(20))
-
-
-def _sha1(data: bytes) -> bytes:
-    return hashlib.sha1(data, usedforsecurity=False).digest()
-
-
-def _mysql_packet(seq: int, payload: bytes) -> bytes:
-    return struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
-
-
-class _MySQLHandler(socketserver.BaseRequestHandler):
-    server: CountingServer
-
-    def _read(self) -> tuple[int, bytes]:
-        header = self.request.recv(4, socket.MSG_WAITALL)
-        if len(header) < 4:
-            raise EOFError
-        size = header[0] | header[1] << 8 | header[2] << 16
-        data = b""
-        while len(data) < size:
-            chunk = self.request.recv(size - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return header[3], data
-
-    def handle(self) -> None:
-        accounts: dict[str, str] = self.server.settings["accounts"]
-        switch: bool = self.server.settings["switch"]
-        nonce = _nonce()
-        method = b"caching_sha2_password" if switch else b"mysql_native_password"
-        greeting = (
-            b"\x0a8.0.36-lab\x00"
-            + struct.pack("<I", 11)
-            + nonce[:8]
-            + b"\x00"
-            + struct.pack("<HBHHB", 0xF7FF, 33, 2, 0x000F, 21)
-            + b"\x00" * 10
-            + nonce[8:]
-            + b"\x00"
-            + method
-            + b"\x00"
-        )
-        self.request.sendall(_mysql_packet(0, greeting))
-        try:
-            seq, payload = self._read()
-            pos = 32
-            end = payload.index(b"\x00", pos)
-            user = payload[pos:end].decode("utf-8")
-            size = payload[end + 1]
-            auth = payload[end + 2 : end + 2 + size]
-            if switch:
-                nonce = _nonce()
-                self.request.sendall(
-                    _mysql_packet(seq + 1, b"\xfemysql_native_password\x00" + nonce + b"\x00")
-                )
-                seq, auth = self._read()
-        except (EOFError, ValueError, IndexError, OSError):
-            return
-        self.server.count()
-        password = accounts.get(user)
-        if password is None:
-            ok = False
-        elif not password:
-            ok = auth == b""
-        else:
-            stored = _sha1(_sha1(password.encode()))
-            mask = _sha1(nonce + stored)
-            stage1 = bytes(a ^ b for a, b in zip(auth, mask, strict=False))
-            ok = len(auth) == 20 and _sha1(stage1) == stored
-        if ok:
-            reply = b"\x00\x00\x00\x02\x00\x00\x00"
-        else:
-            reply = b"\xff" + struct.pack("<H", 1045) + b"#28000Access denied for user"
-        self.request.sendall(_mysql_packet(seq + 1, reply))
-
-
-def start_mysql(accounts: dict[str, str], switch: bool = False) -> Running:
-    """A MySQL server with ``accounts``; ``switch``: offer caching_sha2_password, then switch to native."""
-    return Running(CountingServer(_MySQLHandler, accounts=accounts, switch=switch))
 
 
 def _pg_message(kind: bytes, body: bytes) -> bytes:

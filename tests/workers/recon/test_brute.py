@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.lab import MongoServer
-from tests.lab.authdb import start_mysql, start_postgres
+from tests.lab.authdb import start_postgres
 from tests.lab.authservers import Running, silent_port, start_ftp, start_manager, start_redis
 from tests.lab.mongoauth import start_mongo_auth
+from tests.lab.mysqlauth import start_mysql
 from tests.lab.sshlab import SSHLab
 from workers.recon.brute import (
     UNSUPPORTED,
@@ -114,10 +115,13 @@ def test_mysql_empty_root_password_found(up: Callable[[Running], Running]) -> No
     assert server.attempts == 1
 
 
-def test_mysql_auth_switch_to_native_handled(up: Callable[[Running], Running]) -> None:
-    server = up(start_mysql({"root": "root"}, switch=True))
+@pytest.mark.parametrize("mode", ["switch", "sha2", "sha2-full"])
+def test_mysql_auth_switch_and_caching_sha2_handled(up: Callable[[Running], Running], mode: str) -> None:
+    server = up(start_mysql({"root": "root"}, mode=mode))
     report = brute([(server.ip, server.port, "mysql")], ["MysqlBrute"])
     assert only_finding(report) == ("MysqlBrute", "root", "root", False)
+    bundled = load_credentials("mysql")
+    assert server.attempts == bundled.index(Credential("root", "root")) + 1
 
 
 def test_mysql_strong_password_not_found(up: Callable[[Running], Running]) -> None:
