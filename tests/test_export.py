@@ -119,7 +119,7 @@ def test_csv_parses_back_to_the_rows_of_the_paged_results(task: tuple, kind: str
         assert 'quote " and, comma' in titles
         assert rows[1][COLUMNS["site"].index("finger")] == "nginx, PHP"
     if kind == "ip":
-        assert rows[1] == ["10.0.1.1", "a.example.com, b.example.com", "22/ssh, 8443", "2"]
+        assert rows[1][:4] == ["10.0.1.1", "a.example.com, b.example.com", "22/ssh, 8443", "2"]
     if kind == "vuln":
         assert rows[1][COLUMNS["vuln"].index("time")] == "2024-05-01T12:00:00.000Z"
 

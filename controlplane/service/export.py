@@ -42,8 +42,8 @@ CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "domain": ("domain", "type", "record", "ips", "cnames", "source"),
-    "ip": ("ip", "domains", "ports", "port_count"),
+    "domain": ("domain", "type", "record", "ips", "cnames", "source", "cdn_name"),
+    "ip": ("ip", "domains", "ports", "port_count", "cdn_name", "ip_type", "geo_city", "geo_asn"),
     "site": (
         "site",
         "hostname",
@@ -69,12 +69,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "self_signed",
         "fingerprint_sha256",
     ),
-    "fileleak": ("site", "url", "path", "status", "content_length", "content_type", "title"),
+    "fileleak": ("site", "url", "path", "status", "content_length", "content_type", "title", "hostnames"),
     "fofa": ("host", "ip", "port", "protocol", "domain", "title", "server"),
+    "url": ("url", "site", "status_code", "title", "content_length", "source"),
+    "vhost": ("host", "ip", "port", "scheme", "status_code", "title", "body_length"),
     "vuln": ("target", "severity", "name", "poc_id", "url", "ip", "time"),
     "github": ("repo", "path", "url", "sha", "time"),
     "wih": ("type", "rule", "value", "severity", "source", "time"),
     "monitor_new": ("kind", "value", "time"),
+    "asset_site_change": ("site", "time"),
 }
 """The columns of the CSV and XLSX files (and of the dashboard's tables) per result kind."""
 _INTERNAL = ("_id", "task_id", "partial")

@@ -10,20 +10,23 @@
   const API = "/api/celery_task";
   const STATUSES = ["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED"];
   const TERMINAL = new Set(["SUCCESS", "FAILURE", "REVOKED"]);
-  const KINDS = ["domain", "ip", "site", "cert", "fileleak", "fofa", "vuln", "github", "wih", "monitor_new"];
+  const KINDS = ["domain", "ip", "site", "cert", "fileleak", "fofa", "url", "vhost", "vuln", "github", "wih", "monitor_new", "asset_site_change"];
   // The columns of each result kind's table: the same as the CSV and XLSX exports
   // (controlplane/service/export.py COLUMNS).
   const RESULT_COLUMNS = {
-    domain: ["domain", "type", "record", "ips", "cnames", "source"],
-    ip: ["ip", "domains", "ports", "port_count"],
+    domain: ["domain", "type", "record", "ips", "cnames", "source", "cdn_name"],
+    ip: ["ip", "domains", "ports", "port_count", "cdn_name", "ip_type", "geo_city", "geo_asn"],
     site: ["site", "hostname", "ip", "port", "status", "title", "server", "finger", "content_type", "body_length", "final_url"],
     cert: ["host", "ip", "port", "subject_cn", "issuer_cn", "sans", "not_before", "not_after", "self_signed", "fingerprint_sha256"],
-    fileleak: ["site", "url", "path", "status", "content_length", "content_type", "title"],
+    fileleak: ["site", "url", "path", "status", "content_length", "content_type", "title", "hostnames"],
     fofa: ["host", "ip", "port", "protocol", "domain", "title", "server"],
+    url: ["url", "site", "status_code", "title", "content_length", "source"],
+    vhost: ["host", "ip", "port", "scheme", "status_code", "title", "body_length"],
     vuln: ["target", "severity", "name", "poc_id", "url", "ip", "time"],
     github: ["repo", "path", "url", "sha", "time"],
     wih: ["type", "rule", "value", "severity", "source", "time"],
     monitor_new: ["kind", "value", "time"],
+    asset_site_change: ["site", "time"],
   };
   const FILTER_KEYS = ["q", "celery_id", "status", "task_type", "worker", "created_after", "created_before"];
   const TOKEN_KEY = "controlplane.token";
