@@ -12,6 +12,7 @@ import pytest
 from tests.lab import MongoServer
 from tests.lab.authdb import start_postgres
 from tests.lab.authservers import Running, silent_port, start_ftp, start_manager, start_redis
+from tests.lab.mailauth import start_mail
 from tests.lab.mongoauth import start_mongo_auth
 from tests.lab.mysqlauth import start_mysql
 from tests.lab.sshlab import SSHLab
@@ -207,6 +208,35 @@ def test_mongodb_scram_strong_password_not_found(up: Callable[[Running], Running
     assert report.findings == [] and report.attempts == 3
 
 
+@pytest.mark.parametrize(
+    ("plugin", "kind", "options"),
+    [
+        ("POP3Brute", "pop3", {}),
+        ("IMAPBrute", "imap", {}),
+        ("SMTPBrute", "smtp", {"mechanisms": ("PLAIN",)}),
+        ("SMTPBrute", "smtp", {"mechanisms": ("LOGIN",)}),
+        ("SMTPBrute", "smtp", {"starttls": True}),
+    ],
+)
+def test_mail_logins_planted_found_strong_not(
+    up: Callable[[Running], Running], plugin: str, kind: str, options: dict[str, Any]
+) -> None:
+    weak = up(start_mail(kind, {"test": "test"}, **options))
+    strong = up(start_mail(kind, {"test": STRONG, "admin": STRONG}, **options))
+    targets = [(weak.ip, weak.port, kind), (strong.ip, strong.port, kind)]
+    report = brute(targets, [plugin], max_attempts_per_service=5)
+    assert only_finding(report) == (plugin, "test", "test", False)
+    assert report.findings[0].port == weak.port
+    assert weak.attempts == load_credentials("mail").index(Credential("test", "test")) + 1
+    assert strong.attempts == 5
+
+
+def test_smtp_without_auth_gets_no_attempt(up: Callable[[Running], Running]) -> None:
+    server = up(start_mail("smtp", {"test": "test"}, mechanisms=()))
+    report = brute([(server.ip, server.port, "smtp")], ["SMTPBrute"])
+    assert report.findings == [] and report.attempts == 0 and server.attempts == 0
+
+
 def test_wrong_protocol_on_the_port_gives_no_finding_and_no_attempt(up: Callable[[Running], Running]) -> None:
     redis = up(start_redis("foobared"))
     ftp = up(start_ftp({"ftp": "ftp"}))
@@ -221,6 +251,9 @@ def test_wrong_protocol_on_the_port_gives_no_finding_and_no_attempt(up: Callable
         "TomcatBrute": (mysql, "http"),
         "SSHBrute": (ftp, "ssh"),
         "MongoDBBrute": (redis, "mongodb"),
+        "POP3Brute": (ftp, "pop3"),
+        "IMAPBrute": (redis, "imap"),
+        "SMTPBrute": (web, "smtp"),
     }
 
     async def all_runs() -> list[BruteReport]:

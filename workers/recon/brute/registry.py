@@ -7,6 +7,7 @@ from typing import Any
 
 from workers.recon.brute.base import BrutePlugin
 from workers.recon.brute.ftp import FTPBrute
+from workers.recon.brute.mail import IMAPBrute, POP3Brute, SMTPBrute
 from workers.recon.brute.mongodb import MongoDBBrute
 from workers.recon.brute.mysql import MysqlBrute
 from workers.recon.brute.postgres import PostgreSQLBrute
@@ -16,7 +17,17 @@ from workers.recon.brute.tomcat import TomcatBrute
 
 PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
     cls.plugin_name: cls
-    for cls in (RedisBrute, FTPBrute, MysqlBrute, PostgreSQLBrute, TomcatBrute, MongoDBBrute)
+    for cls in (
+        RedisBrute,
+        FTPBrute,
+        MysqlBrute,
+        PostgreSQLBrute,
+        TomcatBrute,
+        MongoDBBrute,
+        POP3Brute,
+        IMAPBrute,
+        SMTPBrute,
+    )
 }
 """Implemented plugins: name to factory (a new instance per run, since some remember per-port facts)."""
 if SSH_UNAVAILABLE is None:
@@ -26,9 +37,6 @@ _NOT_IMPLEMENTED = "not implemented by this worker"
 UNSUPPORTED: dict[str, str] = {
     "SQLServerBrute": _NOT_IMPLEMENTED + " (TDS login)",
     "RDPBrute": _NOT_IMPLEMENTED + " (RDP/CredSSP login)",
-    "SMTPBrute": _NOT_IMPLEMENTED,
-    "IMAPBrute": _NOT_IMPLEMENTED,
-    "POP3Brute": _NOT_IMPLEMENTED,
     "ClickhouseBrute": _NOT_IMPLEMENTED,
     "ActiveMQBrute": _NOT_IMPLEMENTED,
     "APISIXBrute": _NOT_IMPLEMENTED + " (web application login)",
