@@ -7,6 +7,7 @@ reply to random paths are dropped.
 
 A leak is reported once per service: the same file with the same content on one ``ip:port``
 reached under several host names is one :class:`LeakFinding` listing the ``hostnames``.
+:class:`LeakStream` stores the findings while the stage runs, so a stopped task keeps them.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import asyncio
 import difflib
 import hashlib
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from controlplane.store.results import ResultWriter
 from workers.recon.datafiles import LeakPath, looks_like_html
 from workers.recon.http import HttpError, HttpResponse
+from workers.recon.resultstream import GroupedWriter
 from workers.recon.sites import Endpoint
 
 LEAK_BODY_LIMIT = 128 * 1024
@@ -165,6 +169,36 @@ def add_finding(found: list[LeakFinding], finding: LeakFinding) -> None:
         found.append(finding)
     else:
         same.merge(finding)
+
+
+class LeakStream:
+    """Stores the findings :func:`check_site` adds to ``found`` while the stage runs.
+
+    Call :meth:`write` as probes complete (cheap: it looks at ``found`` when it grew or once per
+    ``interval``) and once with ``force`` when the stage ends, stopped or not. A new leak is
+    inserted at once; host names a stored leak gains are written at most every ``interval``.
+    """
+
+    def __init__(self, store: ResultWriter, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.writer = GroupedWriter(
+            store, "fileleak", ("service", "path", "evidence"), ("hostnames", "site", "url"), interval
+        )
+        self.names: dict[tuple[str, str, str], int] = {}
+        self._count = 0
+        self._checked = 0.0
+
+    def write(self, found: list[LeakFinding], force: bool = False) -> None:
+        """Store what is new in ``found`` (every change when ``force``d)."""
+        now = time.monotonic()
+        if not (force or len(found) != self._count or now - self._checked >= self.interval):
+            return
+        self._count, self._checked = len(found), now
+        for finding in found:
+            if self.names.get(finding.key()) != len(finding.hostnames):
+                self.names[finding.key()] = len(finding.hostnames)
+                self.writer.put(finding.to_doc())
+        self.writer.flush(force)
 
 
 async def check_site(

@@ -12,17 +12,15 @@ reason; they never fail the task.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
-
-from pymongo import UpdateOne
 
 from controlplane.store.results import ResultWriter
 from workers.context import TaskContext
 from workers.recon.context import ReconContext
 from workers.recon.nuclei import TemplateScan
-from workers.recon.nuclei.findings import Finding, VulnGroups, VulnKey
+from workers.recon.nuclei.findings import Finding, VulnGroups
+from workers.recon.resultstream import GroupedWriter
 from workers.recon.run import Run
 from workers.tasks.livestats import LiveStatistic
 from workers.tasks.shared import recon_context
@@ -33,45 +31,26 @@ STREAM_INTERVAL = 1.0
 
 
 class VulnStream:
-    """Writes a scan's ``vuln`` documents as findings come (:class:`VulnGroups`): a new
-    (service, template, evidence) at the next call, further host names and targets of one already
-    written as an update of its lists, at most every ``interval`` seconds (or when ``force``d).
+    """Writes a scan's ``vuln`` documents as findings come (grouped by :class:`VulnGroups`): a new
+    (service, template, evidence) at the next call, more host names and targets of one already
+    written at most every ``interval`` seconds (:class:`~workers.recon.resultstream.GroupedWriter`).
     """
 
     def __init__(self, store: ResultWriter, interval: float = STREAM_INTERVAL) -> None:
-        self.store = store
-        self.interval = interval
         self.groups = VulnGroups()
         self.seen = 0
-        self.written: set[VulnKey] = set()
-        self.fresh: set[VulnKey] = set()
-        self.grown: set[VulnKey] = set()
-        self._last = 0.0
+        self.writer = GroupedWriter(
+            store, VULN_COLLECTION, ("service", "poc_id", "evidence"), ("hostnames", "targets"), interval
+        )
 
     def write(self, findings: list[Finding], force: bool = False) -> None:
-        """Group the findings not seen yet and store what is due."""
+        """Group the findings not seen yet and store what is due (everything when ``force``d)."""
         for finding in findings[self.seen :]:
             key, changed = self.groups.add(finding)
-            if changed and key not in self.fresh:
-                (self.grown if key in self.written else self.fresh).add(key)
+            if changed:
+                self.writer.put(self.groups.docs[key])
         self.seen = len(findings)
-        now = time.monotonic()
-        if not (self.fresh or force or (self.grown and now - self._last >= self.interval)):
-            return
-        self._last = now
-        docs = self.groups.docs
-        self.store.insert(VULN_COLLECTION, (docs[k] for k in self.fresh))
-        updates = [
-            UpdateOne(
-                {"task_id": self.store.task_id, "service": k[0], "poc_id": k[1], "evidence": k[2]},
-                {"$set": {"hostnames": docs[k]["hostnames"], "targets": docs[k]["targets"]}},
-            )
-            for k in self.grown
-        ]
-        if updates:
-            self.store.db[VULN_COLLECTION].bulk_write(updates, ordered=False)
-        self.written.update(self.fresh)
-        self.fresh, self.grown = set(), set()
+        self.writer.flush(force)
 
 
 def run_pocs(

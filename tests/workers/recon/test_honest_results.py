@@ -24,7 +24,7 @@ from tests.lab.support import Worker, lab_config
 from workers.context import TaskContext, TaskRevoked
 from workers.recon.assets import scope_assets
 from workers.recon.datafiles import load_leak_paths
-from workers.recon.fileleak import LeakFinding, check_site
+from workers.recon.fileleak import LeakFinding, LeakStream, check_site
 from workers.recon.sites import Endpoint
 from workers.tasks.domain import domain_task
 from workers.tasks.fofa import fofa_task
@@ -104,27 +104,44 @@ class _EnvByHost(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def test_leak_records_join_names_only_when_the_content_is_the_same() -> None:
+@pytest.fixture
+def vhosts() -> Iterator[int]:
+    """A server on 127.88.5.2 answering ``/.env`` by Host (see :class:`_EnvByHost`); yields its port."""
     server = ThreadingHTTPServer(("127.88.5.2", 0), _EnvByHost)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    port = int(server.server_address[1])
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_leak_records_join_names_only_when_the_content_is_the_same(vhosts: int, recon_db: Any) -> None:
     probes = [p for p in load_leak_paths() if p.path == "/.env"]
     found: list[LeakFinding] = []
+    store = ResultWriter(recon_db, f"leak-stream-{vhosts}", ["fileleak"])
+    store.ensure_indexes()
+    stream = LeakStream(store, interval=0.0)
+    after_each: list[list[list[str]]] = []
 
     async def scan() -> None:
         for host in ("b.vhost.test", "c.vhost.test", "a.vhost.test"):
-            await check_site(Endpoint("http", host, "127.88.5.2", port), probes, found, timeout=3.0)
+            await check_site(Endpoint("http", host, "127.88.5.2", vhosts), probes, found, timeout=3.0)
+            stream.write(found)
+            docs = recon_db["fileleak"].find({"task_id": store.task_id})
+            after_each.append(sorted(d["hostnames"] for d in docs))
 
-    try:
-        asyncio.run(scan())
-    finally:
-        server.shutdown()
-        server.server_close()
+    asyncio.run(scan())
+    stream.write(found, force=True)
     assert sorted(f.hostnames for f in found) == [["a.vhost.test", "b.vhost.test"], ["c.vhost.test"]]
     same = next(f for f in found if len(f.hostnames) == 2)
-    assert same.url == f"http://a.vhost.test:{port}/.env" and same.service == f"127.88.5.2:{port}"
-    assert same.to_doc()["hostnames"] == ["a.vhost.test", "b.vhost.test"]
+    assert same.url == f"http://a.vhost.test:{vhosts}/.env" and same.service == f"127.88.5.2:{vhosts}"
+    assert after_each == [
+        [["b.vhost.test"]],
+        [["b.vhost.test"], ["c.vhost.test"]],
+        [["a.vhost.test", "b.vhost.test"], ["c.vhost.test"]],
+    ], "each leak is stored as soon as it is found, and its host names as they come"
+    merged = recon_db["fileleak"].find_one({"task_id": store.task_id, "hostnames": "a.vhost.test"})
+    assert merged is not None and merged["url"] == same.url
 
 
 def test_vulns_are_stored_while_the_scan_runs_and_stay_when_it_is_stopped(worker: Worker, lab: Lab) -> None:
