@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,12 +18,15 @@ from tests.lab.mysqlauth import start_mysql
 from tests.lab.sshlab import SSHLab
 from workers.recon.brute import (
     UNSUPPORTED,
+    BrutePlugin,
     BruteReport,
     Credential,
+    Finding,
     enabled_plugins,
     load_credentials,
     parse_credentials,
     plugin_names,
+    registry,
     run_brute,
 )
 
@@ -293,6 +296,37 @@ def test_plugins_apply_by_service_name_else_by_default_port(up: Callable[[Runnin
     unnamed_odd_port = brute([(server.ip, server.port, "")], ["RedisBrute"])
     assert unnamed_odd_port.services_checked == 0
     assert brute([(server.ip, server.port, "Redis")], ["RedisBrute"]).services_checked == 1
+
+
+class _BrokenBrute(BrutePlugin):
+    """A plugin with a bug: its check raises."""
+
+    plugin_name = "BrokenBrute"
+    app_name = vul_name = "broken"
+    services = frozenset({"redis"})
+    ports = frozenset({6379})
+    credential_list = "redis"
+
+    async def check(
+        self, ip: str, port: int, credentials: Iterable[Credential], timeout: float
+    ) -> Finding | None:
+        raise RuntimeError("plugin bug")
+
+
+def test_a_plugin_bug_ends_only_its_own_check(
+    up: Callable[[Running], Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry.PLUGINS, "BrokenBrute", _BrokenBrute)
+    server = up(start_redis("foobared"))
+    seen: list[tuple[int, int]] = []
+    report = brute(
+        [(server.ip, server.port, "redis")],
+        ["BrokenBrute", "RedisBrute"],
+        on_progress=lambda d, t: seen.append((d, t)),
+    )
+    assert report.errors == {f"BrokenBrute {server.ip}:{server.port}": "RuntimeError: plugin bug"}
+    assert only_finding(report)[0] == "RedisBrute"
+    assert seen[-1] == (2, 2)
 
 
 def test_credentials_dir_overrides_the_bundled_list(up: Callable[[Running], Running], tmp_path: Path) -> None:

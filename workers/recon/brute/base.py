@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -29,6 +30,10 @@ MAX_CONSECUTIVE_ERRORS = 3
 
 class ProtocolError(Exception):
     """The peer answered something that is not the expected protocol."""
+
+
+EXPECTED_ERRORS = (OSError, TimeoutError, ProtocolError, ssl.SSLError, EOFError, ValueError, struct.error)
+"""What a probe or an attempt may raise when the peer is down, slow, or speaks something else."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class ProbedPlugin(BrutePlugin):
         try:
             async with asyncio.timeout(timeout):
                 state = await self.probe(ip, port, timeout)
-        except (OSError, TimeoutError, ProtocolError, ssl.SSLError, EOFError, ValueError):
+        except EXPECTED_ERRORS:
             return None
         if state is Probe.ABSENT:
             return None
@@ -163,7 +168,7 @@ class ProbedPlugin(BrutePlugin):
             try:
                 async with asyncio.timeout(timeout):
                     accepted = await self.attempt(ip, port, credential, timeout)
-            except (OSError, TimeoutError, ProtocolError, ssl.SSLError, EOFError, ValueError):
+            except EXPECTED_ERRORS:
                 errors += 1
                 if errors >= MAX_CONSECUTIVE_ERRORS:
                     return None

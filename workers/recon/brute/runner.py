@@ -23,7 +23,9 @@ class BruteReport:
     ``findings``: one per service and plugin at most (the first credential accepted, or open
     access). ``unknown_plugins``: requested names no plugin has, by name. ``unsupported``:
     ``{plugin_name: reason}`` for ARL plugin names this worker cannot run. ``services_checked``:
-    (target, plugin) pairs run; ``attempts``: credentials tried in all; ``partial``: stopped early.
+    (target, plugin) pairs run; ``attempts``: credentials tried in all; ``partial``: stopped early;
+    ``errors``: ``{"<plugin> <ip>:<port>": message}`` for checks that failed unexpectedly (a bug in a
+    plugin ends that check only).
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -32,6 +34,7 @@ class BruteReport:
     services_checked: int = 0
     attempts: int = 0
     partial: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 class AttemptBudget:
@@ -102,19 +105,25 @@ async def run_brute(
     async def run_one(ip: str, port: int, plugin: BrutePlugin) -> None:
         nonlocal done
         async with gate:
-            if stop():
-                report.partial = True
-                return
-            budget = AttemptBudget(lists[plugin.credential_list], max_attempts_per_service, stop)
-            found = await plugin.check(ip, port, budget, timeout)
-            report.services_checked += 1
-            report.attempts += budget.given
-            report.partial = report.partial or budget.stopped
-            if found is not None:
-                report.findings.append(found)
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total)
+            try:
+                if stop():
+                    report.partial = True
+                    return
+                budget = AttemptBudget(lists[plugin.credential_list], max_attempts_per_service, stop)
+                try:
+                    found = await plugin.check(ip, port, budget, timeout)
+                except Exception as exc:  # noqa: BLE001 - one plugin's bug must not end the stage
+                    report.errors[f"{plugin.plugin_name} {ip}:{port}"] = f"{type(exc).__name__}: {exc}"
+                    found = None
+                report.services_checked += 1
+                report.attempts += budget.given
+                report.partial = report.partial or budget.stopped
+                if found is not None:
+                    report.findings.append(found)
+            finally:
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total)
 
     if on_progress is not None:
         on_progress(0, total)

@@ -22,7 +22,7 @@ async def http_get(
     """GET ``path`` (HTTP/1.1, ``Connection: close``); returns the status and the lower-cased headers."""
     lines = [
         f"GET {path} HTTP/1.1",
-        f"Host: {ip}:{port}",
+        f"Host: [{ip}]:{port}" if ":" in ip else f"Host: {ip}:{port}",
         "User-Agent: recon-worker/1.0",
         "Connection: close",
     ]
