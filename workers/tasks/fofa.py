@@ -20,6 +20,7 @@ from workers.recon.assets import sync_into_scope, sync_results, task_scope_id
 from workers.recon.fofa import FofaClient, store_hits, unique_addresses, web_ports
 from workers.recon.scan import run_ip_task
 from workers.recon.screenshot import CaptureSettings
+from workers.recon.state import OPTION_KINDS
 from workers.tasks.livestats import LiveStatistic
 from workers.tasks.shared import recon_context
 
@@ -81,7 +82,7 @@ def fofa_task(data: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         recon.max_cidr_addresses = max(recon.max_cidr_addresses, len(targets))
         capture = CaptureSettings.from_config(ctx.config.recon)
         ports = web_ports(found.hits)
-        with LiveStatistic(ctx, ("fofa", *RECON_KINDS)):
+        with LiveStatistic(ctx, ("fofa", *RECON_KINDS), OPTION_KINDS):
             stats.update(run_ip_task(targets, options, recon, capture, known_ports=ports))
     else:
         stats.update({**dict.fromkeys(RECON_KINDS, 0), "partial": False})

@@ -27,14 +27,18 @@ class LiveStatistic:
     """Use as ``with LiveStatistic(ctx, kinds): stats = run_pipeline(...)``; then ``ctx.finish(stats)``.
 
     A background thread counts the task's documents in each collection of ``kinds`` every
-    ``interval`` seconds and, when the counts changed and something was found, writes them as the
+    ``interval`` seconds (and in each of ``optional`` too, shown only when it holds any, as the
+    pipelines do) and, when the counts changed and something was found, writes them as the
     task's ``statistic`` with ``partial: true``.  Leaving the block stops the thread before the
     caller writes the final statistic, so the final one is never overwritten.
     """
 
-    def __init__(self, ctx: TaskContext, kinds: Iterable[str], interval: float = INTERVAL) -> None:
+    def __init__(
+        self, ctx: TaskContext, kinds: Iterable[str], optional: Iterable[str] = (), interval: float = INTERVAL
+    ) -> None:
         self.ctx = ctx
         self.kinds = tuple(kinds)
+        self.optional = tuple(optional)
         self.interval = interval
         self.written: dict[str, int] = {}
         self._stop = threading.Event()
@@ -54,9 +58,10 @@ class LiveStatistic:
         """How many documents each collection holds for the task (index-served ``count`` commands)."""
         db, query = self.ctx.store.db, {"task_id": {"$eq": self.ctx.task_id}}
         out: dict[str, int] = {}
-        for kind in self.kinds:
+        for kind in (*self.kinds, *self.optional):
             reply: dict[str, Any] = db.command({"count": kind, "query": query})
-            out[kind] = int(reply["n"])
+            if kind in self.kinds or reply["n"]:
+                out[kind] = int(reply["n"])
         return out
 
     def update(self) -> bool:
