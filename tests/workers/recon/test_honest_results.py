@@ -25,6 +25,7 @@ from workers.context import TaskContext, TaskRevoked
 from workers.recon.assets import scope_assets
 from workers.recon.datafiles import load_leak_paths
 from workers.recon.fileleak import LeakFinding, LeakStream, check_site
+from workers.recon.fofa import FofaHit, web_ports
 from workers.recon.sites import Endpoint
 from workers.tasks.domain import domain_task
 from workers.tasks.fofa import fofa_task
@@ -204,6 +205,17 @@ def test_fofa_task_without_port_scan_fetches_the_ports_fofa_reported(
     assert all(s.port not in (80, 443) for s in lab.sites.values()), "the lab's ports are FOFA's only"
     assert stats["site"] == len(sites) and stats["partial"] is False
     assert not stored(worker, "ip", ctx), "no port scan: no port lists claimed"
+
+
+def test_fofa_web_ports_leave_out_other_protocols() -> None:
+    hits = [
+        FofaHit.from_row(["https://10.1.0.1:8443", "10.1.0.1", "8443", "", "", "", ""]),
+        FofaHit.from_row(["10.1.0.1:8080", "10.1.0.1", "8080", "http", "", "", ""]),
+        FofaHit.from_row(["10.1.0.1:22", "10.1.0.1", "22", "ssh", "", "", ""]),
+        FofaHit.from_row(["10.1.0.2:9000", "10.1.0.2", "9000", "", "", "", ""]),
+        FofaHit.from_row(["10.1.0.2:3306", "10.1.0.2", "3306", "mysql", "", "", ""]),
+    ]
+    assert web_ports(hits) == {"10.1.0.1": [8080, 8443], "10.1.0.2": [9000]}
 
 
 def test_scope_id_merges_the_results_into_the_scope(worker: Worker, lab: Lab) -> None:
