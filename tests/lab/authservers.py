@@ -143,7 +143,7 @@ class _ManagerHandler(BaseHTTPRequestHandler):
         """Quiet."""
 
     def do_GET(self) -> None:
-        if self.path != "/manager/html":
+        if self.path != self.server.path:
             self.send_response(404)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -167,22 +167,26 @@ class _ManagerHandler(BaseHTTPRequestHandler):
 class _ManagerServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, accounts: dict[str, str], realm: str) -> None:
+    def __init__(self, accounts: dict[str, str], realm: str, path: str) -> None:
         self.accounts = accounts
         self.realm = realm
+        self.path = path
         self.attempts = 0
         self.lock = threading.Lock()
         super().__init__((LOOPBACK, 0), _ManagerHandler)
 
 
 def start_manager(
-    accounts: dict[str, str], realm: str = "Tomcat Manager Application", tls: bool = False
+    accounts: dict[str, str],
+    realm: str = "Tomcat Manager Application",
+    tls: bool = False,
+    path: str = "/manager/html",
 ) -> Running:
-    """An HTTP server whose ``/manager/html`` asks for Basic credentials, as Tomcat's manager does.
+    """An HTTP server whose ``path`` asks for Basic credentials, as Tomcat's manager (the default) does.
 
     With ``tls`` it serves HTTPS only, with a certificate of a throwaway CA.
     """
-    server = _ManagerServer(accounts, realm)
+    server = _ManagerServer(accounts, realm, path)
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         trustme.CA().issue_cert(LOOPBACK).configure_cert(context)

@@ -16,6 +16,7 @@ from tests.lab.mailauth import start_mail
 from tests.lab.mongoauth import start_mongo_auth
 from tests.lab.mysqlauth import start_mysql
 from tests.lab.sshlab import SSHLab
+from tests.lab.webauth import start_app
 from workers.recon.brute import (
     UNSUPPORTED,
     BrutePlugin,
@@ -169,6 +170,44 @@ def test_tomcat_strong_password_not_found(up: Callable[[Running], Running]) -> N
     assert report.findings == [] and server.attempts == 3
 
 
+def test_activemq_console_basic_password_found(up: Callable[[Running], Running]) -> None:
+    server = up(start_manager({"admin": "admin"}, realm="ActiveMQRealm", path="/admin/"))
+    report = brute([(server.ip, server.port, "http")], ["ActiveMQBrute", "TomcatBrute"])
+    assert only_finding(report) == ("ActiveMQBrute", "admin", "admin", False)
+    assert server.attempts == 1, "TomcatBrute's probe finds no Tomcat realm and tries nothing"
+
+
+@pytest.mark.parametrize(
+    ("plugin", "app", "weak"),
+    [("GrafanaBrute", "grafana", ("admin", "admin")), ("ClickhouseBrute", "clickhouse", ("default", ""))],
+)
+def test_web_app_logins_planted_found_strong_not(
+    up: Callable[[Running], Running], plugin: str, app: str, weak: tuple[str, str]
+) -> None:
+    found = up(start_app(app, dict([weak])))
+    strong = up(start_app(app, {weak[0]: STRONG}))
+    report = brute(
+        [(found.ip, found.port, "http"), (strong.ip, strong.port, "http")],
+        [plugin],
+        max_attempts_per_service=4,
+    )
+    assert only_finding(report) == (plugin, *weak, False)
+    assert report.findings[0].port == found.port
+    assert strong.attempts == 1 + 4, "the probe's random-user login, then the capped attempts"
+
+
+def test_web_app_plugins_ignore_each_others_applications(up: Callable[[Running], Running]) -> None:
+    grafana, clickhouse = (
+        up(start_app("grafana", {"admin": "admin"})),
+        up(start_app("clickhouse", {"default": ""})),
+    )
+    on_clickhouse = brute([(clickhouse.ip, clickhouse.port, "http")], ["GrafanaBrute"])
+    on_grafana = brute([(grafana.ip, grafana.port, "http")], ["ClickhouseBrute"])
+    assert on_clickhouse.findings == on_grafana.findings == []
+    assert on_clickhouse.attempts == on_grafana.attempts == 0
+    assert grafana.attempts == clickhouse.attempts == 0
+
+
 def test_basic_auth_that_is_not_tomcat_gets_no_attempt(up: Callable[[Running], Running]) -> None:
     server = up(start_manager({"tomcat": "tomcat"}, realm="Router admin"))
     report = brute([(server.ip, server.port, "http")], ["TomcatBrute"])
@@ -257,6 +296,9 @@ def test_wrong_protocol_on_the_port_gives_no_finding_and_no_attempt(up: Callable
         "POP3Brute": (ftp, "pop3"),
         "IMAPBrute": (redis, "imap"),
         "SMTPBrute": (web, "smtp"),
+        "GrafanaBrute": (redis, "http"),
+        "ClickhouseBrute": (ftp, "http"),
+        "ActiveMQBrute": (mysql, "http"),
     }
 
     async def all_runs() -> list[BruteReport]:

@@ -13,7 +13,8 @@ from workers.recon.brute.mysql import MysqlBrute
 from workers.recon.brute.postgres import PostgreSQLBrute
 from workers.recon.brute.redis import RedisBrute
 from workers.recon.brute.ssh import SSH_UNAVAILABLE, SSHBrute
-from workers.recon.brute.tomcat import TomcatBrute
+from workers.recon.brute.web import ActiveMQBrute, TomcatBrute
+from workers.recon.brute.webapps import ClickhouseBrute, GrafanaBrute
 
 PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
     cls.plugin_name: cls
@@ -27,6 +28,9 @@ PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
         POP3Brute,
         IMAPBrute,
         SMTPBrute,
+        ActiveMQBrute,
+        ClickhouseBrute,
+        GrafanaBrute,
     )
 }
 """Implemented plugins: name to factory (a new instance per run, since some remember per-port facts)."""
@@ -37,13 +41,10 @@ _NOT_IMPLEMENTED = "not implemented by this worker"
 UNSUPPORTED: dict[str, str] = {
     "SQLServerBrute": _NOT_IMPLEMENTED + " (TDS login)",
     "RDPBrute": _NOT_IMPLEMENTED + " (RDP/CredSSP login)",
-    "ClickhouseBrute": _NOT_IMPLEMENTED,
-    "ActiveMQBrute": _NOT_IMPLEMENTED,
     "APISIXBrute": _NOT_IMPLEMENTED + " (web application login)",
     "AlibabaDruidBrute": _NOT_IMPLEMENTED + " (web application login)",
     "ExchangeBrute": _NOT_IMPLEMENTED + " (web application login)",
     "GitlabBrute": _NOT_IMPLEMENTED + " (web application login)",
-    "GrafanaBrute": _NOT_IMPLEMENTED + " (web application login)",
     "HarborBrute": _NOT_IMPLEMENTED + " (web application login)",
     "JenkinsBrute": _NOT_IMPLEMENTED + " (web application login)",
     "ManageIQBrute": _NOT_IMPLEMENTED + " (web application login)",

@@ -1,0 +1,71 @@
+"""Loopback imitations of web applications' login endpoints (Grafana, ClickHouse's HTTP interface).
+
+Each answers like the real application does, for a stranger, a wrong password and a valid login,
+and counts the logins it checked (the probe's random-user login included).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.lab.authservers import LOOPBACK, Running
+
+
+class _AppServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, app: str, accounts: dict[str, str]) -> None:
+        self.app = app
+        self.accounts = accounts
+        self.attempts = 0
+        self.lock = threading.Lock()
+        super().__init__((LOOPBACK, 0), _AppHandler)
+
+    def check(self, user: str, password: str) -> bool:
+        """Count and verify one login."""
+        with self.lock:
+            self.attempts += 1
+        return self.accounts.get(user) == password
+
+
+class _AppHandler(BaseHTTPRequestHandler):
+    server: _AppServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def _answer(self, status: int, body: bytes, kind: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer(200, b"<html><title>Home</title></html>", "text/html")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.server.app == "grafana" and self.path == "/login":
+            form = json.loads(body or b"{}")
+            if self.server.check(form.get("user", ""), form.get("password", "")):
+                self._answer(200, b'{"message":"Logged in","redirectUrl":"/"}')
+            else:
+                self._answer(401, b'{"message":"Invalid username or password"}')
+        elif self.server.app == "clickhouse" and self.path == "/":
+            user = self.headers.get("X-ClickHouse-User", "default")
+            if not self.server.check(user, self.headers.get("X-ClickHouse-Key", "")):
+                text = f"Code: 516. DB::Exception: {user}: Authentication failed. (AUTHENTICATION_FAILED)\n"
+                self._answer(403, text.encode(), "text/plain")
+            else:
+                self._answer(400, b"Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)\n", "text/plain")
+        else:
+            self._answer(404, b"<html><title>Not found</title></html>", "text/html")
+
+
+def start_app(app: str, accounts: dict[str, str]) -> Running:
+    """A ``grafana`` or ``clickhouse`` login endpoint with ``accounts`` (user to password)."""
+    return Running(_AppServer(app, accounts))
