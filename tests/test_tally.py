@@ -199,6 +199,8 @@ def test_a_writer_dying_after_its_writes_is_repaired_to_the_real_count(mongo_con
         with pytest.raises(Crash):
             dying.apply_events([e for i, c in enumerate(cids) for e in lifecycle(c, i)])
         assert tally_doc(store)["since"], "the dead writer's entry is left open"
+        # While it is young, readers add its writes that landed: exact from the moment they land.
+        assert listing_totals(mongo_config, FILTERS) == (True, counted(store, FILTERS))
         # Another writer changes some of those tasks before anyone repairs: evidence is carried.
         store.apply_events([ev(c, "task-revoked", 90.0, terminated=True) for c in cids[:3]])
         age(store, 30)
@@ -264,6 +266,7 @@ def test_a_delete_dying_before_closing_is_repaired(mongo_config: MongoConfig) ->
         with pytest.raises(Crash):
             dying.delete_new(cids[:2])
         assert store.tasks.count_documents({}) == 3
+        assert listing_totals(mongo_config, FILTERS) == (True, counted(store, FILTERS))
         age(store, 600)
         assert store.repair_tally() == 1
         assert_exact(store)

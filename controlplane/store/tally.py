@@ -161,6 +161,27 @@ def matching(
     return n
 
 
+ADJUST_LIMIT = 256
+"""Most items of open entries a reader checks to add the writes that landed already."""
+
+
+def landed(entry: str, item: Item, found: Mapping[Any, Mapping[str, Any]]) -> bool:
+    """Whether an open entry's write has landed (``found``: the existing documents by ``_id``)."""
+    doc = found.get(item[0])
+    if item[3] is None:
+        return doc is None
+    return doc is not None and entry in (doc.get("_j") or ())
+
+
+def with_landed(cells: Mapping[str, Any], items: Iterable[Item]) -> dict[str, int]:
+    """``cells`` with the deltas of ``items`` added."""
+    out = {k: int(v) for k, v in cells.items()}
+    for path, n in deltas(items).items():
+        key = path.removeprefix("cells.")
+        out[key] = out.get(key, 0) + n
+    return out
+
+
 def judge(
     entry: str, items: Sequence[Item], found: Mapping[Any, Mapping[str, Any]]
 ) -> tuple[list[Item], list[Item]]:
@@ -169,19 +190,15 @@ def judge(
 
     ``found``: ``{_id: {"rev", "_j"}}`` of the items' documents that exist.
     """
-    landed: list[Item] = []
+    done: list[Item] = []
     fence: list[Item] = []
     for item in items:
-        _id, rev, _old, new = item
-        doc = found.get(_id)
-        if doc is None:
-            if new is None:  # a delete: landed when the document is gone
-                landed.append(item)
-        elif new is not None and entry in (doc.get("_j") or ()):
-            landed.append(item)
-        elif rev is not None and doc.get("rev") == rev:
+        doc = found.get(item[0])
+        if landed(entry, item, found):  # a delete landed when the document is gone
+            done.append(item)
+        elif doc is not None and item[1] is not None and doc.get("rev") == item[1]:
             fence.append(item)
-    return landed, fence
+    return done, fence
 
 
 def now() -> float:
