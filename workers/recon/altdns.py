@@ -164,6 +164,15 @@ class AltDnsReport:
     wildcards: dict[str, Wildcard] = field(default_factory=dict)
     unconfirmed: int = 0
 
+    def to_doc(self) -> dict[str, int]:
+        """Counts for a task's statistic: candidates, found, unconfirmed, and the distinct wildcards."""
+        return {
+            "candidates": self.candidates,
+            "found": len(self.found),
+            "unconfirmed": self.unconfirmed,
+            "wildcards": len({id(w) for w in self.wildcards.values()}),
+        }
+
 
 async def _learn_parents(
     client: DnsClient, root: str, root_wildcard: Wildcard, parents: list[str]
@@ -225,10 +234,12 @@ async def alt_dns(
         if on_found is not None:
             on_found(record)
 
-    direct = [n for n in names if parent_of(n) == root]
-    deeper = [n for n in names if parent_of(n) != root]
+    # Names whose parent answers with the root's wildcard are filtered by the resolver itself (a
+    # wildcard answer is not asked for AAAA); the others only by ``keep``.
+    shared = [n for n in names if learnt[parent_of(n)] is root_wildcard]
+    own = [n for n in names if learnt[parent_of(n)] is not root_wildcard]
     offset = 0
-    for group, prefilter in ((direct, root_wildcard), (deeper, None)):
+    for group, prefilter in ((shared, root_wildcard), (own, None)):
         base = offset
 
         def progress(done: int, base: int = base) -> None:

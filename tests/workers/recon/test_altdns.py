@@ -152,6 +152,13 @@ def test_a_rotating_wildcard_is_learnt_and_none_of_its_answers_is_reported(lab_d
     assert set(report.found) == names("rot.test", PLANTED)
     assert sorted(r.domain for r in streamed) == sorted(report.found)
     assert report.wildcards["rot.test"].ips == set(POOL)
+    # Every parent inside the zone shares the zone's one wildcard.
+    assert report.to_doc() == {
+        "candidates": LIMIT,
+        "found": len(PLANTED),
+        "unconfirmed": report.unconfirmed,
+        "wildcards": 1,
+    }
 
 
 def test_the_three_probe_filter_alone_lets_rotating_wildcard_answers_through(lab_dns: LabDNSServer) -> None:
