@@ -12,7 +12,8 @@ from pathlib import Path
 
 from workers.recon.brute.base import Credential
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "data"
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "data" / "brute"
+"""``workers/data/brute``: the bundled lists, shipped with the other data files."""
 
 
 def parse_credentials(text: str) -> list[Credential]:
