@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from workers.recon.brute.base import Credential
+from workers.recon.datafiles import DATA_DIR
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "data" / "brute"
+BUNDLED_DIR = DATA_DIR / "brute"
 """``workers/data/brute``: the bundled lists, shipped with the other data files."""
 
 
