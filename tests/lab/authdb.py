@@ -13,7 +13,10 @@ import hmac
 import os
 import secrets
 import socketserver
+import ssl
 import struct
+
+import trustme
 
 from tests.lab.authservers import CountingServer, Running
 
@@ -41,7 +44,14 @@ class _PostgresHandler(socketserver.StreamRequestHandler):
                 return None
             body = self.rfile.read(struct.unpack("!I", head)[0] - 4)
             if struct.unpack_from("!I", body)[0] == 80877103:
-                self.wfile.write(b"N")
+                context: ssl.SSLContext | None = self.server.settings["tls"]
+                self.wfile.write(b"S" if context else b"N")
+                self.wfile.flush()
+                if context:
+                    self.connection = context.wrap_socket(self.connection, server_side=True)
+                    self.rfile = self.connection.makefile("rb")
+                    self.wfile = self.connection.makefile("wb", buffering=0)
+                    self.server.settings["tls_sessions"].append(1)
                 continue
             fields = body[4:].split(b"\x00")
             return {
@@ -137,6 +147,15 @@ class ScramServer:
         return "v=" + base64.b64encode(server_signature).decode()
 
 
-def start_postgres(accounts: dict[str, str], method: str = "md5") -> Running:
-    """A PostgreSQL server with ``accounts``; ``method`` is ``md5``, ``password`` (cleartext) or ``scram``."""
-    return Running(CountingServer(_PostgresHandler, accounts=accounts, method=method))
+def start_postgres(accounts: dict[str, str], method: str = "md5", tls: bool = False) -> Running:
+    """A PostgreSQL server with ``accounts``; ``method`` is ``md5``, ``password`` (cleartext) or ``scram``.
+
+    With ``tls`` it accepts SSLRequest (a throwaway CA's certificate) and records each TLS session
+    in ``server.settings["tls_sessions"]``.
+    """
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    settings = {"accounts": accounts, "method": method, "tls": context, "tls_sessions": []}
+    return Running(CountingServer(_PostgresHandler, **settings))

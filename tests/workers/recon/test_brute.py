@@ -143,6 +143,13 @@ def test_postgres_planted_password_found(up: Callable[[Running], Running], metho
     assert server.attempts == 1
 
 
+def test_postgres_offering_tls_is_logged_into_over_tls(up: Callable[[Running], Running]) -> None:
+    server = up(start_postgres({"postgres": "postgres"}, method="scram", tls=True))
+    report = brute([(server.ip, server.port, "postgresql")], ["PostgreSQLBrute"])
+    assert only_finding(report) == ("PostgreSQLBrute", "postgres", "postgres", False)
+    assert len(server.server.settings["tls_sessions"]) == 1, "the one login went over TLS"
+
+
 @pytest.mark.parametrize("method", ["md5", "scram"])
 def test_postgres_strong_password_not_found(up: Callable[[Running], Running], method: str) -> None:
     server = up(start_postgres({"postgres": STRONG}, method=method))
