@@ -15,6 +15,7 @@ import secrets
 import socketserver
 import ssl
 import struct
+from typing import Any
 
 import trustme
 
@@ -157,5 +158,5 @@ def start_postgres(accounts: dict[str, str], method: str = "md5", tls: bool = Fa
     if tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
-    settings = {"accounts": accounts, "method": method, "tls": context, "tls_sessions": []}
+    settings: dict[str, Any] = {"accounts": accounts, "method": method, "tls": context, "tls_sessions": []}
     return Running(CountingServer(_PostgresHandler, **settings))

@@ -50,6 +50,11 @@ class Running:
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The fake's settings (and whatever it records in them)."""
+        return dict(getattr(self.server, "settings", {}))
+
+    @property
     def attempts(self) -> int:
         """How many credentials the fake verified."""
         return int(getattr(self.server, "attempts", 0))

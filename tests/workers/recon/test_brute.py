@@ -147,7 +147,7 @@ def test_postgres_offering_tls_is_logged_into_over_tls(up: Callable[[Running], R
     server = up(start_postgres({"postgres": "postgres"}, method="scram", tls=True))
     report = brute([(server.ip, server.port, "postgresql")], ["PostgreSQLBrute"])
     assert only_finding(report) == ("PostgreSQLBrute", "postgres", "postgres", False)
-    assert len(server.server.settings["tls_sessions"]) == 1, "the one login went over TLS"
+    assert len(server.settings["tls_sessions"]) == 1, "the one login went over TLS"
 
 
 @pytest.mark.parametrize("method", ["md5", "scram"])
