@@ -22,12 +22,14 @@ import shutil
 import signal
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from workers.recon.portscan import PortInfo
 from workers.recon.portsettings import FIREWALL_KEEP, HostReport, ScanSettings
 
 STATS_EVERY = "1s"
+CAP_NET_RAW = 13
 OS_ACCURACY = 90
 """ARL keeps the first OS match whose accuracy is above this."""
 _PERCENT = re.compile(rb'<taskprogress [^>]*percent="([0-9.]+)"')
@@ -42,18 +44,35 @@ def nmap_path() -> str | None:
     return shutil.which("nmap")
 
 
-def os_detection_blocker(nmap: str | None = None, euid: int | None = None) -> str | None:
+def effective_capabilities() -> int:
+    """This process's effective capability set (``CapEff`` of ``/proc/self/status``); 0 if unreadable."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def os_detection_blocker(
+    nmap: str | None = None, euid: int | None = None, capabilities: int | None = None
+) -> str | None:
     """Why nmap's OS detection (``-O``) cannot run here, or None when it can.
 
-    ``-O`` sends raw packets: nmap needs root, or file capabilities (``cap_net_raw``,
-    ``cap_net_admin``) together with ``NMAP_PRIVILEGED`` set; without them it refuses to scan at all.
+    ``-O`` sends raw packets: nmap needs root with ``CAP_NET_RAW`` (a container may drop it), or file
+    capabilities (``cap_net_raw``, ``cap_net_admin``) on nmap with ``NMAP_PRIVILEGED`` set; without
+    them it refuses the whole scan. ``euid`` and ``capabilities`` default to this process's.
     """
     nmap = nmap or nmap_path()
     if nmap is None:
         return "nmap is not installed (OS detection needs nmap: apt-get install nmap)"
     uid = os.geteuid() if euid is None else euid
     if uid == 0:
-        return None
+        caps = effective_capabilities() if capabilities is None else capabilities
+        if caps & (1 << CAP_NET_RAW):
+            return None
+        return (
+            "nmap -O needs raw sockets: the worker runs as root without CAP_NET_RAW (add it to the container)"
+        )
     if os.environ.get("NMAP_PRIVILEGED") is not None:
         with contextlib.suppress(OSError):
             if os.getxattr(os.path.realpath(nmap), "security.capability"):

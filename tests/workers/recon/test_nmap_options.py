@@ -7,12 +7,15 @@ import contextlib
 import http.server
 import itertools
 import os
+import shutil
 import socket
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,7 @@ from workers.recon.portscan import PortInfo
 from workers.recon.portsettings import FIREWALL_THRESHOLD, HostReport, ScanSettings, scan_settings
 
 SSH_BANNER = b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.6\r\n"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)
@@ -156,6 +160,22 @@ def test_os_detection_runs_as_root_or_says_why_not(services: tuple[str, int, int
         check=False,
     )
     assert refused.returncode != 0 and "root" in refused.stdout + refused.stderr
+    # Root without CAP_NET_RAW (a container that drops it): the blocker sees it, and nmap fails.
+    if shutil.which("setpriv") is None:
+        return
+    drop = ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw", "--"]
+    ask = "from workers.recon.nmap import os_detection_blocker; print(os_detection_blocker())"
+    said = subprocess.run(
+        [*drop, sys.executable, "-c", ask], capture_output=True, text=True, timeout=30, check=True, cwd=ROOT
+    )
+    assert "CAP_NET_RAW" in said.stdout
+    failed = subprocess.run(
+        [*drop, str(nmap_path()), "-O", "-p", str(http_port), host],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert failed.returncode != 0 and "raw socket" in failed.stdout + failed.stderr
 
 
 def test_host_timeout_cuts_a_host_that_drops_syns() -> None:
