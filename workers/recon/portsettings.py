@@ -6,8 +6,8 @@ ARL's option names and defaults (its ``ip_config``; ``app/tasks`` and ``app/serv
   ``exclude_ports``;
 - ``service_detection`` (nmap ``-sV``), ``os_detection`` (nmap ``-O``);
 - ``host_timeout_type`` ``default`` | ``custom`` and ``host_timeout`` (seconds, 900 when absent):
-  the custom value counts only with ``custom`` and when above 0. ARL's default is 300 s, plus 300
-  with ``-sV``, 240 with ``-O`` and 300 for ``all``;
+  the custom value counts only with ``custom`` and when above 0 (else the default holds). ARL's
+  default is 300 s, plus 300 with ``-sV``, 240 with ``-O`` and 300 for ``all``;
 - ``port_parallelism`` (nmap ``--min-parallelism``, 32) and ``port_min_rate`` (nmap ``--min-rate``,
   64); for ``all`` ARL raises them to at least 128 and 800.
 
@@ -116,8 +116,9 @@ def scan_settings(
         parallelism, min_rate = max(parallelism, ARL_ALL_PARALLELISM), max(min_rate, ARL_ALL_MIN_RATE)
     host_timeout = default_host_timeout(service, os_detection, all_ports)
     if str(options.get("host_timeout_type") or "default") == "custom":
-        custom = _positive_int(options.get("host_timeout"), ARL_CUSTOM_HOST_TIMEOUT)
-        host_timeout = float(custom)
+        custom = options.get("host_timeout", ARL_CUSTOM_HOST_TIMEOUT)
+        if _positive_int(custom, 0) > 0:
+            host_timeout = float(custom)
     requested = frozenset(
         name for name in ("use_nmap", "service_detection", "os_detection") if options.get(name)
     )

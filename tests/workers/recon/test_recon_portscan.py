@@ -283,6 +283,7 @@ def test_settings_take_arls_options_and_defaults() -> None:
     # ARL: the custom value counts only with host_timeout_type custom; custom without a value is 900 s.
     assert scan_settings({"host_timeout": 42}).host_timeout == 300.0
     assert scan_settings({"host_timeout_type": "custom"}).host_timeout == 900.0
+    assert scan_settings({"host_timeout_type": "custom", "host_timeout": 0}).host_timeout == 300.0
 
 
 def test_the_connect_scanner_names_what_it_cannot_do() -> None:
