@@ -1,13 +1,13 @@
 """Port scanning: the ip_task pipeline against ``nmap -sT`` on the same loopback targets, same ports.
 
-Two cases: one host (127.0.0.1), every port 1-65535; and a /24 of loopback addresses
-(127.0.1.1-254) with the top-1000 preset. Listening sockets are planted first (on 127.0.0.1 at
-random free ports, on eight 127.0.1.x addresses at ports of the preset), so both scanners have
-something to find. Each round runs ours (``run_ip_task``: connect scan, open ports written to the
-embedded MongoDB-wire server as found) then nmap (``nmap -sT -Pn -n --open``, XML parsed);
-rounds alternate so both see the same load. Found sets are compared with the planted ports and
-with each other; a port found by only one of them is checked against what the machine listened
-on during the round (read every 0.1 s: other processes' listeners come and go).
+Two cases: one host (127.0.0.1), every port 0-65535 (ARL's "all"); and a /24 of loopback addresses
+(127.0.1.1-254) with the top-1000 preset (ARL's TOP_1000: 1,201 ports). Listening sockets are
+planted first (on 127.0.0.1 at random free ports, on eight 127.0.1.x addresses at ports of the
+preset), so both scanners have something to find. Each round runs ours (``run_ip_task``: connect
+scan, open ports written to the embedded MongoDB-wire server as found) then nmap (``nmap -sT -Pn -n
+--open``, XML parsed); rounds alternate so both see the same load. Found sets are compared with the
+planted ports and with each other; a port found by only one of them is checked against what the
+machine listened on during the round (read every 0.1 s: other processes' listeners come and go).
 
 Run: ``.venv/bin/python bench/bench_recon_portscan.py [--rounds 3] [--quick]``.
 """
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with recon_store() as db:
             cases.append(
                 run_case(
-                    "127.0.0.1, ports 1-65535",
+                    "127.0.0.1, ports 0-65535",
                     db,
                     [dns.address],
                     ["127.0.0.1"],
