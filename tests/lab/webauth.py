@@ -1,4 +1,4 @@
-"""Loopback imitations of web applications' login endpoints (Grafana, ClickHouse's HTTP interface).
+"""Loopback imitations of web applications' login endpoints (Grafana, ClickHouse, Nacos, APISIX, Druid).
 
 Each answers like the real application does, for a stranger, a wrong password and a valid login,
 and counts the logins it checked (the probe's random-user login included).
@@ -10,8 +10,15 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from tests.lab.authservers import LOOPBACK, Running
+
+ROUTES = {
+    ("nacos", "/nacos/v1/auth/users/login"),
+    ("apisix", "/apisix/admin/user/login"),
+    ("druid", "/druid/submitLogin"),
+}
 
 
 class _AppServer(ThreadingHTTPServer):
@@ -45,7 +52,40 @@ class _AppHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._answer(200, b"<html><title>Home</title></html>", "text/html")
+        if self.server.app == "nacos" and self.path == "/nacos/":
+            self._answer(200, b"<html><head><title>Nacos</title></head></html>", "text/html")
+        else:
+            self._answer(200, b"<html><title>Home</title></html>", "text/html")
+
+    def _form(self, body: bytes) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(body.decode()).items()}
+
+    def _nacos(self, body: bytes) -> None:
+        form = self._form(body)
+        if self.server.check(form.get("username", ""), form.get("password", "")):
+            self._answer(
+                200, b'{"accessToken":"eyJhbGciOiJIUzI1NiJ9.e30.x","tokenTtl":18000,"globalAdmin":true}'
+            )
+        else:
+            self._answer(403, b"unknown user!", "text/plain")
+
+    def _apisix(self, body: bytes) -> None:
+        form = json.loads(body or b"{}")
+        if "username" not in form:
+            reply: dict[str, Any] = {"code": 10004, "message": "invalid request", "data": None}
+        elif self.server.check(form["username"], form.get("password", "")):
+            reply = {"code": 0, "message": "", "data": {"token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}}
+        else:
+            reply = {"code": 10001, "message": "username or password error", "data": None}
+        self._answer(200, json.dumps(reply, separators=(",", ":")).encode())
+
+    def _druid(self, body: bytes) -> None:
+        form = self._form(body)
+        if "loginUsername" not in form:
+            self._answer(200, b"error", "text/plain")
+            return
+        ok = self.server.check(form["loginUsername"], form.get("loginPassword", ""))
+        self._answer(200, b"success" if ok else b"error", "text/plain")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -62,10 +102,12 @@ class _AppHandler(BaseHTTPRequestHandler):
                 self._answer(403, text.encode(), "text/plain")
             else:
                 self._answer(400, b"Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)\n", "text/plain")
+        elif (self.server.app, self.path) in ROUTES:
+            getattr(self, "_" + self.server.app)(body)
         else:
             self._answer(404, b"<html><title>Not found</title></html>", "text/html")
 
 
 def start_app(app: str, accounts: dict[str, str]) -> Running:
-    """A ``grafana`` or ``clickhouse`` login endpoint with ``accounts`` (user to password)."""
+    """A ``grafana``, ``clickhouse``, ``nacos``, ``apisix`` or ``druid`` login with ``accounts``."""
     return Running(_AppServer(app, accounts))

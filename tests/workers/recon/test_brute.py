@@ -186,7 +186,13 @@ def test_activemq_console_basic_password_found(up: Callable[[Running], Running])
 
 @pytest.mark.parametrize(
     ("plugin", "app", "weak"),
-    [("GrafanaBrute", "grafana", ("admin", "admin")), ("ClickhouseBrute", "clickhouse", ("default", ""))],
+    [
+        ("GrafanaBrute", "grafana", ("admin", "admin")),
+        ("ClickhouseBrute", "clickhouse", ("default", "")),
+        ("NacosBrute", "nacos", ("nacos", "nacos")),
+        ("APISIXBrute", "apisix", ("admin", "admin")),
+        ("AlibabaDruidBrute", "druid", ("druid", "druid")),
+    ],
 )
 def test_web_app_logins_planted_found_strong_not(
     up: Callable[[Running], Running], plugin: str, app: str, weak: tuple[str, str]
@@ -200,7 +206,10 @@ def test_web_app_logins_planted_found_strong_not(
     )
     assert only_finding(report) == (plugin, *weak, False)
     assert report.findings[0].port == found.port
-    assert strong.attempts == 1 + 4, "the probe's random-user login, then the capped attempts"
+    probe_logins = 1 if plugin in ("GrafanaBrute", "ClickhouseBrute") else 0
+    assert strong.attempts == probe_logins + 4, (
+        "the probe's random-user login (if any), then the capped attempts"
+    )
 
 
 def test_web_app_plugins_ignore_each_others_applications(up: Callable[[Running], Running]) -> None:

@@ -14,7 +14,13 @@ from workers.recon.brute.postgres import PostgreSQLBrute
 from workers.recon.brute.redis import RedisBrute
 from workers.recon.brute.ssh import SSH_UNAVAILABLE, SSHBrute
 from workers.recon.brute.web import ActiveMQBrute, TomcatBrute
-from workers.recon.brute.webapps import ClickhouseBrute, GrafanaBrute
+from workers.recon.brute.webapps import (
+    AlibabaDruidBrute,
+    APISIXBrute,
+    ClickhouseBrute,
+    GrafanaBrute,
+    NacosBrute,
+)
 
 PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
     cls.plugin_name: cls
@@ -31,6 +37,9 @@ PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
         ActiveMQBrute,
         ClickhouseBrute,
         GrafanaBrute,
+        NacosBrute,
+        APISIXBrute,
+        AlibabaDruidBrute,
     )
 }
 """Implemented plugins: name to factory (a new instance per run, since some remember per-port facts)."""
@@ -41,14 +50,11 @@ _NOT_IMPLEMENTED = "not implemented by this worker"
 UNSUPPORTED: dict[str, str] = {
     "SQLServerBrute": _NOT_IMPLEMENTED + " (TDS login)",
     "RDPBrute": _NOT_IMPLEMENTED + " (RDP/CredSSP login)",
-    "APISIXBrute": _NOT_IMPLEMENTED + " (web application login)",
-    "AlibabaDruidBrute": _NOT_IMPLEMENTED + " (web application login)",
     "ExchangeBrute": _NOT_IMPLEMENTED + " (web application login)",
     "GitlabBrute": _NOT_IMPLEMENTED + " (web application login)",
     "HarborBrute": _NOT_IMPLEMENTED + " (web application login)",
     "JenkinsBrute": _NOT_IMPLEMENTED + " (web application login)",
     "ManageIQBrute": _NOT_IMPLEMENTED + " (web application login)",
-    "NacosBrute": _NOT_IMPLEMENTED + " (web application login)",
     "NexusBrute": _NOT_IMPLEMENTED + " (web application login)",
     "OpenfireBrute": _NOT_IMPLEMENTED + " (web application login)",
     "CobaltStrikeBrute": _NOT_IMPLEMENTED + " (team server login)",

@@ -1,13 +1,16 @@
-"""Web application logins with their own forms: Grafana and ClickHouse's HTTP interface.
+"""Web application logins with their own forms: Grafana, ClickHouse's HTTP interface, Nacos, the APISIX
+dashboard and Alibaba Druid's monitor.
 
-Their probes make one login with a random user name that cannot exist (as ARL's do) and look for
-the application's own refusal; that request names no listed account, so it locks none out.
+Where a probe has to log in to recognise the application, it logs in as a random user name that
+cannot exist (or with a malformed form, as ARL's do) and looks for the application's own refusal;
+that request names no listed account, so it locks none out.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from urllib.parse import urlencode
 
 from workers.recon.brute.base import Credential, Probe
 from workers.recon.brute.web import HTTP_PORTS, HttpAnswer, HttpRequest, WebPlugin
@@ -84,3 +87,92 @@ class ClickhouseBrute(WebPlugin):
     def accepted(self, answer: HttpAnswer) -> bool:
         """400 ``SYNTAX_ERROR``: authenticated, then refused the empty query."""
         return answer.status == 400 and b"SYNTAX_ERROR" in answer.body
+
+
+def _form(fields: dict[str, str]) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an urlencoded form."""
+    return {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(fields).encode()
+
+
+class NacosBrute(WebPlugin):
+    """Nacos: the console is titled "Nacos"; a login that returns an ``accessToken`` (a JWT) is accepted."""
+
+    plugin_name = "NacosBrute"
+    app_name = "Nacos"
+    vul_name = "Nacos 弱口令"
+    credential_list = "nacos"
+    ports = HTTP_PORTS | {8848}
+
+    def probe_request(self) -> HttpRequest:
+        """GET the console."""
+        return HttpRequest("GET", "/nacos/")
+
+    def probe_result(self, answer: HttpAnswer) -> Probe:
+        """The console's title."""
+        return Probe.AUTH_REQUIRED if b"<title>Nacos</title>" in answer.body else Probe.ABSENT
+
+    def login_request(self, credential: Credential) -> HttpRequest:
+        """``POST /nacos/v1/auth/users/login`` with a form."""
+        headers, body = _form({"username": credential.username, "password": credential.password})
+        return HttpRequest("POST", "/nacos/v1/auth/users/login", headers, body)
+
+    def accepted(self, answer: HttpAnswer) -> bool:
+        """200, JSON (no markup) with an ``accessToken`` that is a JWT."""
+        return answer.status == 200 and b"<" not in answer.body and b'"accessToken":"e' in answer.body
+
+
+class APISIXBrute(WebPlugin):
+    """APISIX dashboard: the login API answers code 10004 to a malformed login, code 0 and a token if good."""
+
+    plugin_name = "APISIXBrute"
+    app_name = "APISIX"
+    vul_name = "APISIX 弱口令"
+    credential_list = "apisix"
+    ports = HTTP_PORTS | {9000}
+    path = "/apisix/admin/user/login"
+
+    def probe_request(self) -> HttpRequest:
+        """A login without user fields."""
+        return HttpRequest("POST", self.path, {"Content-Type": "application/json"}, b'{"test": 1}')
+
+    def probe_result(self, answer: HttpAnswer) -> Probe:
+        """The dashboard's "bad request" code."""
+        return (
+            Probe.AUTH_REQUIRED if answer.status == 200 and b'"code":10004' in answer.body else Probe.ABSENT
+        )
+
+    def login_request(self, credential: Credential) -> HttpRequest:
+        """A JSON login."""
+        body = json.dumps({"username": credential.username, "password": credential.password}).encode()
+        return HttpRequest("POST", self.path, {"Content-Type": "application/json"}, body)
+
+    def accepted(self, answer: HttpAnswer) -> bool:
+        """Code 0 with a token."""
+        return b'"code":0' in answer.body and b'"token"' in answer.body
+
+
+class AlibabaDruidBrute(WebPlugin):
+    """Alibaba Druid's monitor: ``/druid/submitLogin`` answers exactly ``error`` or ``success``."""
+
+    plugin_name = "AlibabaDruidBrute"
+    app_name = "Alibaba Druid"
+    vul_name = "Alibaba Druid 弱口令"
+    credential_list = "alibaba-druid"
+    path = "/druid/submitLogin"
+
+    def probe_request(self) -> HttpRequest:
+        """A login without the form's fields."""
+        return HttpRequest("POST", self.path, {"Content-Type": "application/x-www-form-urlencoded"}, b"test")
+
+    def probe_result(self, answer: HttpAnswer) -> Probe:
+        """The monitor's bare ``error``."""
+        return Probe.AUTH_REQUIRED if answer.status == 200 and answer.body == b"error" else Probe.ABSENT
+
+    def login_request(self, credential: Credential) -> HttpRequest:
+        """The login form."""
+        headers, body = _form({"loginUsername": credential.username, "loginPassword": credential.password})
+        return HttpRequest("POST", self.path, headers, body)
+
+    def accepted(self, answer: HttpAnswer) -> bool:
+        """The bare ``success``."""
+        return answer.status == 200 and answer.body == b"success"
