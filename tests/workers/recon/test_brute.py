@@ -27,9 +27,12 @@ from workers.recon.brute import (
     load_credentials,
     parse_credentials,
     plugin_names,
+    plugins_for_options,
     registry,
     run_brute,
+    targets_from_ports,
 )
+from workers.recon.portscan import PortInfo
 
 STRONG = "k7#Vq9!zR2-never-in-a-list"
 T = TypeVar("T", Running, SSHLab)
@@ -387,6 +390,18 @@ def test_a_plugin_bug_ends_only_its_own_check(
     assert seen[-1] == (2, 2)
 
 
+def test_targets_from_open_ports_carry_the_detected_service() -> None:
+    open_ports = {
+        "10.0.0.2": {22: PortInfo(22, service="ssh"), 80: PortInfo(80)},
+        "10.0.0.1": {6379: PortInfo(6379)},
+    }
+    assert targets_from_ports(open_ports) == [
+        ("10.0.0.1", 6379, ""),
+        ("10.0.0.2", 22, "ssh"),
+        ("10.0.0.2", 80, ""),
+    ]
+
+
 def test_credentials_dir_overrides_the_bundled_list(up: Callable[[Running], Running], tmp_path: Path) -> None:
     server = up(start_redis("only-in-my-list"))
     (tmp_path / "redis.txt").write_text("# mine\n:only-in-my-list\n", encoding="utf-8")
@@ -422,6 +437,9 @@ def test_credential_lists_parse_and_brute_config_enables_by_arl_rules() -> None:
         {"enable": True},
     ]
     assert enabled_plugins(config) == ["RedisBrute"]
+    assert plugins_for_options({"brute_config": config, "service_brute": True}) == ["RedisBrute"]
+    assert plugins_for_options({"service_brute": True}) == plugin_names()
+    assert plugins_for_options({"service_brute": False}) == []
     assert {"RedisBrute", "FTPBrute", "MysqlBrute", "PostgreSQLBrute", "TomcatBrute", "MongoDBBrute"} <= set(
         plugin_names()
     )

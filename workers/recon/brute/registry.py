@@ -105,3 +105,15 @@ def enabled_plugins(brute_config: Iterable[Mapping[str, Any]] | None) -> list[st
         if isinstance(name, str) and name and item.get("enable"):
             names.append(name)
     return names
+
+
+def plugins_for_options(options: Mapping[str, Any]) -> list[str]:
+    """The plugin names a task's options ask for.
+
+    ``brute_config`` (ARL's list) decides when present; without it, ARL's older boolean
+    ``service_brute: true`` is read as "every plugin this worker has" (this worker's reading: ARL
+    itself documents no meaning for it).
+    """
+    if options.get("brute_config"):
+        return enabled_plugins(options["brute_config"])
+    return plugin_names() if options.get("service_brute") else []

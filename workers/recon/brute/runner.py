@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workers.recon.brute.base import BrutePlugin, Credential, Finding
 from workers.recon.brute.credentials import load_credentials
@@ -53,6 +54,15 @@ class AttemptBudget:
                 return
             self.given += 1
             yield credential
+
+
+def targets_from_ports(open_ports: Mapping[str, Mapping[int, Any]]) -> list[tuple[str, int, str]]:
+    """``(ip, port, service)`` targets from a run's open ports (``{ip: {port: PortInfo}}``), sorted."""
+    return sorted(
+        (ip, int(port), str(getattr(info, "service", "") or ""))
+        for ip, ports in open_ports.items()
+        for port, info in ports.items()
+    )
 
 
 def _targets(targets: Iterable[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
