@@ -14,6 +14,7 @@ from tests.lab.authdb import start_postgres
 from tests.lab.authservers import Running, silent_port, start_ftp, start_manager, start_redis
 from tests.lab.brutekit import STRONG, brute, only_finding
 from tests.lab.mongoauth import start_mongo_auth
+from tests.lab.mssqlauth import start_mssql
 from tests.lab.mysqlauth import start_mysql
 from tests.lab.sshlab import SSHLab
 from workers.recon.brute import (
@@ -145,6 +146,22 @@ def test_postgres_strong_password_not_found(up: Callable[[Running], Running], me
     assert report.findings == [] and server.attempts == 5
 
 
+def test_sqlserver_planted_password_found_and_strong_not(up: Callable[[Running], Running]) -> None:
+    weak, strong = up(start_mssql({"sa": "sa"})), up(start_mssql({"sa": STRONG}))
+    targets = [(weak.ip, weak.port, "ms-sql-s"), (strong.ip, strong.port, "ms-sql-s")]
+    report = brute(targets, ["SQLServerBrute"], max_attempts_per_service=3)
+    assert only_finding(report) == ("SQLServerBrute", "sa", "sa", False)
+    assert report.findings[0].port == weak.port
+    assert weak.attempts == load_credentials("sqlserver").index(Credential("sa", "sa")) + 1
+    assert strong.attempts == 3
+
+
+def test_sqlserver_forcing_encryption_gets_no_attempt(up: Callable[[Running], Running]) -> None:
+    server = up(start_mssql({"sa": "sa"}, encryption=3))
+    report = brute([(server.ip, server.port, "ms-sql-s")], ["SQLServerBrute"])
+    assert report.findings == [] and server.attempts == 0
+
+
 def test_ssh_planted_password_found_and_strong_not(up: Callable[[SSHLab], SSHLab]) -> None:
     weak = up(SSHLab({"root": "toor"}).start())
     strong = up(SSHLab({"root": STRONG}).start())
@@ -195,6 +212,7 @@ def test_wrong_protocol_on_the_port_gives_no_finding_and_no_attempt(up: Callable
         "TomcatBrute": (mysql, "http"),
         "SSHBrute": (ftp, "ssh"),
         "MongoDBBrute": (redis, "mongodb"),
+        "SQLServerBrute": (web, "ms-sql-s"),
         "POP3Brute": (ftp, "pop3"),
         "IMAPBrute": (redis, "imap"),
         "SMTPBrute": (web, "smtp"),

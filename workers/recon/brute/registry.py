@@ -9,6 +9,7 @@ from workers.recon.brute.base import BrutePlugin
 from workers.recon.brute.ftp import FTPBrute
 from workers.recon.brute.mail import IMAPBrute, POP3Brute, SMTPBrute
 from workers.recon.brute.mongodb import MongoDBBrute
+from workers.recon.brute.mssql import SQLServerBrute
 from workers.recon.brute.mysql import MysqlBrute
 from workers.recon.brute.postgres import PostgreSQLBrute
 from workers.recon.brute.redis import RedisBrute
@@ -40,6 +41,7 @@ PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
         NacosBrute,
         APISIXBrute,
         AlibabaDruidBrute,
+        SQLServerBrute,
     )
 }
 """Implemented plugins: name to factory (a new instance per run, since some remember per-port facts)."""
@@ -48,7 +50,6 @@ if SSH_UNAVAILABLE is None:
 
 _NOT_IMPLEMENTED = "not implemented by this worker"
 UNSUPPORTED: dict[str, str] = {
-    "SQLServerBrute": _NOT_IMPLEMENTED + " (TDS login)",
     "RDPBrute": _NOT_IMPLEMENTED + " (RDP/CredSSP login)",
     "ExchangeBrute": _NOT_IMPLEMENTED + " (web application login)",
     "GitlabBrute": _NOT_IMPLEMENTED + " (web application login)",
