@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trustme
 
@@ -114,6 +115,13 @@ EXPECTED_FINGERPRINTS = {
 
 EXPECTED_LEAKS = {"main": {"/.git/config", "/.env"}}
 """Leaked paths per site; every other site (including the soft-404 portal) must report none."""
+
+LAB_LEAK_LIST = Path(__file__).with_name("leaks.yaml")
+"""A short leak-path list (``recon.file_leak_list``) holding the planted leaks and decoys of every kind.
+
+End-to-end runs probe it instead of the bundled list, whose every probe would be sent to every lab
+site; the bundled list is tested on its own in tests/workers/recon/test_fileleak_content.py.
+"""
 
 
 @dataclass

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.lab import Lab, MongoServer, start_lab  # noqa: E402
+from controlplane.config import ReconConfig  # noqa: E402
+from tests.lab import LAB_LEAK_LIST, Lab, MongoServer, start_lab  # noqa: E402
 from tests.lab.scenarios import in_lab_scope, new_task_id  # noqa: E402
 from workers.recon import ReconContext  # noqa: E402
 
@@ -44,7 +45,10 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture
 def make_ctx(lab: Lab, recon_db: Any) -> Callable[..., ReconContext]:
-    """Build a ReconContext against the lab; keyword arguments override fields."""
+    """Build a ReconContext against the lab; keyword arguments override fields.
+
+    The ``recon`` config probes the lab's short leak list (``LAB_LEAK_LIST``), not the bundled one.
+    """
 
     def build(**overrides: Any) -> ReconContext:
         fields: dict[str, Any] = {
@@ -56,6 +60,7 @@ def make_ctx(lab: Lab, recon_db: Any) -> Callable[..., ReconContext]:
             "scope_check": in_lab_scope,
             "connect_timeout": 0.5,
             "http_timeout": 3.0,
+            "config": ReconConfig(file_leak_list=str(LAB_LEAK_LIST)),
         }
         fields.update(overrides)
         return ReconContext(**fields)

@@ -11,20 +11,25 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from controlplane.config import ReconConfig
 from controlplane.store.results import RECON_KINDS
 from tests.lab import (
     CERT_ONLY_NAME,
+    ENV_FILE,
     EXPECTED_FINGERPRINTS,
     EXPECTED_LEAKS,
+    GIT_CONFIG,
     H1,
     H2,
     H3,
+    LAB_LEAK_LIST,
     LAB_NAMES,
     WILD_NAMES,
     Lab,
 )
 from tests.lab.scenarios import all_options, in_lab_scope
 from workers.recon import ReconContext, run_domain_task, run_ip_task
+from workers.recon.datafiles import load_leak_paths, parse_leak_groups, read_yaml
 from workers.recon.nmap import nmap_path
 from workers.recon.scan import STAGES
 
@@ -47,7 +52,7 @@ def expected_sites(lab: Lab, names: dict[str, dict[str, list[str]]]) -> dict[str
 
 @pytest.fixture(scope="module")
 def domain_run(lab: Lab, recon_db: Any) -> dict[str, Any]:
-    """One full domain task over lab.test, shared by the assertions below."""
+    """One full domain task over lab.test (probing the lab's leak list), shared by the assertions below."""
     calls: list[tuple[float, str, int, int]] = []
     ctx = ReconContext(
         task_id="lab-domain-full",
@@ -58,6 +63,7 @@ def domain_run(lab: Lab, recon_db: Any) -> dict[str, Any]:
         scope_check=in_lab_scope,
         connect_timeout=0.5,
         http_timeout=3.0,
+        config=ReconConfig(file_leak_list=str(LAB_LEAK_LIST)),
     )
     stats = run_domain_task(["lab.test"], all_options(lab), ctx)
     return {"stats": stats, "task_id": ctx.task_id, "calls": calls, "ctx": ctx}
@@ -133,6 +139,21 @@ def test_domain_task_file_leaks_only_on_the_leaky_site(
         # One record per leak of the service, with every host name it was reached under.
         assert (leak["ip"], leak["port"]) == (main.ip, main.port)
         assert leak["hostnames"] == main_hosts
+
+
+def test_the_lab_leak_list_is_part_of_the_bundled_list_and_holds_the_planted_leaks() -> None:
+    bundled = {p.path: p for p in load_leak_paths()}
+    short = parse_leak_groups(read_yaml(LAB_LEAK_LIST), str(LAB_LEAK_LIST))
+    assert len(short) >= 10
+    for probe in short:
+        assert probe.path in bundled, probe.path
+        truth = bundled[probe.path]
+        assert (probe.check, probe.risk, probe.group) == (truth.check, truth.risk, truth.group), probe.path
+    planted = {"/.git/config": GIT_CONFIG, "/.env": ENV_FILE}
+    assert set(planted) == set().union(*EXPECTED_LEAKS.values())
+    for path, body in planted.items():
+        check = bundled[path].check
+        assert check is not None and check.matches(body, "text/plain"), path
 
 
 def test_domain_task_stats_progress_and_partial_flag(domain_run: dict[str, Any], recon_db: Any) -> None:
