@@ -21,6 +21,8 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+from workers.recon.http import shared_ssl_context
+
 UNINFORMATIVE_SERVICES = frozenset({"", "unknown", "tcpwrapped", "tls", "ssl"})
 """Detected service names that say nothing about the protocol: the port decides instead."""
 
@@ -180,11 +182,8 @@ class ProbedPlugin(BrutePlugin):
 
 
 def unverified_tls() -> ssl.SSLContext:
-    """A TLS client context that accepts any certificate: the targets' certificates are not the point."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    """The recon workers' scanning TLS context: any certificate, old protocols too."""
+    return shared_ssl_context()
 
 
 @asynccontextmanager

@@ -14,7 +14,9 @@ from workers.recon.brute.registry import resolve_plugins
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONCURRENCY = 8
-DEFAULT_MAX_ATTEMPTS = 20
+DEFAULT_MAX_ATTEMPTS = 10
+"""Credentials tried per service by default: the lists put the common defaults first, and a small cap keeps
+under the failure thresholds of lockout and ban tools."""
 
 
 @dataclass
