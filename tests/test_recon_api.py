@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import make_stack
-from tests.lab import EXPECTED_LEAKS, H1, LAB_NAMES, Lab, start_lab
+from tests.lab import EXPECTED_LEAKS, H1, LAB_LEAK_LIST, LAB_NAMES, Lab, start_lab
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,12 @@ def recon_stack(tmp_path_factory: pytest.TempPathFactory, mongo_server: str, lab
         mongo_server,
         extra_config={
             "scope": {"allow_loopback": True},
-            "recon": {"resolvers": lab.resolvers, "connect_timeout": 0.5, "http_timeout": 3.0},
+            "recon": {
+                "resolvers": lab.resolvers,
+                "connect_timeout": 0.5,
+                "http_timeout": 3.0,
+                "file_leak_list": str(LAB_LEAK_LIST),
+            },
         },
     )
     try:
