@@ -146,6 +146,8 @@ class ReconConfig:
     github_token: str = ""
     poc_dirs: list[str] = field(default_factory=list)
     file_leak_list: str = ""
+    alt_dns_limit: int = 30000
+    dns_max_failed: float = 0.05
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     geoip_city_db: str = ""
     geoip_asn_db: str = ""

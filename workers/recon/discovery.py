@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from controlplane.config import ReconConfig
+from workers.recon.altdns import AltDnsReport, alt_dns
 from workers.recon.datafiles import load_wordlist
-from workers.recon.dns import DnsClient, DomainRecord, Wildcard, detect_wildcard, resolve_names
+from workers.recon.dns import DnsClient, DomainRecord, Wildcard, resolve_names
 from workers.recon.history import known_subdomains
 from workers.recon.sources import SourceConfig, SourceReport, SourcesSettings, query_sources
 from workers.recon.state import ReconState
 from workers.recon.targets import is_subdomain
+from workers.recon.wildcards import learn_wildcard
 
 BRUTE_LISTS = {"test": "small", "small": "small", "big": "big"}
 """``domain_brute_type`` -> bundled word list (``test`` is ARL's name for the small list)."""
@@ -45,6 +47,10 @@ def sources_settings(config: ReconConfig) -> SourcesSettings:
     )
 
 
+class ResolutionFailed(RuntimeError):
+    """No name of the task resolved because the resolvers did not answer (the task fails with why)."""
+
+
 class DomainDiscovery(ReconState):
     """The discovery stages of a domain task (see the module docstring)."""
 
@@ -62,7 +68,7 @@ class DomainDiscovery(ReconState):
     async def wildcard(self, root: str) -> Wildcard:
         """The wildcard answers of ``root`` (detected once per run)."""
         if root not in self.wildcards:
-            self.wildcards[root] = await detect_wildcard(self.client(), root)
+            self.wildcards[root] = await learn_wildcard(self.client(), root)
         return self.wildcards[root]
 
     async def brute_force(self) -> None:
@@ -109,7 +115,7 @@ class DomainDiscovery(ReconState):
                 on_found=self.keep_domain,
             )
         )
-        if keep_empty and not self.stopped:
+        if keep_empty and not self.stopped and self.resolution_ok():
             for name in todo:
                 if name not in self.domains:
                     self.keep_domain(DomainRecord(domain=name, source=source))
@@ -182,5 +188,60 @@ class DomainDiscovery(ReconState):
             await self.resolve_under(root, names, source, "dns_query_plugin")
 
     async def alt_dns(self) -> None:
-        """Stage alt_dns: not available until permutation generation is wired in."""
-        self.skip("alt_dns", "alt-DNS permutations are not available in this build")
+        """Stage alt_dns: permutations of the names found so far under each root, resolved.
+
+        Wildcard answers are dropped (names under a wildcard zone are confirmed again at the end);
+        ``statistic.alt_dns`` counts candidates tried and names found.
+        """
+        client = self.client()
+        reports: list[AltDnsReport] = []
+        for root in self.roots:
+            if self.stopped:
+                break
+            known = [n for n in self.domains if n == root or is_subdomain(n, root)]
+
+            async def permute(root: str = root, known: list[str] = known) -> None:
+                reports.append(
+                    await alt_dns(
+                        client,
+                        root,
+                        known,
+                        await self.wildcard(root),
+                        limit=self.ctx.config.alt_dns_limit,
+                        concurrency=self.ctx.concurrency,
+                        on_found=self.keep_domain,
+                        on_progress=lambda done, total: self.progress.report("alt_dns", done, total),
+                    )
+                )
+
+            if not await self.step(permute()):
+                break
+        self.domain_docs.flush()
+        self.counts["alt_dns"] = {
+            "candidates": sum(r.candidates for r in reports),
+            "found": sum(len(r.found) for r in reports),
+        }
+
+    def resolution_ok(self) -> bool:
+        """Whether the resolvers answered well enough that a name without records really has none."""
+        client = self.dns()
+        return client is None or client.health(max_failed=self.ctx.config.dns_max_failed).ok
+
+    def check_resolution(self) -> None:
+        """Raise :class:`ResolutionFailed` when lookups failed and nothing resolved at all."""
+        if not self.note_dns_health() and not any(r.ips for r in self.domains.values()):
+            raise ResolutionFailed("DNS resolution failed: " + self.counts["dns"]["reason"])
+
+    def note_dns_health(self) -> bool:
+        """Put the resolvers' health in the statistic (``dns``); False when lookups mostly failed.
+
+        A resolver that failed beside working ones is named under ``failures`` as ``resolver``.
+        """
+        client = self.dns()
+        if client is None:
+            return True
+        health = client.health(max_failed=self.ctx.config.dns_max_failed)
+        self.counts["dns"] = health.to_doc()
+        if health.problems:
+            self.fail("resolver", health.reason)
+        return health.ok

@@ -76,6 +76,7 @@ class ReconRun(DomainDiscovery, PortStages, WebStages, CrawlStages):
         if self.stopped:
             return
         await self.resolve(self.roots, source="target", keep_empty=True)
+        self.check_resolution()
         if self.wants("alt_dns") and not self.stopped:
             await self.alt_dns()
         names = list(self.domains)
@@ -90,6 +91,7 @@ class ReconRun(DomainDiscovery, PortStages, WebStages, CrawlStages):
             await self.resolve(new_names, source="cert", keep_empty=False)
             names = [n for n in self.domains if n not in before]
         await self.site_followups()
+        self.note_dns_health()
 
     async def searched_names(self) -> None:
         """Resolve the names the search engine returned, under their root (wildcards dropped)."""

@@ -11,7 +11,7 @@ from typing import Any
 from workers.recon.certs import fetch_certificate_der, parse_certificate
 from workers.recon.control import Batcher, run_pool
 from workers.recon.datafiles import LeakPath, load_leak_paths, parse_leak_groups, read_yaml
-from workers.recon.fileleak import LeakFinding, check_site
+from workers.recon.fileleak import LeakFinding, LeakStream, check_site
 from workers.recon.ipdocs import RESULT_BATCH, RESULT_INTERVAL
 from workers.recon.nuclei import TemplateScan
 from workers.recon.sites import Endpoint, SiteResult, identify_site
@@ -148,24 +148,31 @@ class WebStages(ReconState):
         )
 
     async def file_leak(self) -> None:
-        """Stage file_leak: probe the leak paths (bundled, or ``recon.file_leak_list``) on every site."""
+        """Stage file_leak: probe the leak paths (bundled, or ``recon.file_leak_list``) on every site.
+
+        Leaks are stored as they are found, one per leak of a service with its host names.
+        """
         probes = leak_probes(self.ctx.config.file_leak_list)
         sites = list(self.sites.values())
         report = self.reporter("file_leak", len(sites) * len(probes))
         found: list[LeakFinding] = []
+        stream = LeakStream(self.store)
         done = 0
 
         def tick() -> None:
             nonlocal done
             done += 1
             report(done)
+            stream.write(found)
 
         async def check(site: SiteResult) -> None:
             endpoint = Endpoint(site.scheme, site.hostname, site.ip, site.port)
             await check_site(endpoint, probes, found, timeout=self.ctx.http_timeout, on_probe=tick)
 
-        await self.step(run_pool(sites, check, LEAK_SITE_CONCURRENCY))
-        self.store.insert("fileleak", (f.to_doc() for f in found))
+        try:
+            await self.step(run_pool(sites, check, LEAK_SITE_CONCURRENCY))
+        finally:
+            stream.write(found, force=True)
 
     def template_targets(self) -> list[str]:
         """What templates run against: every site, and every open non-web service as ``ip:port``."""

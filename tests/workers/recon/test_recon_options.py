@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from controlplane.config import ReconConfig, SourceEntry, SourcesConfig
-from tests.lab import CERT_ONLY_NAME, H1, H2, LAB_NAMES, Lab
+from tests.lab import CERT_ONLY_NAME, H1, H2, LAB_NAMES, WILD_NAMES, Lab
 from tests.lab.fakebing import BingState, FakeBing
 from tests.lab.geodb import Place, write_asn_db, write_city_db
 from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
@@ -23,6 +23,7 @@ from tests.lab.spidersite import ADMIN as SPIDER_ADMIN
 from tests.lab.spidersite import EXPECTED as SPIDER_EXPECTED
 from tests.lab.spidersite import SPIDER_IP, start_spider_lab
 from workers.recon import ReconContext
+from workers.recon.discovery import ResolutionFailed
 from workers.recon.scan import run_domain_task, run_ip_task
 from workers.recon.sources import REGISTRY
 
@@ -224,3 +225,25 @@ def test_search_engines_add_the_names_the_engine_returns(make_ctx: Ctx, recon_db
     found = docs(recon_db, "domain", ctx.task_id)
     assert set(found) == {"lab.test", "api.lab.test", "dev.lab.test"}
     assert found["api.lab.test"]["source"] == "search_engine"
+
+
+def test_alt_dns_on_a_wildcard_zone_reports_only_real_names(make_ctx: Ctx, recon_db: Any) -> None:
+    ctx = make_ctx()
+    stats = run_domain_task(["wild.test"], {"domain_brute": True, "alt_dns": True, "port_scan": False}, ctx)
+    assert set(docs(recon_db, "domain", ctx.task_id)) == set(WILD_NAMES)
+    assert stats["alt_dns"]["candidates"] > 0
+    assert stats["dns"]["ok"] is True
+
+
+def test_unreachable_resolver_fails_the_task_naming_it(make_ctx: Ctx, recon_db: Any) -> None:
+    ctx = make_ctx(resolvers=["127.0.0.9:5999"], dns_timeout=0.2)
+    with pytest.raises(ResolutionFailed, match=r"127\.0\.0\.9:5999"):
+        run_domain_task(["lab.test"], {"domain_brute": False}, ctx)
+    assert docs(recon_db, "domain", ctx.task_id) == {}
+
+
+def test_a_dead_resolver_beside_a_working_one_is_named(make_ctx: Ctx, recon_db: Any, lab: Lab) -> None:
+    ctx = make_ctx(resolvers=[*lab.resolvers, "127.0.0.9:5999"], dns_timeout=0.2)
+    stats = run_domain_task(["lab.test"], {"domain_brute": True, "port_scan": False}, ctx)
+    assert "lab.test" in docs(recon_db, "domain", ctx.task_id)
+    assert "127.0.0.9:5999" in stats["failures"]["resolver"]
