@@ -40,7 +40,9 @@ class _MongoHandler(socketserver.StreamRequestHandler):
             doc = bson.decode(payload[5:])
             name = next(iter(doc))
             reply: dict[str, Any] = {"ok": 1}
-            if name == "hello":
+            if name == "hello" and self.server.settings["legacy"]:
+                reply = {"ok": 0, "code": 59, "codeName": "CommandNotFound", "errmsg": "no such cmd: hello"}
+            elif name in ("hello", "isMaster"):
                 reply.update(isWritablePrimary=True, maxWireVersion=17, minWireVersion=0)
                 user = str(doc.get("saslSupportedMechs", "")).removeprefix("admin.")
                 if user in accounts:
@@ -78,6 +80,12 @@ class _MongoHandler(socketserver.StreamRequestHandler):
             self._reply(request_id, reply)
 
 
-def start_mongo_auth(accounts: dict[str, str], mechanisms: tuple[str, ...] = ("SCRAM-SHA-256",)) -> Running:
-    """A MongoDB-wire server with ``accounts`` (admin users) and the SCRAM ``mechanisms`` they have."""
-    return Running(CountingServer(_MongoHandler, accounts=accounts, mechanisms=list(mechanisms)))
+def start_mongo_auth(
+    accounts: dict[str, str], mechanisms: tuple[str, ...] = ("SCRAM-SHA-256",), legacy: bool = False
+) -> Running:
+    """A MongoDB-wire server with ``accounts`` (admin users) and their SCRAM ``mechanisms``.
+
+    ``legacy`` imitates a server older than 4.4.2: no ``hello``, only ``isMaster``.
+    """
+    settings = {"accounts": accounts, "mechanisms": list(mechanisms), "legacy": legacy}
+    return Running(CountingServer(_MongoHandler, **settings))

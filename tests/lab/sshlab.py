@@ -1,7 +1,7 @@
 """A loopback SSH server (asyncssh) with password accounts, for the weak-password tests.
 
-It runs its own event loop in a daemon thread, accepts only password authentication, counts the
-passwords it checked, and opens no session (a login is all the tests need).
+It runs its own event loop in a daemon thread, accepts password authentication (or offers public
+keys only), counts the passwords it checked, and opens no session (a login is all the tests need).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ class _Server(asyncssh.SSHServer):
         return True
 
     def password_auth_supported(self) -> bool:
+        return self.lab.passwords
+
+    def public_key_auth_supported(self) -> bool:
         return True
 
     def validate_password(self, username: str, password: str) -> bool:
@@ -29,9 +32,10 @@ class _Server(asyncssh.SSHServer):
 
 
 class SSHLab:
-    """An SSH server on 127.0.0.1 and an ephemeral port."""
+    """An SSH server on 127.0.0.1 and an ephemeral port; ``passwords`` False offers public keys only."""
 
-    def __init__(self, accounts: dict[str, str]) -> None:
+    def __init__(self, accounts: dict[str, str], passwords: bool = True) -> None:
+        self.passwords = passwords
         self.ip = "127.0.0.1"
         self.port = 0
         self.accounts = accounts

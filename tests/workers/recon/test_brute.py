@@ -175,6 +175,12 @@ def test_ssh_planted_password_found_and_strong_not(up: Callable[[SSHLab], SSHLab
     assert strong.attempts == 4
 
 
+def test_ssh_without_password_auth_gets_no_attempt(up: Callable[[SSHLab], SSHLab]) -> None:
+    server = up(SSHLab({"root": "root"}, passwords=False).start())
+    report = brute([(server.ip, server.port, "ssh")], ["SSHBrute"])
+    assert report.findings == [] and report.attempts == 0 and server.attempts == 0
+
+
 def test_mongodb_without_auth_is_an_open_access_finding(mongo_server: MongoServer) -> None:
     report = brute([("127.0.0.1", mongo_server.port, "mongodb")], ["MongoDBBrute"])
     assert only_finding(report) == ("MongoDBBrute", "", "", True)
@@ -190,6 +196,12 @@ def test_mongodb_scram_planted_password_found(up: Callable[[Running], Running], 
     assert server.attempts == sum(1 for c in tried if c.username in ("admin", "root")), (
         "no proof for unknown users"
     )
+
+
+def test_mongodb_before_hello_is_checked_through_ismaster(up: Callable[[Running], Running]) -> None:
+    server = up(start_mongo_auth({"admin": "admin"}, ("SCRAM-SHA-1",), legacy=True))
+    report = brute([(server.ip, server.port, "mongodb")], ["MongoDBBrute"])
+    assert only_finding(report) == ("MongoDBBrute", "admin", "admin", False)
 
 
 def test_mongodb_scram_strong_password_not_found(up: Callable[[Running], Running]) -> None:

@@ -1,10 +1,10 @@
 """MongoDBBrute: MongoDB open to anyone, else SCRAM logins against ``admin``, over OP_MSG.
 
-The probe sends ``hello`` (answered without authentication by every MongoDB since 3.6, so a reply
-with ``maxWireVersion`` proves the protocol), then ``listDatabases``: ``ok: 1`` means open access,
-error 13 (Unauthorized) means credentials are needed. Each attempt asks ``hello`` for the user's
-SCRAM mechanisms (``saslSupportedMechs``; none means no such user) and runs SCRAM-SHA-256, or
-SCRAM-SHA-1 with MongoDB's hashed password, through ``saslStart``/``saslContinue``.
+The probe sends ``hello`` (``isMaster`` to servers older than 4.4.2), answered without
+authentication, so a reply with ``maxWireVersion`` proves the protocol; then ``listDatabases``:
+``ok: 1`` means open access, error 13 (Unauthorized) means credentials are needed. Each attempt
+asks for the user's SCRAM mechanisms (``saslSupportedMechs``; none means no such user) and runs
+SCRAM-SHA-256, or SCRAM-SHA-1 with MongoDB's hashed password, through ``saslStart``/``saslContinue``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ async def command(
         raise ProtocolError("bad BSON reply") from exc
 
 
+async def handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """``hello`` (MongoDB 4.4.2+), or ``isMaster`` when the server does not know ``hello``."""
+    reply = await command(reader, writer, {"hello": 1, **extra, "$db": "admin"})
+    if reply.get("ok") != 1:
+        reply = await command(reader, writer, {"isMaster": 1, **extra, "$db": "admin"})
+    return reply
+
+
 def mongo_sha1_password(username: str, password: str) -> str:
     """SCRAM-SHA-1's password in MongoDB: md5hex of ``user:mongo:password``."""
     return hashlib.md5(f"{username}:mongo:{password}".encode(), usedforsecurity=False).hexdigest()
@@ -64,7 +74,7 @@ class MongoDBBrute(ProbedPlugin):
     async def probe(self, ip: str, port: int, timeout: float) -> Probe:
         """``hello``, then ``listDatabases`` without credentials."""
         async with connection(ip, port) as (reader, writer):
-            hello = await command(reader, writer, {"hello": 1, "$db": "admin"})
+            hello = await handshake(reader, writer, {})
             if "maxWireVersion" not in hello:
                 return Probe.ABSENT
             listing = await command(reader, writer, {"listDatabases": 1, "nameOnly": True, "$db": "admin"})
@@ -75,11 +85,7 @@ class MongoDBBrute(ProbedPlugin):
     async def attempt(self, ip: str, port: int, credential: Credential, timeout: float) -> bool:
         """One SCRAM login against ``admin``."""
         async with connection(ip, port) as (reader, writer):
-            hello = await command(
-                reader,
-                writer,
-                {"hello": 1, "saslSupportedMechs": f"admin.{credential.username}", "$db": "admin"},
-            )
+            hello = await handshake(reader, writer, {"saslSupportedMechs": f"admin.{credential.username}"})
             mechanisms = hello.get("saslSupportedMechs") or []
             if "SCRAM-SHA-256" in mechanisms:
                 mechanism, scram = (

@@ -31,12 +31,19 @@ class SSHBrute(ProbedPlugin):
     service_label = "ssh"
 
     async def probe(self, ip: str, port: int, timeout: float) -> Probe:
-        """Read the identification line."""
+        """Read the identification line, then ask which auth methods the server offers (as ``root``).
+
+        A server that offers neither ``password`` nor ``keyboard-interactive`` gets no attempt.
+        """
         async with connection(ip, port) as (reader, _):
             line = await reader.readline()
-        if line.startswith((b"SSH-2.0-", b"SSH-1.99-")):
-            return Probe.AUTH_REQUIRED
-        return Probe.ABSENT
+        if not line.startswith((b"SSH-2.0-", b"SSH-1.99-")):
+            return Probe.ABSENT
+        try:
+            methods = await asyncssh.get_server_auth_methods(ip, port, username="root", config=None)
+        except asyncssh.Error as exc:
+            raise ProtocolError(str(exc)) from exc
+        return Probe.AUTH_REQUIRED if {"password", "keyboard-interactive"} & set(methods) else Probe.ABSENT
 
     async def attempt(self, ip: str, port: int, credential: Credential, timeout: float) -> bool:
         """Log in with the password; True when the server accepts it."""
