@@ -1,4 +1,5 @@
-"""Loopback imitations of web applications' login endpoints (Grafana, ClickHouse, Nacos, APISIX, Druid).
+"""Loopback imitations of web applications' login endpoints (Grafana, ClickHouse, Nacos, APISIX, Druid,
+Jenkins).
 
 Each answers like the real application does, for a stranger, a wrong password and a valid login,
 and counts the logins it checked (the probe's random-user login included).
@@ -6,6 +7,7 @@ and counts the logins it checked (the probe's random-user login included).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,11 @@ from urllib.parse import parse_qs
 
 from tests.lab.authservers import LOOPBACK, Running
 
+JENKINS_JSON = b'{"_class":"hudson.model.Hudson","mode":"NORMAL","nodeDescription":"the Jenkins controller"}'
+JENKINS_REFUSAL = (
+    b"<html><head><meta http-equiv='refresh' content='1;url=/login'/></head>"
+    b"<body>\n\nAuthentication required\n<!--\n-->\n</body></html>"
+)
 ROUTES = {
     ("nacos", "/nacos/v1/auth/users/login"),
     ("apisix", "/apisix/admin/user/login"),
@@ -52,10 +59,24 @@ class _AppHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        if self.server.app == "nacos" and self.path == "/nacos/":
+        if self.server.app == "jenkins" and self.path == "/api/json":
+            self._jenkins()
+        elif self.server.app == "nacos" and self.path == "/nacos/":
             self._answer(200, b"<html><head><title>Nacos</title></head></html>", "text/html")
         else:
             self._answer(200, b"<html><title>Home</title></html>", "text/html")
+
+    def _jenkins(self) -> None:
+        header = self.headers.get("Authorization", "")
+        ok = not self.server.accounts
+        if header.startswith("Basic "):
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            ok = self.server.check(user, password)
+        if ok:
+            self._answer(200, JENKINS_JSON)
+        else:
+            page = JENKINS_REFUSAL
+            self._answer(403, page, "text/html")
 
     def _form(self, body: bytes) -> dict[str, str]:
         return {k: v[0] for k, v in parse_qs(body.decode()).items()}
@@ -109,5 +130,8 @@ class _AppHandler(BaseHTTPRequestHandler):
 
 
 def start_app(app: str, accounts: dict[str, str]) -> Running:
-    """A ``grafana``, ``clickhouse``, ``nacos``, ``apisix`` or ``druid`` login with ``accounts``."""
+    """A ``grafana``, ``clickhouse``, ``nacos``, ``apisix``, ``druid`` or ``jenkins`` login with ``accounts``.
+
+    A ``jenkins`` without accounts serves its API to anyone.
+    """
     return Running(_AppServer(app, accounts))

@@ -63,6 +63,7 @@ def test_activemq_console_basic_password_found(up: Callable[[Running], Running])
         ("NacosBrute", "nacos", ("nacos", "nacos")),
         ("APISIXBrute", "apisix", ("admin", "admin")),
         ("AlibabaDruidBrute", "druid", ("druid", "druid")),
+        ("JenkinsBrute", "jenkins", ("admin", "admin")),
     ],
 )
 def test_web_app_logins_planted_found_strong_not(
@@ -81,6 +82,13 @@ def test_web_app_logins_planted_found_strong_not(
     assert strong.attempts == probe_logins + 4, (
         "the probe's random-user login (if any), then the capped attempts"
     )
+
+
+def test_jenkins_api_open_to_anyone_is_an_open_access_finding(up: Callable[[Running], Running]) -> None:
+    server = up(start_app("jenkins", {}))
+    report = brute([(server.ip, server.port, "http")], ["JenkinsBrute"])
+    assert only_finding(report) == ("JenkinsBrute", "", "", True)
+    assert report.attempts == 0
 
 
 def test_web_app_plugins_ignore_each_others_applications(up: Callable[[Running], Running]) -> None:

@@ -20,6 +20,7 @@ from workers.recon.brute.webapps import (
     APISIXBrute,
     ClickhouseBrute,
     GrafanaBrute,
+    JenkinsBrute,
     NacosBrute,
 )
 
@@ -42,6 +43,7 @@ PLUGINS: dict[str, Callable[[], BrutePlugin]] = {
         APISIXBrute,
         AlibabaDruidBrute,
         SQLServerBrute,
+        JenkinsBrute,
     )
 }
 """Implemented plugins: name to factory (a new instance per run, since some remember per-port facts)."""
@@ -54,7 +56,6 @@ UNSUPPORTED: dict[str, str] = {
     "ExchangeBrute": _NOT_IMPLEMENTED + " (web application login)",
     "GitlabBrute": _NOT_IMPLEMENTED + " (web application login)",
     "HarborBrute": _NOT_IMPLEMENTED + " (web application login)",
-    "JenkinsBrute": _NOT_IMPLEMENTED + " (web application login)",
     "ManageIQBrute": _NOT_IMPLEMENTED + " (web application login)",
     "NexusBrute": _NOT_IMPLEMENTED + " (web application login)",
     "OpenfireBrute": _NOT_IMPLEMENTED + " (web application login)",

@@ -1,5 +1,5 @@
 """Web application logins with their own forms: Grafana, ClickHouse's HTTP interface, Nacos, the APISIX
-dashboard and Alibaba Druid's monitor.
+dashboard, Alibaba Druid's monitor and Jenkins' API.
 
 Where a probe has to log in to recognise the application, it logs in as a random user name that
 cannot exist (or with a malformed form, as ARL's do) and looks for the application's own refusal;
@@ -13,7 +13,7 @@ import secrets
 from urllib.parse import urlencode
 
 from workers.recon.brute.base import Credential, Probe
-from workers.recon.brute.web import HTTP_PORTS, HttpAnswer, HttpRequest, WebPlugin
+from workers.recon.brute.web import HTTP_PORTS, HttpAnswer, HttpRequest, WebPlugin, basic_authorization
 
 
 def _random_user() -> str:
@@ -176,3 +176,39 @@ class AlibabaDruidBrute(WebPlugin):
     def accepted(self, answer: HttpAnswer) -> bool:
         """The bare ``success``."""
         return answer.status == 200 and answer.body == b"success"
+
+
+class JenkinsBrute(WebPlugin):
+    """Jenkins: ``/api/json`` answers strangers 403 "Authentication required" (a page without a title).
+
+    Basic credentials that work get the instance's JSON. An instance that serves that JSON to anyone
+    (``hudson.model.Hudson`` without credentials) is open access.
+    """
+
+    plugin_name = "JenkinsBrute"
+    app_name = "Jenkins"
+    vul_name = "Jenkins 弱口令"
+    credential_list = "jenkins"
+
+    def probe_request(self) -> HttpRequest:
+        """GET the API without credentials."""
+        return HttpRequest("GET", "/api/json")
+
+    def probe_result(self, answer: HttpAnswer) -> Probe:
+        """Jenkins' refusal, or its JSON served to anyone."""
+        if answer.status == 200 and b'"_class":"hudson.model.Hudson"' in answer.body:
+            return Probe.OPEN
+        refused = answer.status == 403 and b"Authentication required" in answer.body
+        return Probe.AUTH_REQUIRED if refused and b"<title" not in answer.body else Probe.ABSENT
+
+    def login_request(self, credential: Credential) -> HttpRequest:
+        """GET the API with Basic credentials."""
+        return HttpRequest("GET", "/api/json", {"Authorization": basic_authorization(credential)})
+
+    def accepted(self, answer: HttpAnswer) -> bool:
+        """200 with Jenkins' JSON."""
+        return (
+            answer.status == 200
+            and answer.body.lstrip().startswith(b"{")
+            and b"hudson" in answer.body.lower()
+        )
