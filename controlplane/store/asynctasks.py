@@ -103,7 +103,8 @@ class AsyncTaskStore(TranslatesErrors):
         """The exact total for the filter and one page of it, in the filter's order.
 
         Only index-served queries are sent (see :mod:`controlplane.store.listing` for the
-        plans): one query, one per status, or one per spelling of a search's prefix.
+        plans): one query, one per status, or one per spelling of a search's prefix; totals of
+        status, task type and worker alone come from the tally (:meth:`tally_cells`).
         (The API answers a spec-only celery_id filter with one lookup instead:
         :meth:`controlplane.service.manager.TaskManager.list_tasks`.)
         """

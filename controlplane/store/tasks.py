@@ -12,8 +12,10 @@ Two faces over the same collections:
   task creation and revoke flags.
 
 Only features of a single-node MongoDB are used: no transactions, no change
-streams.  Counts use an aggregation ``$match``/``$count``, which the embedded
-server answers from its indexes.  Queries stick to forms the embedded server
+streams.  Every write that moves a task between (status, task type, worker)
+cells also keeps the tally, the exact counts behind the list's broad totals
+(:mod:`controlplane.store.tally`: ``_c`` and ``_j`` on each document, a journal
+entry opened before and closed after the write).  Queries stick to forms the embedded server
 and mongod answer identically (equality, ``$in``, ``$nin``, ``$gt`` on a
 present field); ``$ne: null`` and ``$exists`` are avoided because the embedded
 server treats missing fields differently from mongod there.
