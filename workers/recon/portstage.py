@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from workers.recon.control import run_pool
-from workers.recon.datafiles import ports_for_preset
-from workers.recon.nmap import nmap_path, run_nmap
-from workers.recon.portscan import PortInfo, scan_ports
+from workers.recon.portrun import run_port_scan, unsupported
+from workers.recon.portscan import PortInfo
+from workers.recon.portsettings import HostReport, ScanSettings, scan_settings
 from workers.recon.services import detect_service
 from workers.recon.state import ReconState
 
 DEFAULT_SCAN_DEADLINE = 3600.0
+FIREWALL_KEPT = frozenset({80, 443})
+"""The ports ARL keeps of a host answering on absurdly many (a firewall artefact)."""
 NPOC_SKIP_PORTS = frozenset({80, 443, 843})
 """Ports ARL's pure-Python service sniffer (``npoc_service_detection``) leaves to the site stage."""
 
@@ -17,44 +19,38 @@ NPOC_SKIP_PORTS = frozenset({80, 443, 843})
 class PortStages(ReconState):
     """Port scan and service detection over the task's in-scope IPs."""
 
-    def scan_ports_list(self) -> list[int]:
-        """The ports to scan: the ``port_scan_type`` preset (or ``port_custom``) minus ``exclude_ports``."""
-        ports = ports_for_preset(
-            str(self.options.get("port_scan_type") or "test"), self.options.get("port_custom")
+    def port_settings(self) -> ScanSettings:
+        """The port scan's settings from the task's ARL options (presets, exclusions, nmap, timeouts)."""
+        return scan_settings(
+            self.options,
+            connect_timeout=self.ctx.connect_timeout,
+            concurrency=self.ctx.scan_concurrency,
+            retries=self.ctx.scan_retries,
         )
-        excluded = set(self.options.get("exclude_ports") or ())
-        return [p for p in ports if p not in excluded]
 
-    def host_timeout(self) -> float | None:
-        """Seconds one host may take (ARL: only with ``host_timeout_type: custom``)."""
-        if self.options.get("host_timeout_type") == "custom" and self.options.get("host_timeout"):
-            return float(self.options["host_timeout"])
-        if self.options.get("host_timeout") is not None:
+    def note_unsupported(self, settings: ScanSettings) -> None:
+        """Name the scan options this worker cannot apply (nmap missing, OS detection without root …)."""
+        for option, reason in unsupported(settings).items():
+            self.skip(option, reason)
+        if self.options.get("host_timeout") is not None and self.options.get("host_timeout_type") != "custom":
             self.skip("host_timeout", "applies only with host_timeout_type 'custom' (as in ARL)")
-        return None
 
-    def use_nmap(self) -> bool:
-        """Whether this scan runs nmap: asked for (``use_nmap``) and installed."""
-        if not self.wants("use_nmap"):
-            return False
-        if nmap_path() is None:
-            self.skip("use_nmap", "nmap is not installed on this worker; the built-in scanner ran")
-            return False
-        return True
-
-    def note_unsupported(self, with_nmap: bool) -> None:
-        """Name the scan options this backend cannot apply."""
-        for option in ("os_detection", "port_parallelism", "port_min_rate"):
-            if self.options.get(option):
-                self.skip(option, "not supported by this worker's port scanner")
-        if self.wants("service_brute") or self.options.get("brute_config"):
-            self.skip("service_brute", "weak-password checks are not available in this build")
+    def host_report(self, ip: str, report: HostReport) -> None:
+        """A host's scan report: OS, timeout, or ARL's firewall guard (its ports but 80 and 443 dropped)."""
+        if report.firewall:
+            ports = self.open_ports.get(ip, {})
+            for port in [p for p in ports if p not in FIREWALL_KEPT]:
+                del ports[port]
+            self.counts["firewall_hosts"] = self.counts.get("firewall_hosts", 0) + 1
+        self.ip_docs.annotate(ip, report.to_doc())
+        self.ip_docs.changed(ip)
 
     async def port_scan(self, ips: list[str]) -> None:
         """Stage port_scan: connect scan (or nmap) over ``ips``; open ports are stored as found."""
-        ports = self.scan_ports_list()
+        settings = self.port_settings()
+        self.note_unsupported(settings)
         deadline = float(self.options.get("port_scan_timeout") or DEFAULT_SCAN_DEADLINE)
-        total = len(ips) * len(ports)
+        total = len(ips) * len(settings.ports)
         report = self.reporter("port_scan", total)
 
         def opened(ip: str, info: PortInfo) -> None:
@@ -62,33 +58,22 @@ class PortStages(ReconState):
             self.ip_docs.changed(ip)
 
         found: dict[str, dict[int, PortInfo]] = {}
-        with_nmap = self.use_nmap()
-        self.note_unsupported(with_nmap)
-        if with_nmap:
-            scan = run_nmap(
-                ips,
-                ports,
-                found,
-                service_detection=self.wants("service_detection"),
-                connect_timeout=self.ctx.connect_timeout,
-                on_open=opened,
-                on_progress=lambda fraction: report(int(total * fraction)),
-            )
-        else:
-            host_timeout = self.host_timeout()
-            scan = scan_ports(
-                ips,
-                ports,
-                found,
-                connect_timeout=self.ctx.connect_timeout,
-                concurrency=self.ctx.scan_concurrency,
-                retries=self.ctx.scan_retries,
-                host_timeout=host_timeout,
-                on_progress=lambda done, _: report(done),
-                on_open=opened,
-            )
+        scan = run_port_scan(
+            ips,
+            settings,
+            found,
+            on_open=opened,
+            on_progress=lambda done, _: report(done),
+            on_host=self.host_report,
+        )
         if await self.step(scan, timeout=deadline):
             report(total)
+        for ip, ports in found.items():
+            for port, info in ports.items():
+                known = self.open_ports.get(ip, {}).get(port)
+                if known is not None and info.service and not known.service:
+                    self.open_ports[ip][port] = info
+                    self.ip_docs.changed(ip)
         self.ip_docs.batch.flush()
 
     async def detect_services(self, ips: list[str], skip_ports: frozenset[int] = frozenset()) -> None:

@@ -178,6 +178,8 @@ class ReconRun(DomainDiscovery, PortStages, WebStages, CrawlStages):
             for option in ("service_detection", "npoc_service_detection", "os_detection"):
                 if self.wants(option):
                     self.skip(option, "needs port_scan")
+        if self.wants("service_brute") or self.options.get("brute_config"):
+            self.skip("service_brute", "weak-password checks are not available in this build")
         if not self.wants("site_identify"):
             for option in ("file_leak", "web_info_hunter", "nuclei_scan", "site_spider", "findvhost"):
                 if self.wants(option):

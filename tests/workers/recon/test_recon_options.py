@@ -247,3 +247,17 @@ def test_a_dead_resolver_beside_a_working_one_is_named(make_ctx: Ctx, recon_db: 
     stats = run_domain_task(["lab.test"], {"domain_brute": True, "port_scan": False}, ctx)
     assert "lab.test" in docs(recon_db, "domain", ctx.task_id)
     assert "127.0.0.9:5999" in stats["failures"]["resolver"]
+
+
+def test_os_detection_without_nmap_is_reported_and_the_scan_still_runs(
+    make_ctx: Ctx, recon_db: Any, lab: Lab
+) -> None:
+    ctx = make_ctx()
+    stats = run_ip_task([H2], quiet(lab, port_scan=True, os_detection=True), ctx)
+    assert "os_detection" in stats["skipped_options"]
+    assert {p["port"] for p in docs(recon_db, "ip", ctx.task_id)[H2]["ports"]} == lab.open_ports[H2]
+
+
+def test_host_timeout_without_custom_type_is_reported(make_ctx: Ctx, lab: Lab) -> None:
+    stats = run_ip_task([H2], quiet(lab, port_scan=True, host_timeout=30), make_ctx())
+    assert stats["skipped_options"]["host_timeout"].startswith("applies only with host_timeout_type")
