@@ -32,6 +32,7 @@ from workers.recon.brute import (
     run_brute,
     targets_from_ports,
 )
+from workers.recon.brute.mssql import ENCRYPT_OFF, ENCRYPT_REQ
 from workers.recon.portscan import PortInfo
 
 T = TypeVar("T", Running, SSHLab)
@@ -156,10 +157,13 @@ def test_sqlserver_planted_password_found_and_strong_not(up: Callable[[Running],
     assert strong.attempts == 3
 
 
-def test_sqlserver_forcing_encryption_gets_no_attempt(up: Callable[[Running], Running]) -> None:
-    server = up(start_mssql({"sa": "sa"}, encryption=3))
+@pytest.mark.parametrize("encryption", [ENCRYPT_OFF, ENCRYPT_REQ])
+def test_sqlserver_login_over_tls_inside_tds(up: Callable[[Running], Running], encryption: int) -> None:
+    server = up(start_mssql({"sa": "Password123"}, encryption=encryption))
     report = brute([(server.ip, server.port, "ms-sql-s")], ["SQLServerBrute"])
-    assert report.findings == [] and server.attempts == 0
+    assert only_finding(report) == ("SQLServerBrute", "sa", "Password123", False)
+    attempts = load_credentials("sqlserver").index(Credential("sa", "Password123")) + 1
+    assert server.attempts == attempts and len(server.settings["tls_logins"]) == attempts
 
 
 def test_ssh_planted_password_found_and_strong_not(up: Callable[[SSHLab], SSHLab]) -> None:
