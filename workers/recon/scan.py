@@ -165,6 +165,8 @@ class ReconRun(DomainDiscovery, PortStages, WebStages, CrawlStages):
             await self.run_templates()
         if not self.stopped and self.wants("web_info_hunter"):
             await self.web_info_hunter()
+        if not self.stopped and self.wants("port_scan"):
+            await self.service_brute()
         if not self.stopped and self.search_urls:
             await self.store_search_urls()
         if not self.stopped and self.wants("site_spider") and self.wants("site_identify"):
@@ -178,8 +180,8 @@ class ReconRun(DomainDiscovery, PortStages, WebStages, CrawlStages):
             for option in ("service_detection", "npoc_service_detection", "os_detection"):
                 if self.wants(option):
                     self.skip(option, "needs port_scan")
-        if self.wants("service_brute") or self.options.get("brute_config"):
-            self.skip("service_brute", "weak-password checks are not available in this build")
+        if not self.wants("port_scan") and (self.wants("service_brute") or self.options.get("brute_config")):
+            self.skip("service_brute", "needs port_scan (the services it checks)")
         if not self.wants("site_identify"):
             for option in ("file_leak", "web_info_hunter", "nuclei_scan", "site_spider", "findvhost"):
                 if self.wants(option):

@@ -16,6 +16,7 @@ import pytest
 
 from controlplane.config import ReconConfig, SourceEntry, SourcesConfig
 from tests.lab import CERT_ONLY_NAME, H1, H2, LAB_NAMES, WILD_NAMES, Lab
+from tests.lab.authservers import start_redis
 from tests.lab.fakebing import BingState, FakeBing
 from tests.lab.geodb import Place, write_asn_db, write_city_db
 from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
@@ -261,3 +262,49 @@ def test_os_detection_without_nmap_is_reported_and_the_scan_still_runs(
 def test_host_timeout_without_custom_type_is_reported(make_ctx: Ctx, lab: Lab) -> None:
     stats = run_ip_task([H2], quiet(lab, port_scan=True, host_timeout=30), make_ctx())
     assert stats["skipped_options"]["host_timeout"].startswith("applies only with host_timeout_type")
+
+
+def test_brute_config_finds_a_weak_redis_password_and_names_unknown_plugins(
+    make_ctx: Ctx, recon_db: Any
+) -> None:
+    redis = start_redis("redis")
+    try:
+        ctx = make_ctx()
+        brute_config = [
+            {"plugin_name": "RedisBrute", "enable": True},
+            {"plugin_name": "NoSuchBrute", "enable": True},
+        ]
+        options = {
+            "port_scan": True,
+            "port_scan_type": "custom",
+            "port_custom": [redis.port],
+            "service_detection": True,
+            "site_identify": False,
+            "brute_config": brute_config,
+        }
+        stats = run_ip_task(["127.0.0.1"], options, ctx)
+    finally:
+        redis.stop()
+    vulns = list(recon_db["vuln"].find({"task_id": ctx.task_id}, {"_id": 0}))
+    assert [(v["plg_name"], v["password"], v["service"]) for v in vulns] == [
+        ("RedisBrute", "redis", f"127.0.0.1:{redis.port}")
+    ]
+    assert "NoSuchBrute" in stats["skipped_options"]["brute_config"]
+    assert stats["service_brute"]["findings"] == 1
+
+
+def test_brute_config_with_every_entry_disabled_checks_nothing(make_ctx: Ctx, recon_db: Any) -> None:
+    redis = start_redis("redis")
+    try:
+        ctx = make_ctx()
+        options = {
+            "port_scan": True,
+            "port_scan_type": "custom",
+            "port_custom": [redis.port],
+            "site_identify": False,
+            "brute_config": [{"plugin_name": "RedisBrute", "enable": False}],
+        }
+        stats = run_ip_task(["127.0.0.1"], options, ctx)
+    finally:
+        redis.stop()
+    assert "service_brute" not in stats and recon_db["vuln"].count_documents({"task_id": ctx.task_id}) == 0
