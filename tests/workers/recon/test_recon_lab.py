@@ -272,7 +272,11 @@ def test_nmap_backend_finds_the_lab_ports(
             pytest.fail("nmap is missing in CI (.ci/run installs Debian's nmap)")
         pytest.skip("nmap is not installed (apt-get install nmap)")
     ctx = make_ctx()
-    options = all_options(lab, use_nmap=True, site_identify=False, ssl_cert=False, file_leak=False)
+    # A port scan only: nmap's -sV waits out its every probe on the lab's TCP fakes; nmap's service
+    # detection has its own test (test_nmap_options.py).
+    options = all_options(
+        lab, use_nmap=True, site_identify=False, ssl_cert=False, file_leak=False, service_detection=False
+    )
     run_ip_task([H1, H2, H3], options, ctx)
     ips = {d["ip"]: {p["port"] for p in d["ports"]} for d in docs(recon_db, "ip", ctx.task_id)}
     assert ips == lab.open_ports
