@@ -209,19 +209,17 @@ class Stack:
         return self.start_part(f"worker{index}", "worker", "--name", f"w{index}-{self.database}@%h")
 
     def wait_workers(self, count: int, timeout: float = 40.0) -> None:
-        """Until ``count`` workers answer inspect (through the API's active endpoint, which pings them)."""
+        """Until ``count`` workers of this stack answer a ping (each ping returns at ``count`` replies)."""
         from celery import Celery
 
         app = Celery(broker=self.broker_url, set_as_current=False)
+
+        def answering() -> int:
+            replies = app.control.ping(timeout=0.5, limit=count) or []
+            return len([n for n in replies if self.database in str(n)])
+
         try:
-            wait_for(
-                lambda: (
-                    len([n for n in (app.control.ping(timeout=0.5) or []) if self.database in str(n)])
-                    >= count
-                ),
-                timeout=timeout,
-                what=f"{count} worker(s)",
-            )
+            wait_for(lambda: answering() >= count, timeout=timeout, what=f"{count} worker(s)")
         finally:
             app.close()
 
