@@ -684,7 +684,11 @@ def test_add_asset_site_task() -> None:
         ({"port_scan": 1}, "data.options.port_scan", "must be a boolean (true or false)"),
         ({"port_scan": "true"}, "data.options.port_scan", "must be a boolean (true or false)"),
         ({"site_identify": None}, "data.options.site_identify", "must be a boolean (true or false)"),
-        ({"domain_brute_type": "huge"}, "data.options.domain_brute_type", "must be one of 'test', 'small', 'big'"),
+        (
+            {"domain_brute_type": "huge"},
+            "data.options.domain_brute_type",
+            "must be one of 'test', 'small', 'big'",
+        ),
         (
             {"port_scan_type": "top10"},
             "data.options.port_scan_type",
