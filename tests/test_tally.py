@@ -304,3 +304,22 @@ def test_cell_keys_survive_any_worker_name() -> None:
         key = tally.cell(doc)
         assert "." not in key and not key.startswith("$")
         assert tally.fields(key) == ("SUCCESS", "ip.task", worker)
+
+
+def test_a_large_batch_in_flight_shows_when_its_writer_closes_it(mongo_config: MongoConfig) -> None:
+    store = TaskStore(mongo_config)
+    dying = DiesBeforeClosing(mongo_config)
+    try:
+        store.ensure_indexes()
+        created(store, 10)
+        n = tally.ADJUST_LIMIT + 1
+        with pytest.raises(Crash):
+            created(dying, n)  # stored; its entry still open, too large for readers to check
+        trusted, totals = listing_totals(mongo_config, [TaskFilter()])
+        assert trusted and totals == [10], "the cells as they were before the batch"
+        store.repair_tally(older_than=0)
+        assert_exact(store)
+        assert listing_totals(mongo_config, [TaskFilter()]) == (True, [10 + n])
+    finally:
+        store.close()
+        dying.close()

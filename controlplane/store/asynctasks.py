@@ -298,19 +298,25 @@ class AsyncTaskStore(TranslatesErrors):
         counters = self.db[COUNTERS]
         for _ in range(3):
             doc, uncounted = await asyncio.gather(
-                counters.find_one(tally.TALLY, {"cells": 1, "since": 1, "open": 1}),
+                counters.find_one(tally.TALLY, {"cells": 1, "since": 1, "size": 1}),
                 self.tasks.find_one({"_c": {"$eq": None}}, {"_id": 1}),
             )
             if uncounted is not None or doc is None or not tally.trusted(doc, tally.now()):
                 return None
             cells = dict(doc.get("cells") or {})
-            entries: dict[str, list[tally.Item]] = doc.get("open") or {}
-            items = [(entry, item) for entry, listed in entries.items() for item in listed]
-            if not items or len(items) > tally.ADJUST_LIMIT:
+            since = set(doc.get("since") or {})
+            sizes = (doc.get("size") or {}).values()
+            if not since or sum(int(n) for n in sizes) > tally.ADJUST_LIMIT:
                 return cells
+            entries: dict[str, list[tally.Item]] = (
+                (await counters.find_one(tally.TALLY, {"open": 1})) or {}
+            ).get("open") or {}
+            if not since <= set(entries):
+                continue  # one closed meanwhile: its deltas are in the cells now
+            items = [(entry, item) for entry in since for item in entries[entry]]
             ids = list({item[0] for _, item in items})
             found = {d["_id"]: d async for d in self.tasks.find({"_id": {"$in": ids}}, {"rev": 1, "_j": 1})}
             after = await counters.find_one(tally.TALLY, {"since": 1})
-            if set(entries) <= set((after or {}).get("since") or {}):  # none closed meanwhile
+            if since <= set((after or {}).get("since") or {}):  # none closed meanwhile
                 return tally.with_landed(cells, [i for e, i in items if tally.landed(e, i, found)])
         return None

@@ -13,11 +13,12 @@ What keeps it exact without transactions (plain single-node MongoDB):
   always says what the tally should hold for it;
 * a writer whose batch moves documents between cells first *opens* a journal entry in the tally
   document (``open.<id>``: each document's id, the revision it was read at, the old and the new
-  cell), then writes the documents, each carrying the entry's id in ``_j`` (with the ids of
-  entries still open that it carried already), then *closes* the entry: one update of the tally
+  cell; ``since.<id>``: when; ``size.<id>``: how many), then writes the documents, each
+  carrying the entry's id in ``_j`` (with the ids of entries still open that it carried
+  already), then *closes* the entry: one update of the tally
   document that adds the deltas of the writes that landed and removes the entry, conditioned on
   the entry being there, so that it happens once;
-* an entry left open by a writer that died is *repaired* (:func:`repair`) after
+* an entry left open by a writer that died is *repaired* (``TaskStore.repair_tally``, :func:`judge`) after
   :data:`REPAIR_AFTER` seconds by whoever sees it: a write landed if the document carries the
   entry's id in ``_j`` (a deleted document: if it is gone); one that did not land yet is fenced
   off by giving the document a new revision, which fails the dead writer's conditional write.
@@ -99,7 +100,7 @@ def new_entry() -> str:
 
 def open_update(entry: str, items: Sequence[Item], now: float) -> dict[str, Any]:
     """The update that opens ``entry`` (upserting the tally document on first use)."""
-    return {"$set": {f"open.{entry}": items, f"since.{entry}": now}}
+    return {"$set": {f"open.{entry}": items, f"since.{entry}": now, f"size.{entry}": len(items)}}
 
 
 def close_filter(entry: str) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def close_filter(entry: str) -> dict[str, Any]:
 
 def close_update(entry: str, landed: Iterable[Item]) -> dict[str, Any]:
     """Add the landed items' deltas and remove the entry."""
-    update: dict[str, Any] = {"$unset": {f"open.{entry}": "", f"since.{entry}": ""}}
+    update: dict[str, Any] = {"$unset": {f"open.{entry}": "", f"since.{entry}": "", f"size.{entry}": ""}}
     inc = deltas(landed)
     if inc:
         update["$inc"] = inc
