@@ -224,6 +224,16 @@ class EventConsumer(ConsumerMixin):  # type: ignore[misc]
             log.warning("reconciliation skipped, result backend unavailable: %s", exc)
             return
         self._announce(changed)
+        self.tend_tally()
+
+    def tend_tally(self) -> None:
+        """Close the list counters' entries of writers that died, and count up to 1,000 tasks written
+        around the store (an older database) per pass, so list totals come from the counters again."""
+        try:
+            self.store.repair_tally()
+            self.store.adopt_uncounted(1000)
+        except StoreError as exc:
+            log.warning("list counters not tended, database unavailable: %s", exc)
 
     # -- writing ---------------------------------------------------------------
 
