@@ -58,6 +58,14 @@ async def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
     return dict(json.loads(await asyncio.wait_for(ws.recv(), timeout)))
 
 
+async def next_message(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """The next message that is not a heartbeat (the feed sends those between any two others)."""
+    deadline = time.monotonic() + timeout
+    while (msg := await recv_json(ws, max(0.1, deadline - time.monotonic())))["type"] == "heartbeat":
+        pass
+    return msg
+
+
 async def until(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -192,10 +200,10 @@ def test_live_changes_match_the_detail_endpoint_and_filters(fstack: Stack) -> No
 
             # Filters change at any time; with ``since`` the matching history is replayed.
             await done.send(json.dumps({"action": "subscribe", "celery_id": cid, "since": 0}))
-            assert (await recv_json(done))["type"] == "subscribed"
+            assert (await next_message(done))["type"] == "subscribed"
             replayed = await until(done, "replay")
             assert replayed["task"] == detail
-            assert (await recv_json(done))["type"] == "synced"
+            assert (await next_message(done))["type"] == "synced"
 
     asyncio.run(run())
 
