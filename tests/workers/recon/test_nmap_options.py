@@ -144,7 +144,11 @@ def test_os_detection_runs_as_root_or_says_why_not(services: tuple[str, int, int
         assert set(found[host]) == {http_port} and host not in hosts
         return
     assert unsupported(settings) == {}
-    _, hosts, _ = scan([host], settings)
+    # OS fingerprinting is statistical (one try here): a loaded machine can make one run inconclusive.
+    for _ in range(3):
+        _, hosts, _ = scan([host], settings)
+        if host in hosts:
+            break
     os_info = hosts[host].os_info
     assert "Linux" in os_info["name"] and os_info["accuracy"] > 90
     assert os_info["osclass"][0]["osfamily"] == "Linux"
