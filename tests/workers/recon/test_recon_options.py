@@ -23,6 +23,7 @@ from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
 from tests.lab.spidersite import ADMIN as SPIDER_ADMIN
 from tests.lab.spidersite import EXPECTED as SPIDER_EXPECTED
 from tests.lab.spidersite import SPIDER_IP, start_spider_lab
+from tests.lab.wih import AWS_KEY, EMAIL, GITHUB_TOKEN, wih_site
 from workers.recon import ReconContext
 from workers.recon.discovery import ResolutionFailed
 from workers.recon.scan import run_domain_task, run_ip_task
@@ -308,3 +309,41 @@ def test_brute_config_with_every_entry_disabled_checks_nothing(make_ctx: Ctx, re
     finally:
         redis.stop()
     assert "service_brute" not in stats and recon_db["vuln"].count_documents({"task_id": ctx.task_id}) == 0
+
+
+def test_web_info_hunter_stores_what_the_site_scripts_leak(make_ctx: Ctx, recon_db: Any) -> None:
+    site = wih_site("http://portal.wih.test").start()
+    try:
+        ctx = make_ctx()
+        options = {
+            "port_scan": True,
+            "port_scan_type": "custom",
+            "port_custom": [site.port],
+            "site_identify": True,
+            "web_info_hunter": True,
+        }
+        stats = run_ip_task([site.ip], options, ctx)
+    finally:
+        site.stop()
+    values = {d["value"] for d in recon_db["wih"].find({"task_id": ctx.task_id})}
+    assert {AWS_KEY, GITHUB_TOKEN, EMAIL} <= values
+    assert stats["wih"] == len(values)
+
+
+def test_nuclei_scan_runs_the_whole_catalogue_over_the_sites(make_ctx: Ctx, recon_db: Any, lab: Lab) -> None:
+    main = lab.sites["main"]
+    ctx = make_ctx()
+    options = quiet(lab, port_scan=True, port_custom=[main.port], site_identify=True, nuclei_scan=True)
+    stats = run_ip_task([main.ip], options, ctx)
+    found = set(docs(recon_db, "vuln", ctx.task_id))
+    assert "git-config-exposure" in found
+    assert stats["templates_run"] > 100
+
+
+def test_npoc_service_detection_names_services_but_leaves_web_ports_to_the_sites(
+    make_ctx: Ctx, recon_db: Any, lab: Lab
+) -> None:
+    ctx = make_ctx()
+    run_ip_task([H2], quiet(lab, port_scan=True, npoc_service_detection=True), ctx)
+    ports = docs(recon_db, "ip", ctx.task_id)[H2]["ports"]
+    assert ports and all(p["service"] for p in ports if p["port"] not in (80, 443, 843))
