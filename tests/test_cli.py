@@ -181,6 +181,12 @@ def shell_env() -> dict[str, str]:
     return env
 
 
+def as_in_a_terminal() -> None:
+    """Take SIGINT as a terminal's shell leaves it: a pytest started in the background of a
+    script inherits it ignored, and so would ``controlplane watch``, which Ctrl-C could not stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_watch(script: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
     """Start it, read until it printed a change, then Ctrl-C it."""
     proc = subprocess.Popen(
@@ -190,6 +196,7 @@ def run_watch(script: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, st
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )
     assert proc.stdout is not None
     first = b""
