@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up demo test lint typecheck pytest fuzz chaos soak bench clean
+.PHONY: up demo test lint typecheck pytest pytest-serial fuzz chaos soak bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy controlplane workers bench
 
-# The long fault loops (marked slow) run in `make chaos`, not here.
+# The long fault loops (marked slow) run in `make chaos`, not here.  The suite runs as two
+# pytest sessions side by side, kept apart (tests/shards.py); `make pytest-serial` runs one.
 pytest: $(VENV)/.installed
+	$(BIN)/python tests/shards.py -q -rs -m "not slow"
+
+pytest-serial: $(VENV)/.installed
 	$(BIN)/pytest -q -rs -m "not slow"
 
 test: lint typecheck pytest

@@ -2,7 +2,7 @@
 
 * a MongoDB-wire server (nx-27017, the embedded default) on a free port;
 * the machine's Redis (``CP_TEST_REDIS_URL``, default 127.0.0.1:6379) — one
-  Redis database index per stack, flushed first;
+  Redis database index per stack, flushed first, from ``CP_TEST_REDIS_DBS`` (default 1-15);
 * RabbitMQ when ``CP_TEST_AMQP_URL`` is set (``.ci/run`` sets it and fails if
   the AMQP tests skip).
 """
@@ -26,7 +26,23 @@ from controlplane.runtime import embedded
 from tests.stack import Stack
 
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-_db_numbers = itertools.count(1)
+
+
+def redis_db_range(spec: str) -> range:
+    """The Redis database indexes a test session may use: ``"1-15"`` (the default) or ``"8-15"``.
+
+    ``make test`` runs two pytest sessions at once (tests/shards.py), each on indexes of its own,
+    so that neither flushes a database the other is using.
+    """
+    low, _, high = spec.partition("-")
+    first, last = int(low), int(high or low)
+    if not 0 < first <= last <= 15:
+        raise ValueError(f"CP_TEST_REDIS_DBS={spec!r}: expected a range within 1-15")
+    return range(first, last + 1)
+
+
+REDIS_DBS = redis_db_range(os.environ.get("CP_TEST_REDIS_DBS", "1-15"))
+_db_numbers = itertools.cycle(REDIS_DBS)
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +61,8 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def fresh_redis_url() -> str:
-    """A flushed Redis database index of its own (1..15, cycling)."""
-    number = (next(_db_numbers) - 1) % 15 + 1
+    """A flushed Redis database index of its own (cycling through ``REDIS_DBS``)."""
+    number = next(_db_numbers)
     url = f"{REDIS_URL}/{number}"
     client = redis.Redis.from_url(url)
     client.flushdb()
