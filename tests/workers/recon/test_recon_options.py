@@ -17,12 +17,14 @@ import pytest
 from controlplane.config import ReconConfig, SourceEntry, SourcesConfig
 from tests.lab import CERT_ONLY_NAME, H1, H2, LAB_NAMES, WILD_NAMES, Lab
 from tests.lab.authservers import start_redis
+from tests.lab.dnszone import LabDNSServer, Zone
 from tests.lab.fakebing import BingState, FakeBing
 from tests.lab.geodb import Place, write_asn_db, write_city_db
 from tests.lab.passive import KEYS, Behaviour, PassiveServer, PassiveState
 from tests.lab.spidersite import ADMIN as SPIDER_ADMIN
 from tests.lab.spidersite import EXPECTED as SPIDER_EXPECTED
 from tests.lab.spidersite import SPIDER_IP, start_spider_lab
+from tests.lab.vhostlab import HTTP_VHOSTS, VHOST_IP, start_vhost_lab
 from tests.lab.wih import AWS_KEY, EMAIL, GITHUB_TOKEN, wih_site
 from workers.recon import ReconContext
 from workers.recon.discovery import ResolutionFailed
@@ -347,3 +349,56 @@ def test_npoc_service_detection_names_services_but_leaves_web_ports_to_the_sites
     run_ip_task([H2], quiet(lab, port_scan=True, npoc_service_detection=True), ctx)
     ports = docs(recon_db, "ip", ctx.task_id)[H2]["ports"]
     assert ports and all(p["service"] for p in ports if p["port"] not in (80, 443, 843))
+
+
+def test_findvhost_finds_names_served_where_they_do_not_resolve(make_ctx: Ctx, recon_db: Any) -> None:
+    vlab = start_vhost_lab()
+    corp = Zone("corp.test")
+    corp.add("www", "A", VHOST_IP)
+    corp.add("admin", "A", "127.88.7.9")  # resolves to an address where nothing listens
+    corp.add("intranet", "A", "127.88.7.9")
+    dns = LabDNSServer([corp]).start()
+    try:
+        ctx = make_ctx(resolvers=[dns.address])
+        options = {
+            "domain_brute": True,
+            "port_scan": True,
+            "port_scan_type": "custom",
+            "port_custom": [vlab.http.port],
+            "site_identify": True,
+            "findvhost": True,
+        }
+        stats = run_domain_task(["corp.test"], options, ctx)
+    finally:
+        dns.stop()
+        vlab.stop()
+    vhosts = {d["host"]: d for d in recon_db["vhost"].find({"task_id": ctx.task_id}, {"_id": 0})}
+    assert set(vhosts) == {"admin.corp.test", "intranet.corp.test"}
+    assert vhosts["admin.corp.test"]["title"] == HTTP_VHOSTS["admin.corp.test"]
+    assert vhosts["admin.corp.test"]["ip"] == VHOST_IP
+    assert stats["vhost"] == 2
+
+
+def test_without_findvhost_no_virtual_hosts_are_tried(make_ctx: Ctx, recon_db: Any) -> None:
+    vlab = start_vhost_lab()
+    corp = Zone("corp.test")
+    corp.add("www", "A", VHOST_IP)
+    corp.add("admin", "A", "127.88.7.9")
+    dns = LabDNSServer([corp]).start()
+    try:
+        ctx = make_ctx(resolvers=[dns.address])
+        options = {
+            "domain_brute": True,
+            "port_scan": True,
+            "port_scan_type": "custom",
+            "port_custom": [vlab.http.port],
+            "site_identify": True,
+        }
+        run_domain_task(["corp.test"], options, ctx)
+        with vlab.http.lock:
+            asked = [host for host, _ in vlab.http.requests]
+    finally:
+        dns.stop()
+        vlab.stop()
+    assert "admin.corp.test" not in asked
+    assert recon_db["vhost"].count_documents({"task_id": ctx.task_id}) == 0
