@@ -63,6 +63,7 @@ class WorkerTracker:
                 self.reborn[host] = float(stamp)
             info["pid"] = pid
             info["active"] = event.get("active")
+            info["active_at"] = now
             info["processed"] = event.get("processed")
             for key in ("loadavg", "sw_ver", "sw_ident", "sw_sys"):
                 if key in event:
@@ -100,7 +101,24 @@ class WorkerTracker:
         since = info.get("online_since")
         if since is not None and start_time is not None and start_time < since:
             return f"worker {host} restarted while the task ran"
+        if self.idle_since(info, start_time):
+            return f"worker {host} reports no task running"
         return None
+
+    @staticmethod
+    def idle_since(info: dict[str, Any], start_time: float | None) -> bool:
+        """Whether the worker's own count of running tasks was 0 well after ``start_time``.
+
+        Catches a task whose worker came back as a new process this consumer never saw start
+        (its ``worker-online`` came before the consumer subscribed, and no earlier pid was known):
+        the new process runs nothing it did not start, and says how many it runs in every
+        heartbeat. "Well after" is three heartbeat intervals, so a task that just started is
+        counted by then.
+        """
+        active, at = info.get("active"), info.get("active_at")
+        if start_time is None or active != 0 or not isinstance(at, int | float):
+            return False
+        return float(at) - start_time > 3 * float(info.get("freq") or 2.0)
 
     def holds(self, host: str, pid: int, now: float) -> bool:
         """Whether process ``pid`` of worker ``host`` may still hold messages it reserved.

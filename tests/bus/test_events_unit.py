@@ -50,6 +50,23 @@ def test_new_pid_without_online_event_is_a_restart() -> None:
     assert "restarted" in (t.verdict("w1", start_time=110, now=131) or "")
 
 
+def test_worker_reporting_no_running_task_loses_a_task_started_well_before() -> None:
+    # A worker that came back as a process this consumer never saw start (no earlier pid known):
+    # its heartbeats say it runs nothing, so a task STARTED on it before is not running.
+    t = WorkerTracker(timeout=10, now=0)
+    t.observe({**beat("w1", 100, pid=7), "active": 0}, now=100)
+    assert t.verdict("w1", start_time=99, now=100) is None  # just started: not counted yet
+    t.observe({**beat("w1", 107, pid=7), "active": 0}, now=107)
+    assert "reports no task running" in (t.verdict("w1", start_time=99, now=107) or "")
+
+
+def test_worker_running_tasks_keeps_them() -> None:
+    t = WorkerTracker(timeout=10, now=0)
+    t.observe({**beat("w1", 100, pid=7), "active": 1}, now=100)
+    t.observe({**beat("w1", 130, pid=7), "active": 1}, now=130)
+    assert t.verdict("w1", start_time=99, now=130) is None
+
+
 def test_unknown_worker_gets_a_grace_period_from_consumer_start() -> None:
     t = WorkerTracker(timeout=10, now=1000)
     assert t.verdict("ghost", 900, now=1005) is None
