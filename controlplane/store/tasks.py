@@ -40,7 +40,7 @@ from pymongo import (
     ReturnDocument,
     UpdateOne,
 )
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from controlplane.config import MongoConfig
 from controlplane.core.documents import TaskDocument, TaskFilter
@@ -261,7 +261,12 @@ class TaskStore(TallyWriter):
             # Given to the caller's documents, as ``insert_many`` gives them their ``_id``.
             cast(MutableMapping[str, Any], doc).update(_c=item[3], _j=[entry])
         duplicates = self._insert(docs)
-        self._close_entry(entry, [item for i, item in enumerate(items) if i not in duplicates])
+        try:
+            self._close_entry(entry, [item for i, item in enumerate(items) if i not in duplicates])
+        except PyMongoError as exc:
+            # The tasks are stored and must be published: the entry stays open until it is
+            # repaired (its writes are judged by the documents), and the list counts meanwhile.
+            log.warning("list counters not updated for %d new task(s), repaired later: %s", len(docs), exc)
         return duplicates
 
     def _insert(self, docs: Sequence[Mapping[str, Any]]) -> dict[int, DuplicateKeyError]:
