@@ -96,14 +96,10 @@ class DomainDiscovery(ReconState):
                 break
         self.domain_docs.flush()
 
-    async def resolve(self, names: Iterable[str], *, source: str, keep_empty: bool) -> None:
-        """Stage resolve: look ``names`` up and store the ones that resolve.
-
-        With ``keep_empty`` (the task's own targets) a name that does not resolve is stored too,
-        with no records.
-        """
-        todo = [n for n in dict.fromkeys(names) if n not in self.domains]
-        report = self.reporter("resolve", len(todo))
+    async def lookup(
+        self, todo: list[str], source: str, stage: str, wildcard: Wildcard | None = None
+    ) -> None:
+        """Resolve ``todo`` as stage ``stage``, keeping every name that resolves (with ``source``)."""
         await self.step(
             resolve_names(
                 self.client(),
@@ -111,10 +107,21 @@ class DomainDiscovery(ReconState):
                 {},
                 source=source,
                 concurrency=self.ctx.concurrency,
-                on_progress=report,
+                wildcard=wildcard,
+                on_progress=self.reporter(stage, len(todo)),
                 on_found=self.keep_domain,
             )
         )
+        self.domain_docs.flush()
+
+    async def resolve(self, names: Iterable[str], *, source: str, keep_empty: bool) -> None:
+        """Stage resolve: look ``names`` up and store the ones that resolve.
+
+        With ``keep_empty`` (the task's own targets) a name that does not resolve is stored too,
+        with no records.
+        """
+        todo = [n for n in dict.fromkeys(names) if n not in self.domains]
+        await self.lookup(todo, source, "resolve")
         if keep_empty and not self.stopped and self.resolution_ok():
             for name in todo:
                 if name not in self.domains:
@@ -125,20 +132,7 @@ class DomainDiscovery(ReconState):
         """Resolve candidates under ``root``, dropping its wildcard answers; returns how many were new."""
         todo = [n for n in dict.fromkeys(names) if n not in self.domains and self.in_scope(n)]
         before = len(self.domains)
-        report = self.reporter(stage, len(todo))
-        await self.step(
-            resolve_names(
-                self.client(),
-                todo,
-                {},
-                source=source,
-                concurrency=self.ctx.concurrency,
-                wildcard=await self.wildcard(root),
-                on_progress=report,
-                on_found=self.keep_domain,
-            )
-        )
-        self.domain_docs.flush()
+        await self.lookup(todo, source, stage, await self.wildcard(root))
         return len(self.domains) - before
 
     async def arl_search(self) -> None:

@@ -351,27 +351,38 @@ def test_npoc_service_detection_names_services_but_leaves_web_ports_to_the_sites
     assert ports and all(p["service"] for p in ports if p["port"] not in (80, 443, 843))
 
 
-def test_findvhost_finds_names_served_where_they_do_not_resolve(make_ctx: Ctx, recon_db: Any) -> None:
+@pytest.fixture
+def corp() -> Iterator[tuple[Any, LabDNSServer]]:
+    """The virtual-host lab and a DNS zone for it: www on the web server, admin and intranet elsewhere."""
     vlab = start_vhost_lab()
-    corp = Zone("corp.test")
-    corp.add("www", "A", VHOST_IP)
-    corp.add("admin", "A", "127.88.7.9")  # resolves to an address where nothing listens
-    corp.add("intranet", "A", "127.88.7.9")
-    dns = LabDNSServer([corp]).start()
-    try:
-        ctx = make_ctx(resolvers=[dns.address])
-        options = {
-            "domain_brute": True,
-            "port_scan": True,
-            "port_scan_type": "custom",
-            "port_custom": [vlab.http.port],
-            "site_identify": True,
-            "findvhost": True,
-        }
-        stats = run_domain_task(["corp.test"], options, ctx)
-    finally:
-        dns.stop()
-        vlab.stop()
+    zone = Zone("corp.test")
+    zone.add("www", "A", VHOST_IP)
+    zone.add("admin", "A", "127.88.7.9")  # resolves to an address where nothing listens
+    zone.add("intranet", "A", "127.88.7.9")
+    dns = LabDNSServer([zone]).start()
+    yield vlab, dns
+    dns.stop()
+    vlab.stop()
+
+
+def corp_options(vlab: Any, **extra: Any) -> dict[str, Any]:
+    """A domain task over corp.test scanning only the virtual-host server's HTTP port."""
+    return {
+        "domain_brute": True,
+        "port_scan": True,
+        "port_scan_type": "custom",
+        "port_custom": [vlab.http.port],
+        "site_identify": True,
+        **extra,
+    }
+
+
+def test_findvhost_finds_names_served_where_they_do_not_resolve(
+    make_ctx: Ctx, recon_db: Any, corp: tuple[Any, LabDNSServer]
+) -> None:
+    vlab, dns = corp
+    ctx = make_ctx(resolvers=[dns.address])
+    stats = run_domain_task(["corp.test"], corp_options(vlab, findvhost=True), ctx)
     vhosts = {d["host"]: d for d in recon_db["vhost"].find({"task_id": ctx.task_id}, {"_id": 0})}
     assert set(vhosts) == {"admin.corp.test", "intranet.corp.test"}
     assert vhosts["admin.corp.test"]["title"] == HTTP_VHOSTS["admin.corp.test"]
@@ -379,26 +390,13 @@ def test_findvhost_finds_names_served_where_they_do_not_resolve(make_ctx: Ctx, r
     assert stats["vhost"] == 2
 
 
-def test_without_findvhost_no_virtual_hosts_are_tried(make_ctx: Ctx, recon_db: Any) -> None:
-    vlab = start_vhost_lab()
-    corp = Zone("corp.test")
-    corp.add("www", "A", VHOST_IP)
-    corp.add("admin", "A", "127.88.7.9")
-    dns = LabDNSServer([corp]).start()
-    try:
-        ctx = make_ctx(resolvers=[dns.address])
-        options = {
-            "domain_brute": True,
-            "port_scan": True,
-            "port_scan_type": "custom",
-            "port_custom": [vlab.http.port],
-            "site_identify": True,
-        }
-        run_domain_task(["corp.test"], options, ctx)
-        with vlab.http.lock:
-            asked = [host for host, _ in vlab.http.requests]
-    finally:
-        dns.stop()
-        vlab.stop()
+def test_without_findvhost_no_virtual_hosts_are_tried(
+    make_ctx: Ctx, recon_db: Any, corp: tuple[Any, LabDNSServer]
+) -> None:
+    vlab, dns = corp
+    ctx = make_ctx(resolvers=[dns.address])
+    run_domain_task(["corp.test"], corp_options(vlab), ctx)
+    with vlab.http.lock:
+        asked = [host for host, _ in vlab.http.requests]
     assert "admin.corp.test" not in asked
     assert recon_db["vhost"].count_documents({"task_id": ctx.task_id}) == 0
