@@ -6,13 +6,20 @@ The recon library (:mod:`workers.recon`) knows nothing of Celery; these helpers 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from controlplane.core.scope import ScopePolicy
 from controlplane.store.results import RECON_KINDS, ResultWriter
 from workers.context import TaskContext
+from workers.recon.assets import sync_into_scope, task_scope_id
 from workers.recon.context import ReconContext
+from workers.recon.screenshot import CaptureSettings
+from workers.recon.state import OPTION_KINDS
+from workers.tasks.livestats import LiveStatistic
+
+ReconPipeline = Callable[[list[str], dict[str, Any], ReconContext, CaptureSettings], dict[str, Any]]
 
 
 def system_resolvers(path: str = "/etc/resolv.conf") -> list[str]:
@@ -65,3 +72,18 @@ def required_scope_id(data: dict[str, Any]) -> str:
 def webhook_url(data: dict[str, Any], ctx: TaskContext) -> str:
     """Where a monitor posts its new findings: the task's ``webhook``, else ``recon.webhook_url``."""
     return str(data.get("webhook") or ctx.config.recon.webhook_url or "")
+
+
+def run_recon_task(data: dict[str, Any], ctx: TaskContext, pipeline: ReconPipeline) -> dict[str, Any]:
+    """Run a recon ``pipeline`` (domain or IP) over the task's targets and options.
+
+    The statistic is kept current while it runs (:class:`~workers.tasks.livestats.LiveStatistic`);
+    with ``options.scope_id`` the results are merged into that asset scope when it ends, stopped
+    or not (:func:`workers.recon.assets.sync_into_scope`).
+    """
+    capture = CaptureSettings.from_config(ctx.config.recon)
+    targets, options = list(data.get("targets") or []), dict(data.get("options") or {})
+    with LiveStatistic(ctx, RECON_KINDS, OPTION_KINDS):
+        stats = pipeline(targets, options, recon_context(ctx), capture)
+    stats.update(sync_into_scope(ctx.store.db, ctx.task_id, task_scope_id(data)))
+    return ctx.finish(stats)
